@@ -1,0 +1,3 @@
+//! Emulated devices. One folder per device; `bus` routes guest port and MMIO accesses to them.
+
+pub mod bus;

@@ -1,0 +1,15 @@
+//! rust-vm's microVM monitor: assembles a KVM virtual machine on the rust-vmm crates and runs it.
+//!
+//! Layout follows Firecracker: `builder` assembles a VM from a configuration, `devices/` holds one
+//! folder per device, and x86_64 specifics live under `arch/`.
+
+pub mod devices;
+
+use std::sync::{Arc, Mutex};
+
+/// Guest memory as every part of the VMM sees it.
+pub type GuestMemory = vm_memory::GuestMemoryMmap;
+
+/// The event loop: device back-ends, queue notifications and VMM control fds are its subscribers.
+pub type EventManager =
+    event_manager::EventManager<Arc<Mutex<dyn event_manager::MutEventSubscriber + Send>>>;

@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("rust-vm-vmm: not assembled yet")
+}
