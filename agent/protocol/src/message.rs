@@ -294,12 +294,14 @@ impl Request {
         };
         match map.get("v") {
             Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
-            Some(v) => return Err(fail(
-                ErrorCode::UnsupportedVersion,
-                format!(
+            Some(v) => {
+                return Err(fail(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
                     "protocol version {v} is not supported (this side speaks {PROTOCOL_VERSION})"
                 ),
-            )),
+                ))
+            }
             None => {
                 return Err(fail(
                     ErrorCode::InvalidRequest,
