@@ -1,3 +1,4 @@
 //! Emulated devices. One folder per device; `bus` routes guest port and MMIO accesses to them.
 
 pub mod bus;
+pub mod virtio;

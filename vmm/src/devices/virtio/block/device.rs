@@ -1,0 +1,122 @@
+//! The virtio-blk device: one request queue served from the event loop.
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
+use vmm_sys_util::epoll::EventSet;
+
+use super::disk::DiskImage;
+use super::{request, BlockConfig, BlockError};
+use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
+use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
+
+const QUEUE_SIZE: u16 = 256;
+const REQUEST_QUEUE: usize = 0;
+
+const TOKEN_QUEUE: u32 = 0;
+const TOKEN_STATE: u32 = 1;
+
+pub struct Block {
+    common: VirtioCommon,
+    disk: DiskImage,
+    /// virtio_blk_config up to and including `capacity`, the only field we offer.
+    config: [u8; 8],
+}
+
+impl Block {
+    pub fn new(config: &BlockConfig) -> Result<Self, BlockError> {
+        let disk = DiskImage::open(config)?;
+        let mut features = (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_RING_F_EVENT_IDX);
+        if disk.read_only() {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        Ok(Self {
+            common: VirtioCommon::new(features, &[QUEUE_SIZE])?,
+            config: disk.sectors().to_le_bytes(),
+            disk,
+        })
+    }
+
+    pub fn disk(&self) -> &DiskImage {
+        &self.disk
+    }
+
+    /// Serves every available request, then re-arms notifications and checks for a late one.
+    fn process_queue(&mut self) {
+        let Some(mem) = self.common.mem.clone() else {
+            return;
+        };
+        let queue = &mut self.common.queues[REQUEST_QUEUE];
+        let mut served = false;
+        loop {
+            if let Err(e) = queue.disable_notification(&mem) {
+                log::warn!("virtio-blk: cannot disable queue notifications: {e}");
+            }
+            while let Some(chain) = queue.pop_descriptor_chain(&mem) {
+                let head = chain.head_index();
+                let len = request::process(&self.disk, &mem, chain);
+                add_used(queue, &mem, head, len);
+                served = true;
+            }
+            match queue.enable_notification(&mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    log::warn!("virtio-blk: cannot re-enable queue notifications: {e}");
+                    break;
+                }
+            }
+        }
+        if served {
+            signal_used(queue, &mem, &self.common.interrupt);
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+    fn common(&self) -> &VirtioCommon {
+        &self.common
+    }
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+}
+
+impl MutEventSubscriber for Block {
+    fn init(&mut self, ops: &mut EventOps) {
+        let queue = Events::with_data(
+            &self.common.queue_events[REQUEST_QUEUE],
+            TOKEN_QUEUE,
+            EventSet::IN,
+        );
+        let state = Events::with_data(&self.common.state_event, TOKEN_STATE, EventSet::IN);
+        for events in [queue, state] {
+            if let Err(e) = ops.add(events) {
+                log::error!("virtio-blk: cannot register with the event loop: {e:?}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            TOKEN_QUEUE => drain_event(&self.common.queue_events[REQUEST_QUEUE], "queue"),
+            TOKEN_STATE => drain_event(&self.common.state_event, "state"),
+            other => {
+                log::warn!("virtio-blk: unexpected event token {other}");
+                return;
+            }
+        }
+        // Requests the driver queued before activation are served as soon as it completes.
+        if self.is_activated() {
+            self.process_queue();
+        }
+    }
+}
