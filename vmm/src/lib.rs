@@ -3,6 +3,7 @@
 //! Layout follows Firecracker: `builder` assembles a VM from a configuration, `devices/` holds one
 //! folder per device, and x86_64 specifics live under `arch/`.
 
+pub mod arch;
 pub mod devices;
 
 use std::sync::{Arc, Mutex};
