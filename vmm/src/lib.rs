@@ -4,7 +4,12 @@
 //! folder per device, and x86_64 specifics live under `arch/`.
 
 pub mod arch;
+pub mod builder;
+pub mod config;
 pub mod devices;
+pub mod loader;
+pub mod logger;
+pub mod vstate;
 
 use std::sync::{Arc, Mutex};
 

@@ -70,12 +70,7 @@ pub fn low_ram_end(mem_size: u64) -> u64 {
 pub fn virtio_mmio_slot(index: usize) -> Option<(u64, u32)> {
     let index = u32::try_from(index).ok()?;
     let gsi = VIRTIO_MMIO_FIRST_GSI.checked_add(index)?;
-    (gsi <= MAX_GSI).then(|| {
-        (
-            VIRTIO_MMIO_BASE + u64::from(index) * VIRTIO_MMIO_SIZE,
-            gsi,
-        )
-    })
+    (gsi <= MAX_GSI).then(|| (VIRTIO_MMIO_BASE + u64::from(index) * VIRTIO_MMIO_SIZE, gsi))
 }
 
 #[cfg(test)]

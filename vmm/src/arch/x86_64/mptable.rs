@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_cpu_counts() {
-        assert!(matches!(build_mptable(EBDA_START, 0), Err(MptableError::VcpuCount(0))));
+        assert!(matches!(
+            build_mptable(EBDA_START, 0),
+            Err(MptableError::VcpuCount(0))
+        ));
         assert!(build_mptable(EBDA_START, 255).is_err());
     }
 

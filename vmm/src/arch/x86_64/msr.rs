@@ -26,7 +26,11 @@ pub enum MsrError {
     #[error("KVM_SET_MSRS failed: {0}")]
     Set(kvm_ioctls::Error),
     #[error("KVM_SET_MSRS set only {set} of {wanted} MSRs (first refused: {refused:#x})")]
-    Partial { set: usize, wanted: usize, refused: u32 },
+    Partial {
+        set: usize,
+        wanted: usize,
+        refused: u32,
+    },
 }
 
 /// The architectural reset-ish values a freshly booted kernel expects.
@@ -76,9 +80,15 @@ mod tests {
         indices.sort_unstable();
         indices.dedup();
         assert_eq!(indices.len(), entries.len());
-        let mtrr = entries.iter().find(|e| e.index == MSR_MTRR_DEF_TYPE).unwrap();
+        let mtrr = entries
+            .iter()
+            .find(|e| e.index == MSR_MTRR_DEF_TYPE)
+            .unwrap();
         assert_eq!(mtrr.data, 0x806);
-        let misc = entries.iter().find(|e| e.index == MSR_IA32_MISC_ENABLE).unwrap();
+        let misc = entries
+            .iter()
+            .find(|e| e.index == MSR_IA32_MISC_ENABLE)
+            .unwrap();
         assert_eq!(misc.data, 1);
     }
 }

@@ -2,7 +2,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
-use super::layout::{PD_ADDR, PD_COUNT, PDPT_ADDR, PML4_ADDR};
+use super::layout::{PDPT_ADDR, PD_ADDR, PD_COUNT, PML4_ADDR};
 use crate::GuestMemory;
 
 const PRESENT_WRITABLE: u64 = 0x3;
@@ -14,10 +14,7 @@ pub fn write_identity_page_tables(mem: &GuestMemory) -> Result<u64, GuestMemoryE
     mem.write_obj(PDPT_ADDR | PRESENT_WRITABLE, GuestAddress(PML4_ADDR))?;
     for pd in 0..PD_COUNT {
         let pd_addr = PD_ADDR + pd * 0x1000;
-        mem.write_obj(
-            pd_addr | PRESENT_WRITABLE,
-            GuestAddress(PDPT_ADDR + pd * 8),
-        )?;
+        mem.write_obj(pd_addr | PRESENT_WRITABLE, GuestAddress(PDPT_ADDR + pd * 8))?;
         let mut table = Vec::with_capacity(0x1000);
         for entry in 0..ENTRIES_PER_TABLE {
             let phys = ((pd * ENTRIES_PER_TABLE + entry) << 21) | PAGE_SIZE_2M | PRESENT_WRITABLE;
@@ -58,7 +55,15 @@ mod tests {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         let cr3 = write_identity_page_tables(&mem).unwrap();
         assert_eq!(cr3, PML4_ADDR);
-        for addr in [0, 0x1000, 0x100_0000, 0x3fff_ffff, 0x4000_0000, 0xbfff_f000, 0xffff_ffff] {
+        for addr in [
+            0,
+            0x1000,
+            0x100_0000,
+            0x3fff_ffff,
+            0x4000_0000,
+            0xbfff_f000,
+            0xffff_ffff,
+        ] {
             assert_eq!(translate(&mem, cr3, addr), Some(addr), "{addr:#x}");
         }
         assert_eq!(translate(&mem, cr3, 0x1_0000_0000), None);

@@ -11,6 +11,8 @@ use crate::GuestMemory;
 
 const X86_CR0_PE: u64 = 1 << 0;
 const X86_CR0_ET: u64 = 1 << 4;
+const X86_CR0_NW: u64 = 1 << 29;
+const X86_CR0_CD: u64 = 1 << 30;
 const X86_CR0_PG: u64 = 1 << 31;
 const X86_CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
@@ -63,7 +65,8 @@ pub fn long_mode_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     sregs.gs = data;
     sregs.ss = data;
     sregs.tr = segment_from_gdt(gdt[3], TSS_SELECTOR);
-    sregs.cr0 |= X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
+    // Caches on: the reset value of CR0 has CD and NW set.
+    sregs.cr0 = (sregs.cr0 & !(X86_CR0_CD | X86_CR0_NW)) | X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
     sregs.cr3 = cr3;
     sregs.cr4 |= X86_CR4_PAE;
     sregs.efer |= EFER_LME | EFER_LMA;
@@ -101,15 +104,26 @@ mod tests {
 
     #[test]
     fn long_mode_control_registers() {
-        let sregs = long_mode_sregs(kvm_sregs::default(), 0x9000);
-        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
+        let reset = kvm_sregs {
+            cr0: 0x6000_0010,
+            ..Default::default()
+        };
+        let sregs = long_mode_sregs(reset, 0x9000);
+        assert_eq!(sregs.cr0 & (X86_CR0_CD | X86_CR0_NW), 0);
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
+        );
         assert_eq!(sregs.cr4 & X86_CR4_PAE, X86_CR4_PAE);
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_eq!(sregs.cr3, 0x9000);
         assert_eq!((sregs.gdt.base, sregs.gdt.limit), (GDT_ADDR, 31));
         assert_eq!((sregs.idt.base, sregs.idt.limit), (IDT_ADDR, 7));
         assert_eq!((sregs.cs.selector, sregs.cs.l), (CODE_SELECTOR, 1));
-        assert_eq!((sregs.ss.selector, sregs.ds.selector), (DATA_SELECTOR, DATA_SELECTOR));
+        assert_eq!(
+            (sregs.ss.selector, sregs.ds.selector),
+            (DATA_SELECTOR, DATA_SELECTOR)
+        );
         assert_eq!(sregs.tr.selector, TSS_SELECTOR);
     }
 
@@ -118,7 +132,10 @@ mod tests {
         let regs = boot_regs(0x100_0000);
         assert_eq!(regs.rip, 0x100_0000);
         assert_eq!(regs.rsi, ZERO_PAGE_ADDR);
-        assert_eq!((regs.rsp, regs.rbp), (BOOT_STACK_POINTER, BOOT_STACK_POINTER));
+        assert_eq!(
+            (regs.rsp, regs.rbp),
+            (BOOT_STACK_POINTER, BOOT_STACK_POINTER)
+        );
         assert_eq!(regs.rflags, 2);
         let fpu = boot_fpu();
         assert_eq!((fpu.fcw, fpu.mxcsr), (0x37f, 0x1f80));

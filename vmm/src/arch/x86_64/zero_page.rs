@@ -54,7 +54,10 @@ pub fn e820_map(mem_size: u64) -> Result<Vec<E820Entry>, ZeroPageError> {
         ram(HIMEM_START, mem_size.min(MMIO_GAP_START)),
     ];
     if mem_size > MMIO_GAP_START {
-        map.push(ram(MMIO_GAP_END, MMIO_GAP_END + (mem_size - MMIO_GAP_START)));
+        map.push(ram(
+            MMIO_GAP_END,
+            MMIO_GAP_END + (mem_size - MMIO_GAP_START),
+        ));
     }
     Ok(map)
 }
@@ -123,9 +126,21 @@ mod tests {
         assert_eq!(
             map,
             vec![
-                E820Entry { addr: 0, size: 0x9fc00, kind: E820_RAM },
-                E820Entry { addr: 0x9fc00, size: 0x60400, kind: E820_RESERVED },
-                E820Entry { addr: 0x10_0000, size: 511 * MIB, kind: E820_RAM },
+                E820Entry {
+                    addr: 0,
+                    size: 0x9fc00,
+                    kind: E820_RAM
+                },
+                E820Entry {
+                    addr: 0x9fc00,
+                    size: 0x60400,
+                    kind: E820_RESERVED
+                },
+                E820Entry {
+                    addr: 0x10_0000,
+                    size: 511 * MIB,
+                    kind: E820_RAM
+                },
             ]
         );
         assert_eq!(map.iter().map(|e| e.size).sum::<u64>(), 512 * MIB);
@@ -136,7 +151,14 @@ mod tests {
         let map = e820_map(3584 * MIB).unwrap();
         assert_eq!(map.len(), 4);
         assert_eq!(map[2].addr + map[2].size, 3 << 30);
-        assert_eq!(map[3], E820Entry { addr: 4 << 30, size: 512 * MIB, kind: E820_RAM });
+        assert_eq!(
+            map[3],
+            E820Entry {
+                addr: 4 << 30,
+                size: 512 * MIB,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(map.iter().map(|e| e.size).sum::<u64>(), 3584 * MIB);
     }
 
@@ -152,7 +174,10 @@ mod tests {
             setup_header: None,
             cmdline_addr: 0x20000,
             cmdline_len: 14,
-            initrd: Some(InitrdPlacement { addr: 0xf00_0000, size: 0x1234 }),
+            initrd: Some(InitrdPlacement {
+                addr: 0xf00_0000,
+                size: 0x1234,
+            }),
         };
         let params = build_zero_page(&map, &info).unwrap();
         let hdr = params.hdr;
@@ -166,16 +191,24 @@ mod tests {
         assert_eq!({ hdr.kernel_alignment }, 0x100_0000);
         assert_eq!(params.e820_entries, 3);
         let third = params.e820_table[2];
-        assert_eq!(({ third.addr }, { third.size }, { third.r#type }), (HIMEM_START, 255 * MIB, E820_RAM));
+        assert_eq!(
+            ({ third.addr }, { third.size }, { third.r#type }),
+            (HIMEM_START, 255 * MIB, E820_RAM)
+        );
     }
 
     #[test]
     fn zero_page_keeps_bzimage_header() {
-        let mut header = setup_header::default();
-        header.header = KERNEL_HDR_MAGIC;
-        header.version = 0x020f;
-        header.kernel_alignment = 0x20_0000;
-        let info = BootInfo { setup_header: Some(header), ..Default::default() };
+        let header = setup_header {
+            header: KERNEL_HDR_MAGIC,
+            version: 0x020f,
+            kernel_alignment: 0x20_0000,
+            ..Default::default()
+        };
+        let info = BootInfo {
+            setup_header: Some(header),
+            ..Default::default()
+        };
         let params = build_zero_page(&e820_map(64 * MIB).unwrap(), &info).unwrap();
         assert_eq!({ params.hdr.version }, 0x020f);
         assert_eq!({ params.hdr.kernel_alignment }, 0x20_0000);

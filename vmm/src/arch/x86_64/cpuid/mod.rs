@@ -54,7 +54,11 @@ pub(crate) mod test_support {
         kvm_cpuid_entry2 {
             function,
             index,
-            flags: if index > 0 { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 },
+            flags: if index > 0 {
+                KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+            } else {
+                0
+            },
             eax: regs[0],
             ebx: regs[1],
             ecx: regs[2],
@@ -85,7 +89,11 @@ pub(crate) mod test_support {
             entry(0xd, 0, [0x602e7, 0x2988, 0x2988, 0]),
             entry(0xd, 1, [0xf, 0x2988, 0, 0]),
             entry(0x1f, 0, [1, 2, 0x100, 7]),
-            entry(0x4000_0000, 0, [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d]),
+            entry(
+                0x4000_0000,
+                0,
+                [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d],
+            ),
             entry(0x8000_0000, 0, [0x8000_0008, 0, 0, 0]),
             entry(0x8000_0001, 0, [0, 0, 0x121, 0x2c10_0800]),
             entry(0x8000_0008, 0, [0x3930, 0, 0, 0]),

@@ -80,10 +80,26 @@ const EXT1_EDX_KEEP: u32 = bits(&[11, 20, 29]);
 const EXT1_ECX_KEEP: u32 = bits(&[0]);
 
 const CONSERVATIVE_MASKS: [KeepMask; 4] = [
-    KeepMask { leaf: 1, reg: Reg::Edx, keep: LEAF1_EDX_KEEP },
-    KeepMask { leaf: 1, reg: Reg::Ecx, keep: LEAF1_ECX_KEEP },
-    KeepMask { leaf: 0x8000_0001, reg: Reg::Edx, keep: EXT1_EDX_KEEP },
-    KeepMask { leaf: 0x8000_0001, reg: Reg::Ecx, keep: EXT1_ECX_KEEP },
+    KeepMask {
+        leaf: 1,
+        reg: Reg::Edx,
+        keep: LEAF1_EDX_KEEP,
+    },
+    KeepMask {
+        leaf: 1,
+        reg: Reg::Ecx,
+        keep: LEAF1_ECX_KEEP,
+    },
+    KeepMask {
+        leaf: 0x8000_0001,
+        reg: Reg::Edx,
+        keep: EXT1_EDX_KEEP,
+    },
+    KeepMask {
+        leaf: 0x8000_0001,
+        reg: Reg::Ecx,
+        keep: EXT1_ECX_KEEP,
+    },
 ];
 
 /// Leaves the conservative template empties completely (all sub-leaves):
@@ -138,7 +154,14 @@ mod tests {
     fn conservative_hides_what_emulation_cannot_run() {
         let entries = conservative();
         let leaf1 = find(&entries, 1, 0);
-        for (bit, name) in [(CX16, "cx16"), (XSAVE, "xsave"), (AVX, "avx"), (FMA, "fma"), (PCID, "pcid"), (RDRAND, "rdrand")] {
+        for (bit, name) in [
+            (CX16, "cx16"),
+            (XSAVE, "xsave"),
+            (AVX, "avx"),
+            (FMA, "fma"),
+            (PCID, "pcid"),
+            (RDRAND, "rdrand"),
+        ] {
             assert_eq!(leaf1.ecx & bit, 0, "{name} still visible");
         }
         let leaf7 = find(&entries, 7, 0);
@@ -148,14 +171,21 @@ mod tests {
             assert_eq!((xsave.eax, xsave.ebx, xsave.ecx, xsave.edx), (0, 0, 0, 0));
         }
         let ext = find(&entries, 0x8000_0001, 0);
-        assert_eq!(ext.edx & (1 << 26 | 1 << 27), 0, "pdpe1gb and rdtscp hidden");
+        assert_eq!(
+            ext.edx & (1 << 26 | 1 << 27),
+            0,
+            "pdpe1gb and rdtscp hidden"
+        );
     }
 
     #[test]
     fn conservative_keeps_the_x86_64_baseline_and_topology() {
         let entries = conservative();
         let leaf1 = find(&entries, 1, 0);
-        assert_eq!(leaf1.edx & LEAF1_EDX_KEEP, LEAF1_EDX_KEEP & 0x178b_fbff | 1 << 28);
+        assert_eq!(
+            leaf1.edx & LEAF1_EDX_KEEP,
+            LEAF1_EDX_KEEP & 0x178b_fbff | 1 << 28
+        );
         assert_ne!(leaf1.ecx & X2APIC, 0);
         assert_ne!(leaf1.ecx & HYPERVISOR, 0);
         assert_eq!(leaf1.ebx >> 24, 1, "APIC ID survives the template");
@@ -180,6 +210,9 @@ mod tests {
         for template in CpuTemplate::ALL {
             assert_eq!(template.name().parse::<CpuTemplate>(), Ok(template));
         }
-        assert!("haswell".parse::<CpuTemplate>().unwrap_err().contains("haswell"));
+        assert!("haswell"
+            .parse::<CpuTemplate>()
+            .unwrap_err()
+            .contains("haswell"));
     }
 }

@@ -1,0 +1,331 @@
+//! Assembles a microVM from a `VmConfig`: guest memory, the KVM VM, kernel and boot structures,
+//! devices and vCPUs; then runs it with an event loop on the calling thread.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Kvm;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::layout::{
+    ram_regions, I8042_PORT, I8042_PORT_LEN, SERIAL_COM1_GSI, SERIAL_COM1_PORT,
+    SERIAL_COM1_PORT_LEN, ZERO_PAGE_ADDR,
+};
+use crate::arch::mptable::{write_mptable, MptableError};
+use crate::arch::regs::{write_boot_tables, RegsError};
+use crate::arch::zero_page::{build_zero_page, e820_map, BootInfo, ZeroPageError};
+use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::i8042::I8042Device;
+use crate::devices::serial::{SerialDevice, SerialOutput as SerialWriter};
+use crate::loader::{self, LoadError};
+use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::{VmExitReason, VmExitSignal};
+use crate::{EventManager, GuestMemory};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open /dev/kvm: {0}")]
+    Kvm(kvm_ioctls::Error),
+    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
+    #[error("cannot allocate {mib} MiB of guest memory: {source}")]
+    GuestMemory {
+        mib: u64,
+        source: vm_memory::mmap::FromRangesError,
+    },
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("boot tables: {0}")]
+    BootTables(#[from] RegsError),
+    #[error("zero page: {0}")]
+    ZeroPage(#[from] ZeroPageError),
+    #[error("cannot write the zero page: {0}")]
+    ZeroPageCopy(vm_memory::GuestMemoryError),
+    #[error("MP table: {0}")]
+    Mptable(#[from] MptableError),
+    #[error("serial output {}: {source}", path.display())]
+    SerialFile {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(io::Error),
+    #[error("KVM_IRQFD for GSI {gsi} failed: {source}")]
+    Irqfd { gsi: u32, source: kvm_ioctls::Error },
+    #[error("device bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("this build has no virtio devices yet: remove `block` and `vsock` from the config")]
+    VirtioUnavailable,
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("event manager: {0:?}")]
+    EventManager(event_manager::Error),
+}
+
+/// A VM ready to run.
+pub struct MicroVm {
+    // Field order is drop order: vCPUs before the VM fd, the VM before its memory.
+    vcpus: Vec<Vcpu>,
+    event_manager: EventManager,
+    exit: Arc<VmExitSignal>,
+    reset_evt: EventFd,
+    vm: Vm,
+    mem: GuestMemory,
+    io_bus: Bus,
+    mmio_bus: Bus,
+}
+
+impl MicroVm {
+    pub fn guest_memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// Starts the vCPUs and serves device events until the guest stops; then stops every vCPU
+    /// thread and returns why the VM ended.
+    pub fn run(mut self) -> Result<VmExitReason, BuildError> {
+        let watcher = Arc::new(Mutex::new(ExitWatcher::new(
+            self.exit.clone(),
+            self.reset_evt.try_clone().map_err(BuildError::EventFd)?,
+        )));
+        self.event_manager.add_subscriber(watcher.clone());
+
+        register_kick_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            match vcpu.start(stop.clone(), self.exit.clone()) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_vcpus(&stop, threads);
+                    return Err(e.into());
+                }
+            }
+        }
+
+        let mut result = Ok(());
+        while !watcher.lock().unwrap_or_else(|e| e.into_inner()).done {
+            if let Err(e) = self.event_manager.run() {
+                result = Err(BuildError::EventManager(e));
+                break;
+            }
+        }
+        stop_vcpus(&stop, threads);
+        result?;
+        Ok(self.exit.reason().unwrap_or(VmExitReason::GuestReset))
+    }
+
+    /// The port I/O bus, for devices added after building (tests, tools).
+    pub fn io_bus(&self) -> &Bus {
+        &self.io_bus
+    }
+
+    pub fn mmio_bus(&self) -> &Bus {
+        &self.mmio_bus
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+}
+
+/// Ends the event loop when a vCPU reports a stop or the guest resets through the i8042.
+struct ExitWatcher {
+    exit: Arc<VmExitSignal>,
+    reset_evt: EventFd,
+    done: bool,
+}
+
+impl ExitWatcher {
+    fn new(exit: Arc<VmExitSignal>, reset_evt: EventFd) -> Self {
+        Self {
+            exit,
+            reset_evt,
+            done: false,
+        }
+    }
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.reset_evt.as_raw_fd() {
+            let _ = self.reset_evt.read();
+            self.exit.signal(VmExitReason::GuestReset);
+        } else {
+            let _ = self.exit.eventfd().read();
+        }
+        self.done = true;
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [self.exit.eventfd(), &self.reset_evt] {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                log::error!("cannot watch the VM exit eventfd: {e:?}");
+            }
+        }
+    }
+}
+
+fn create_guest_memory(config: &VmConfig) -> Result<GuestMemory, BuildError> {
+    let ranges: Vec<(GuestAddress, usize)> = ram_regions(config.mem_bytes())
+        .into_iter()
+        .map(|(addr, size)| (addr, size as usize))
+        .collect();
+    GuestMemory::from_ranges(&ranges).map_err(|source| BuildError::GuestMemory {
+        mib: config.mem_mib,
+        source,
+    })
+}
+
+fn serial_writer(output: &SerialOutput) -> Result<SerialWriter, BuildError> {
+    Ok(match output {
+        SerialOutput::Stdout => Box::new(io::stdout()),
+        SerialOutput::File(path) => Box::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| BuildError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+/// Adds COM1 and the i8042; returns the eventfd the i8042 signals on reset.
+fn attach_legacy_devices(
+    vm: &Vm,
+    io_bus: &Bus,
+    serial_output: SerialWriter,
+) -> Result<EventFd, BuildError> {
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    vm.fd()
+        .register_irqfd(&serial_irq, SERIAL_COM1_GSI)
+        .map_err(|source| BuildError::Irqfd {
+            gsi: SERIAL_COM1_GSI,
+            source,
+        })?;
+    let serial = SerialDevice::new(serial_irq, serial_output);
+    io_bus.insert(
+        Arc::new(Mutex::new(serial)),
+        SERIAL_COM1_PORT,
+        SERIAL_COM1_PORT_LEN,
+    )?;
+
+    let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+    let i8042 = I8042Device::new(reset_evt.try_clone().map_err(BuildError::EventFd)?);
+    io_bus.insert(Arc::new(Mutex::new(i8042)), I8042_PORT, I8042_PORT_LEN)?;
+    Ok(reset_evt)
+}
+
+/// Adds the configured virtio-mmio devices (block, vsock), each in the next slot from
+/// `arch::layout::virtio_mmio_slot`, and returns their command-line fragments.
+fn attach_virtio_devices(
+    config: &VmConfig,
+    _vm: &Vm,
+    _mmio_bus: &Bus,
+    _event_manager: &mut EventManager,
+    _mem: &GuestMemory,
+) -> Result<Vec<String>, BuildError> {
+    // devices::virtio::attach_mmio_device is wired in here once the virtio devices land.
+    if !config.block.is_empty() || config.vsock.is_some() {
+        return Err(BuildError::VirtioUnavailable);
+    }
+    Ok(Vec::new())
+}
+
+/// Builds the VM described by `config` (checked against this host first).
+pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
+    let kvm = Kvm::new().map_err(BuildError::Kvm)?;
+    config.validate(&HostLimits::probe(&kvm))?;
+    // Validation bounds vcpus by MAX_VCPUS, so this always fits in a u8.
+    let num_vcpus = u8::try_from(config.vcpus).map_err(|_| ConfigError::Vcpus {
+        value: config.vcpus,
+        max: u32::from(crate::arch::layout::MAX_VCPUS),
+    })?;
+
+    let mem = create_guest_memory(config)?;
+    let vm = Vm::new(&kvm, &mem)?;
+    let mut event_manager = EventManager::new().map_err(BuildError::EventManager)?;
+    let io_bus = Bus::new();
+    let mmio_bus = Bus::new();
+
+    let kernel = loader::load_kernel(&mem, &config.kernel)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(loader::load_initrd(
+            &mem,
+            config.mem_bytes(),
+            kernel.end,
+            path,
+        )?),
+        None => None,
+    };
+
+    let reset_evt = attach_legacy_devices(&vm, &io_bus, serial_writer(&config.serial)?)?;
+    let fragments = attach_virtio_devices(config, &vm, &mmio_bus, &mut event_manager, &mem)?;
+    let cmdline = loader::compose_cmdline(&config.cmdline, &fragments);
+    let cmdline_len = loader::write_cmdline(&mem, &cmdline)?;
+
+    let cr3 = write_boot_tables(&mem)?;
+    write_mptable(&mem, num_vcpus)?;
+    let boot_info = BootInfo {
+        setup_header: kernel.setup_header,
+        cmdline_addr: crate::arch::layout::CMDLINE_ADDR,
+        cmdline_len,
+        initrd,
+    };
+    let zero_page = build_zero_page(&e820_map(config.mem_bytes())?, &boot_info)?;
+    mem.write_obj(zero_page, GuestAddress(ZERO_PAGE_ADDR))
+        .map_err(BuildError::ZeroPageCopy)?;
+
+    let supported_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::SupportedCpuid)?;
+    let mut vcpus = Vec::with_capacity(usize::from(num_vcpus));
+    for index in 0..num_vcpus {
+        let vcpu = Vcpu::new(
+            vm.fd(),
+            index,
+            io_bus.clone(),
+            mmio_bus.clone(),
+            mem.clone(),
+        )?;
+        let boot = (index == 0).then_some(BootEntry {
+            entry: kernel.entry,
+            cr3,
+        });
+        vcpu.configure(&supported_cpuid, num_vcpus, config.cpu_template, boot)?;
+        vcpus.push(vcpu);
+    }
+    log::info!(
+        "built VM: {} vCPU(s), {} MiB, kernel entry {:#x}, template {}, cmdline {cmdline:?}",
+        num_vcpus,
+        config.mem_mib,
+        kernel.entry,
+        config.cpu_template
+    );
+
+    Ok(MicroVm {
+        vcpus,
+        event_manager,
+        exit: Arc::new(VmExitSignal::new().map_err(BuildError::EventFd)?),
+        reset_evt,
+        vm,
+        mem,
+        io_bus,
+        mmio_bus,
+    })
+}

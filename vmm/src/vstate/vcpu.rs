@@ -1,0 +1,389 @@
+//! A vCPU and its thread: configuration before the first run, then the KVM_RUN loop that hands
+//! port and MMIO exits to the buses and turns everything else into a VM exit reason.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::{kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use libc::{c_int, c_void, siginfo_t};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::{VmExitReason, VmExitSignal};
+use crate::arch::cpuid::{vcpu_cpuid, CpuTemplate, CpuidError};
+use crate::arch::interrupts::setup_lapic;
+use crate::arch::msr::{setup_msrs, MsrError};
+use crate::arch::regs::{setup_boot_vcpu, setup_fpu, RegsError};
+use crate::devices::bus::Bus;
+use crate::GuestMemory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("vCPU {0}: KVM_CREATE_VCPU failed: {1}")]
+    Create(u8, kvm_ioctls::Error),
+    #[error("vCPU {0}: {1}")]
+    Cpuid(u8, CpuidError),
+    #[error("vCPU {0}: KVM_SET_CPUID2 failed: {1}")]
+    SetCpuid(u8, kvm_ioctls::Error),
+    #[error("vCPU {0}: {1}")]
+    Msrs(u8, MsrError),
+    #[error("vCPU {0}: {1}")]
+    Regs(u8, RegsError),
+    #[error("vCPU {0}: LAPIC set-up failed: {1}")]
+    Lapic(u8, kvm_ioctls::Error),
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    KickSignal(vmm_sys_util::errno::Error),
+    #[error("cannot start the thread of vCPU {0}: {1}")]
+    Spawn(u8, std::io::Error),
+}
+
+/// Where the boot vCPU starts: kernel entry point and page-table root.
+#[derive(Clone, Copy, Debug)]
+pub struct BootEntry {
+    pub entry: u64,
+    pub cr3: u64,
+}
+
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+    io_bus: Bus,
+    mmio_bus: Bus,
+    mem: GuestMemory,
+}
+
+/// What the run loop does after one exit.
+enum ExitOutcome {
+    Continue,
+    Stop(VmExitReason),
+    /// A fatal exit: the string names it; the register dump is added by the run loop.
+    Fault(String),
+}
+
+thread_local! {
+    /// This thread's `kvm_run` page, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
+    KVM_RUN.with(|run| {
+        let run = run.get();
+        if !run.is_null() {
+            // SAFETY: the pointer is this thread's live kvm_run mapping (set in `run_loop` before
+            // the first KVM_RUN and cleared after the last). `immediate_exit` makes a KVM_RUN
+            // that has not started yet return EINTR at once, so no kick is lost.
+            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+        }
+    });
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> c_int {
+    SIGRTMIN()
+}
+
+/// Installs the kick handler; once per process, before vCPU threads start.
+pub fn register_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), kick_handler).map_err(VcpuError::KickSignal)
+}
+
+fn process_cpu_time_us() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
+impl Vcpu {
+    pub fn new(
+        vm: &VmFd,
+        index: u8,
+        io_bus: Bus,
+        mmio_bus: Bus,
+        mem: GuestMemory,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|e| VcpuError::Create(index, e))?;
+        Ok(Self {
+            index,
+            fd,
+            io_bus,
+            mmio_bus,
+            mem,
+        })
+    }
+
+    /// Sets CPUID, MSRs, FPU and LAPIC; the boot vCPU also gets its long-mode entry state.
+    /// The others wait for the guest's INIT/SIPI in the in-kernel LAPIC.
+    pub fn configure(
+        &self,
+        supported_cpuid: &CpuId,
+        num_vcpus: u8,
+        template: CpuTemplate,
+        boot: Option<BootEntry>,
+    ) -> Result<(), VcpuError> {
+        let i = self.index;
+        let cpuid = vcpu_cpuid(supported_cpuid, i, num_vcpus, template)
+            .map_err(|e| VcpuError::Cpuid(i, e))?;
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(|e| VcpuError::SetCpuid(i, e))?;
+        setup_msrs(&self.fd).map_err(|e| VcpuError::Msrs(i, e))?;
+        setup_fpu(&self.fd).map_err(|e| VcpuError::Regs(i, e))?;
+        setup_lapic(&self.fd).map_err(|e| VcpuError::Lapic(i, e))?;
+        if let Some(boot) = boot {
+            setup_boot_vcpu(&self.fd, boot.entry, boot.cr3).map_err(|e| VcpuError::Regs(i, e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the vCPU on its own thread until `stop` is set (and the thread kicked) or the guest
+    /// stops; a stop reason goes to `exit`.
+    pub fn start(
+        self,
+        stop: Arc<AtomicBool>,
+        exit: Arc<VmExitSignal>,
+    ) -> Result<JoinHandle<()>, VcpuError> {
+        let index = self.index;
+        std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.run_loop(&stop, &exit))
+            .map_err(|e| VcpuError::Spawn(index, e))
+    }
+
+    fn run_loop(mut self, stop: &AtomicBool, exit: &VmExitSignal) {
+        KVM_RUN.with(|run| run.set(self.fd.get_kvm_run()));
+        let mut first_run = true;
+        while !stop.load(Ordering::Acquire) {
+            if first_run && self.index == 0 {
+                log::debug!(
+                    "first KVM_RUN: process CPU time {} us",
+                    process_cpu_time_us()
+                );
+            }
+            first_run = false;
+            match self.run_once() {
+                ExitOutcome::Continue => {}
+                ExitOutcome::Stop(reason) => {
+                    exit.signal(reason);
+                    break;
+                }
+                ExitOutcome::Fault(what) => {
+                    log::error!("vCPU {} stopped: {what}", self.index);
+                    let details = format!("{what}\n{}", self.dump_state());
+                    exit.signal(VmExitReason::VcpuFault {
+                        vcpu: self.index,
+                        details,
+                    });
+                    break;
+                }
+            }
+        }
+        KVM_RUN.with(|run| run.set(std::ptr::null_mut()));
+    }
+
+    fn run_once(&mut self) -> ExitOutcome {
+        let Vcpu {
+            fd,
+            io_bus,
+            mmio_bus,
+            ..
+        } = self;
+        let outcome = match fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                if !io_bus.read(u64::from(port), data) {
+                    // Nothing there: a floating ISA bus reads all ones.
+                    data.fill(0xff);
+                }
+                ExitOutcome::Continue
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                io_bus.write(u64::from(port), data);
+                ExitOutcome::Continue
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !mmio_bus.read(addr, data) {
+                    log::debug!("unhandled MMIO read of {} bytes at {addr:#x}", data.len());
+                    data.fill(0);
+                }
+                ExitOutcome::Continue
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !mmio_bus.write(addr, data) {
+                    log::debug!("unhandled MMIO write of {} bytes at {addr:#x}", data.len());
+                }
+                ExitOutcome::Continue
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_RESET => ExitOutcome::Stop(VmExitReason::GuestReset),
+                KVM_SYSTEM_EVENT_SHUTDOWN => ExitOutcome::Stop(VmExitReason::GuestPowerOff),
+                other => ExitOutcome::Fault(format!("unexpected system event {other}")),
+            },
+            // Without an in-kernel irqchip HLT would come here; with it, only a halted vCPU
+            // that nothing can wake (interrupts off) ends up in userspace.
+            Ok(VcpuExit::Hlt) => ExitOutcome::Stop(VmExitReason::GuestPowerOff),
+            Ok(VcpuExit::Shutdown) => {
+                ExitOutcome::Fault("KVM_EXIT_SHUTDOWN (triple fault)".to_string())
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => ExitOutcome::Fault(format!(
+                "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on host CPU {cpu}"
+            )),
+            Ok(VcpuExit::InternalError) => return self.handle_internal_error(),
+            Ok(other) => ExitOutcome::Fault(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick (or another signal): clear the request and re-check `stop`.
+                fd.set_kvm_immediate_exit(0);
+                ExitOutcome::Continue
+            }
+            Err(e) => ExitOutcome::Fault(format!("KVM_RUN failed: {e}")),
+        };
+        outcome
+    }
+
+    /// KVM_EXIT_INTERNAL_ERROR: KVM could not handle an exit, most often because its instruction
+    /// emulator does not implement the guest's instruction (suberror 1).
+    ///
+    /// This is the one place to add emulation-failure reflection: decode the instruction at RIP,
+    /// advance RIP or inject the matching exception with KVM_SET_VCPU_EVENTS, and return
+    /// `ExitOutcome::Continue`.
+    fn handle_internal_error(&mut self) -> ExitOutcome {
+        // SAFETY: KVM filled the `internal` member of the union for this exit reason.
+        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let ndata = (internal.ndata as usize).min(internal.data.len());
+        let kind = match internal.suberror {
+            kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "emulation failure",
+            kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+            kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failure",
+            _ => "other",
+        };
+        ExitOutcome::Fault(format!(
+            "KVM_EXIT_INTERNAL_ERROR suberror {} ({kind}), data {:x?}",
+            internal.suberror,
+            &internal.data[..ndata]
+        ))
+    }
+
+    /// All registers, and the instruction bytes at RIP when RIP translates to guest RAM.
+    fn dump_state(&self) -> String {
+        let mut out = String::new();
+        match self.fd.get_regs() {
+            Ok(r) => {
+                let _ = write!(
+                    out,
+                    "rip={:#018x} rflags={:#018x}\n\
+                     rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n\
+                     rsi={:#018x} rdi={:#018x} rsp={:#018x} rbp={:#018x}\n\
+                     r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}\n\
+                     r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}\n",
+                    r.rip,
+                    r.rflags,
+                    r.rax,
+                    r.rbx,
+                    r.rcx,
+                    r.rdx,
+                    r.rsi,
+                    r.rdi,
+                    r.rsp,
+                    r.rbp,
+                    r.r8,
+                    r.r9,
+                    r.r10,
+                    r.r11,
+                    r.r12,
+                    r.r13,
+                    r.r14,
+                    r.r15
+                );
+                self.dump_code(&mut out, r.rip);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "KVM_GET_REGS failed: {e}");
+            }
+        }
+        match self.fd.get_sregs() {
+            Ok(s) => {
+                for (name, seg) in [
+                    ("cs", s.cs),
+                    ("ds", s.ds),
+                    ("es", s.es),
+                    ("fs", s.fs),
+                    ("gs", s.gs),
+                    ("ss", s.ss),
+                    ("tr", s.tr),
+                    ("ldt", s.ldt),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "{name:<3}={:#06x} base={:#018x} limit={:#010x} type={:#x} dpl={} l={} db={} present={}",
+                        seg.selector, seg.base, seg.limit, seg.type_, seg.dpl, seg.l, seg.db, seg.present
+                    );
+                }
+                let _ = write!(
+                    out,
+                    "gdt base={:#018x} limit={:#06x}  idt base={:#018x} limit={:#06x}\n\
+                     cr0={:#018x} cr2={:#018x} cr3={:#018x} cr4={:#018x}\n\
+                     cr8={:#018x} efer={:#018x} apic_base={:#018x}",
+                    s.gdt.base,
+                    s.gdt.limit,
+                    s.idt.base,
+                    s.idt.limit,
+                    s.cr0,
+                    s.cr2,
+                    s.cr3,
+                    s.cr4,
+                    s.cr8,
+                    s.efer,
+                    s.apic_base
+                );
+            }
+            Err(e) => {
+                let _ = write!(out, "KVM_GET_SREGS failed: {e}");
+            }
+        }
+        out
+    }
+
+    fn dump_code(&self, out: &mut String, rip: u64) {
+        let Ok(translation) = self.fd.translate_gva(rip) else {
+            return;
+        };
+        if translation.valid == 0 {
+            return;
+        }
+        let mut code = [0u8; 16];
+        if self
+            .mem
+            .read_slice(&mut code, GuestAddress(translation.physical_address))
+            .is_ok()
+        {
+            let _ = writeln!(
+                out,
+                "code at rip (phys {:#x}): {:02x?}",
+                translation.physical_address, code
+            );
+        }
+    }
+}
+
+/// Stops vCPU threads: raise `stop`, kick each thread out of KVM_RUN, and wait for them.
+pub fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for thread in &threads {
+        // Failing means the thread already exited; join below still reaps it.
+        let _ = thread.kill(kick_signal());
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+}

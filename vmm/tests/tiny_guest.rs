@@ -1,0 +1,169 @@
+//! KVM tests with hand-built 64-bit guests: serial output relayed, i8042 reset, faults reported.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{elf_image, require_kvm, run_vmm, scratch_dir, serial_then_reset_code};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn write_guest(test: &str, code: &[u8]) -> String {
+    let path = scratch_dir(test).join("guest.elf");
+    std::fs::write(&path, elf_image(code)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn serial_output_is_relayed_and_reset_exits_zero() {
+    require_kvm();
+    let message = "hello from a hand-built guest\n";
+    let guest = write_guest("serial", &serial_then_reset_code(message));
+    for vcpus in ["1", "2"] {
+        let out = run_vmm(
+            &["--kernel", &guest, "--mem-mib", "32", "--vcpus", vcpus],
+            LIMIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), message);
+    }
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn guest_runs_with_ram_above_4_gib_and_host_template() {
+    require_kvm();
+    let message = "still here\n";
+    let guest = write_guest("highmem", &serial_then_reset_code(message));
+    let args = [
+        "--kernel",
+        &guest,
+        "--mem-mib",
+        "4608",
+        "--cpu-template",
+        "host",
+    ];
+    let out = run_vmm(&args, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), message);
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn serial_output_goes_to_a_file() {
+    require_kvm();
+    let message = "to the file\n";
+    let guest = write_guest("serial-file", &serial_then_reset_code(message));
+    let log = scratch_dir("serial-file-out").join("console.log");
+    let out = run_vmm(
+        &["--kernel", &guest, "--serial", log.to_str().unwrap()],
+        LIMIT,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), message);
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn triple_fault_exits_non_zero_with_registers() {
+    require_kvm();
+    // ud2 with an empty IDT: #UD cannot be delivered, nor the #DF after it.
+    let guest = write_guest("triple-fault", &[0x0f, 0x0b]);
+    let out = run_vmm(&["--kernel", &guest], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("KVM_EXIT_SHUTDOWN (triple fault)"),
+        "{stderr}"
+    );
+    for register in [
+        "rip=0x0000000000100000",
+        "rsi=0x0000000000007000",
+        "cr3=0x0000000000009000",
+        "efer=",
+    ] {
+        assert!(stderr.contains(register), "no {register} in {stderr}");
+    }
+    assert!(
+        stderr.contains("[0f, 0b,"),
+        "instruction bytes at RIP: {stderr}"
+    );
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn bad_input_is_a_clear_error() {
+    require_kvm();
+    let dir = scratch_dir("bad-input");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "not a kernel").unwrap();
+    let guest = write_guest("bad-input-guest", &serial_then_reset_code("x"));
+    let initrd = dir.join("initrd.img");
+    std::fs::File::create(&initrd)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    let config = dir.join("vm.json");
+    std::fs::write(&config, r#"{"kernel": "/k", "mem_mb": 64}"#).unwrap();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--kernel", text.to_str().unwrap()],
+            "neither an ELF vmlinux nor a bzImage",
+        ),
+        (
+            vec!["--kernel", "/nonexistent/vmlinux"],
+            "kernel /nonexistent/vmlinux",
+        ),
+        (vec!["--kernel", &guest, "--mem-mib", "0"], "mem_mib is 0"),
+        (
+            vec!["--kernel", &guest, "--mem-mib", "99999999"],
+            "mem_mib is 99999999",
+        ),
+        (vec!["--kernel", &guest, "--vcpus", "0"], "vcpus is 0"),
+        (
+            vec!["--kernel", &guest, "--vcpus", "100000"],
+            "vcpus is 100000",
+        ),
+        (
+            vec![
+                "--kernel",
+                &guest,
+                "--mem-mib",
+                "32",
+                "--initrd",
+                initrd.to_str().unwrap(),
+            ],
+            "does not fit in guest memory",
+        ),
+        (
+            vec!["--kernel", &guest, "--block", "/nonexistent/disk.img"],
+            "block[0].path /nonexistent/disk.img",
+        ),
+        (vec!["--config", config.to_str().unwrap()], "mem_mb"),
+        (vec!["--kernel", &guest, "--cpu-template", "fast"], "fast"),
+    ];
+    for (args, expected) in cases {
+        let out = run_vmm(&args, LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    }
+}
