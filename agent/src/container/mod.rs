@@ -34,3 +34,154 @@
 //! reaper calls `waitpid(-1)`. Every pid this module returns is a direct child of the agent
 //! (use CLONE_PARENT for a process created from an intermediate) and is reaped there; this module
 //! never waits on pids itself and learns about intermediate steps through pipes, not waitpid.
+//!
+//! Beyond the contract: `Container::create_with_config` takes a [`RuntimeConfig`] (cgroup v2
+//! root, or no cgroups for host-mode tests on a cgroup v1 host; see [`CgroupConfig`]) and
+//! [`parse_spec_json`] turns spec JSON into a `Spec` with errors that name the field.
+//!
+//! Layout: one file per verb (`create`, `start`, `exec`, `signal`, `stats`, `update`,
+//! `destroy`); `init` is the code of the forked processes; `rootfs`, `process`, `cgroup`,
+//! `seccomp`, `namespaces` translate the spec; `syscalls` is the trait and its impls.
+
+// The agent binary is this module's only user and calls a subset of it as it grows; the
+// whole API is exercised by the tests below.
+#![allow(dead_code)]
+
+mod cgroup;
+mod channel;
+mod config;
+mod create;
+mod destroy;
+mod error;
+mod exec;
+mod init;
+mod mounts;
+mod namespaces;
+mod process;
+mod rootfs;
+mod seccomp;
+mod signal;
+mod spec;
+mod start;
+mod stats;
+mod syscalls;
+mod update;
+
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oci_spec::runtime::LinuxNamespaceType;
+
+#[allow(unused_imports)]
+pub use cgroup::CgroupStats as Stats;
+#[allow(unused_imports)]
+pub use config::{CgroupConfig, RuntimeConfig, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR};
+#[allow(unused_imports)]
+pub use error::{ContainerError, SpecError};
+#[allow(unused_imports)]
+pub use spec::parse_spec_json;
+#[allow(unused_imports)]
+pub use syscalls::{LinuxSyscalls, Syscalls};
+
+/// Where the container's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// An existing directory (absolute path). Mounts happen in the container's own mount
+    /// namespace only.
+    Directory(PathBuf),
+    /// A block device the agent mounts at `<state_dir>/<id>/rootfs` first (and unmounts on
+    /// destroy).
+    BlockDevice {
+        device: PathBuf,
+        fstype: String,
+        readonly: bool,
+    },
+}
+
+#[derive(Debug)]
+pub enum StdioSpec {
+    /// The child's ends; the server keeps the other ends and streams them. No stdin means
+    /// /dev/null.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// Allocate a pty; the master comes back in `ProcessHandle::pty_master`.
+    Terminal { rows: u16, cols: u16 },
+}
+
+#[derive(Debug)]
+pub struct CreateRequest {
+    pub id: String,
+    pub spec: oci_spec::runtime::Spec,
+    pub rootfs: RootfsSource,
+    pub stdio: StdioSpec,
+}
+
+#[derive(Debug)]
+pub struct ProcessHandle {
+    /// In the agent's pid namespace; a direct child of the agent.
+    pub pid: i32,
+    pub pty_master: Option<OwnedFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Init blocked before exec.
+    Created,
+    Running,
+    /// Start failed; only destroy is left.
+    Stopped,
+}
+
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// A created container. Dropping it without `destroy` leaves its processes and cgroup
+/// behind (the init waiting for `start` exits by itself); call `destroy`.
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    spec: oci_spec::runtime::Spec,
+    sys: Arc<dyn Syscalls>,
+    status: Status,
+    init_pid: i32,
+    /// The setup channel; `start` sends on it.
+    start_chan: Option<channel::Channel>,
+    cgroup: Option<cgroup::Cgroup>,
+    block_mount: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    namespaces: Vec<LinuxNamespaceType>,
+    exec_pids: Vec<i32>,
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    pub fn spec(&self) -> &oci_spec::runtime::Spec {
+        &self.spec
+    }
+
+    /// The container's cgroup directory, when cgroups are enabled.
+    pub fn cgroup_path(&self) -> Option<&std::path::Path> {
+        self.cgroup.as_ref().map(|c| c.path())
+    }
+}

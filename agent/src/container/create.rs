@@ -1,0 +1,519 @@
+//! `create`: validate, set up cgroup and rootfs source, fork the intermediate, and wait until
+//! the container init reports `Ready` (blocked before exec). Any failure undoes every step.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxIdMapping, Spec};
+
+use super::cgroup::{ApplyError, Cgroup};
+use super::channel::{Channel, Message};
+use super::config::{CgroupConfig, RuntimeConfig};
+use super::destroy::{unmount_with_retry, wait_exited};
+use super::error::{ContainerError, SpecError};
+use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
+use super::namespaces::NamespacePlan;
+use super::process::ProcessPlan;
+use super::spec::{validate, Capabilities};
+use super::syscalls::Syscalls;
+use super::{Container, CreateRequest, ProcessHandle, RootfsSource, Status, StdioSpec};
+
+/// How long the agent waits for each setup step of a child before giving up on it.
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn validate_id(id: &str) -> Result<(), ContainerError> {
+    let bad = |reason| {
+        Err(ContainerError::InvalidId {
+            id: id.to_string(),
+            reason,
+        })
+    };
+    if id.is_empty() {
+        return bad("empty");
+    }
+    if id.len() > 128 {
+        return bad("longer than 128 bytes");
+    }
+    if id == "." || id == ".." {
+        return bad("not a name");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return bad("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    Ok(())
+}
+
+/// Stdio ends for the child plus what goes back to the caller.
+pub(crate) struct PreparedStdio {
+    /// Owned here until the fork; the child gets copies.
+    owned: Vec<OwnedFd>,
+    pub fds: [RawFd; 3],
+    pub terminal: bool,
+    pub pty_master: Option<OwnedFd>,
+}
+
+pub(crate) fn prepare_stdio(id: &str, stdio: StdioSpec) -> Result<PreparedStdio, ContainerError> {
+    match stdio {
+        StdioSpec::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let stdin = match stdin {
+                Some(fd) => fd,
+                None => fs::File::open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| ContainerError::sys(id, "opening /dev/null for stdin", e))?,
+            };
+            let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+            Ok(PreparedStdio {
+                owned: vec![stdin, stdout, stderr],
+                fds,
+                terminal: false,
+                pty_master: None,
+            })
+        }
+        StdioSpec::Terminal { rows, cols } => {
+            let size = nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(Some(&size), None)
+                .map_err(|e| ContainerError::sys(id, "allocating a pty", e))?;
+            nix::fcntl::fcntl(
+                &pty.master,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| ContainerError::sys(id, "pty master FD_CLOEXEC", e))?;
+            let slave = pty.slave.as_raw_fd();
+            Ok(PreparedStdio {
+                owned: vec![pty.slave],
+                fds: [slave; 3],
+                terminal: true,
+                pty_master: Some(pty.master),
+            })
+        }
+    }
+}
+
+impl PreparedStdio {
+    pub fn child(&self) -> ChildStdio {
+        ChildStdio {
+            fds: self.fds,
+            terminal: self.terminal,
+        }
+    }
+
+    /// The child holds its copies now.
+    pub fn release_child_ends(&mut self) {
+        self.owned.clear();
+    }
+}
+
+fn map_contains_zero(maps: Option<&Vec<LinuxIdMapping>>) -> bool {
+    maps.into_iter()
+        .flatten()
+        .any(|m| m.container_id() == 0 && m.size() > 0)
+}
+
+fn id_map_text(maps: Option<&Vec<LinuxIdMapping>>) -> String {
+    maps.into_iter()
+        .flatten()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+/// Resources taken so far; `rollback` gives them back in reverse order.
+struct Partial<'a> {
+    id: &'a str,
+    sys: &'a dyn Syscalls,
+    state_dir: Option<PathBuf>,
+    block_mount: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pids: Vec<i32>,
+}
+
+impl Partial<'_> {
+    fn rollback(self) {
+        for &pid in &self.pids {
+            let _ = self.sys.kill(pid, libc::SIGKILL);
+        }
+        if let Some(cg) = &self.cgroup {
+            let sys = self.sys;
+            let _ = cg.kill_all(&|pid| sys.kill(pid, libc::SIGKILL));
+        }
+        wait_exited(&self.pids, Duration::from_secs(5));
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.remove(Duration::from_secs(5)) {
+                log::error!(
+                    "container {}: rollback: cgroup {}: {}",
+                    self.id,
+                    e.path.display(),
+                    e.source
+                );
+            }
+        }
+        if let Some(m) = &self.block_mount {
+            if let Err(e) = unmount_with_retry(self.sys, m) {
+                log::error!(
+                    "container {}: rollback: unmounting {}: {e}",
+                    self.id,
+                    m.display()
+                );
+            }
+        }
+        if let Some(d) = &self.state_dir {
+            if let Err(e) = fs::remove_dir_all(d) {
+                log::error!(
+                    "container {}: rollback: removing {}: {e}",
+                    self.id,
+                    d.display()
+                );
+            }
+        }
+    }
+}
+
+fn cgroup_error(id: &str, e: super::cgroup::CgroupIoError) -> ContainerError {
+    ContainerError::Cgroup {
+        id: id.to_string(),
+        path: e.path,
+        what: e.what,
+        source: e.source,
+    }
+}
+
+impl Container {
+    /// Creates with [`RuntimeConfig::default`] (cgroups detected, state under /run/rust-vm).
+    pub fn create(
+        req: CreateRequest,
+        sys: Arc<dyn Syscalls>,
+    ) -> Result<(Container, ProcessHandle), ContainerError> {
+        Self::create_with_config(req, sys, RuntimeConfig::default())
+    }
+
+    pub fn create_with_config(
+        req: CreateRequest,
+        sys: Arc<dyn Syscalls>,
+        config: RuntimeConfig,
+    ) -> Result<(Container, ProcessHandle), ContainerError> {
+        let CreateRequest {
+            id,
+            spec,
+            rootfs,
+            stdio,
+        } = req;
+        validate_id(&id)?;
+        let cgroups_on = matches!(config.cgroups, CgroupConfig::V2 { .. });
+        validate(
+            &spec,
+            Capabilities {
+                cgroups: cgroups_on,
+            },
+        )?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| SpecError::new("process", "missing"))?;
+        let wants_terminal = process.terminal().unwrap_or(false);
+        let gives_terminal = matches!(stdio, StdioSpec::Terminal { .. });
+        if wants_terminal != gives_terminal {
+            return Err(SpecError::new(
+                "process.terminal",
+                format!(
+                    "is {wants_terminal} but the request's stdio is {}",
+                    if gives_terminal {
+                        "a terminal"
+                    } else {
+                        "pipes"
+                    }
+                ),
+            )
+            .into());
+        }
+        let plan = ProcessPlan::new(process, "process")?;
+        let seccomp = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(super::seccomp::compile)
+            .transpose()?;
+        if let Some(l) = spec.linux() {
+            if l.resources()
+                .as_ref()
+                .and_then(|r| r.devices().as_ref())
+                .is_some_and(|d| !d.is_empty())
+            {
+                log::warn!(
+                    "container {id}: linux.resources.devices is not enforced (no device cgroup); \
+                     the VM boundary limits devices"
+                );
+            }
+        }
+        let namespaces = NamespacePlan::from_spec(&id, &spec)?;
+        let mut stdio = prepare_stdio(&id, stdio)?;
+
+        let mut partial = Partial {
+            id: &id,
+            sys: sys.as_ref(),
+            state_dir: None,
+            block_mount: None,
+            cgroup: None,
+            pids: Vec::new(),
+        };
+        let started = setup(
+            &id,
+            &spec,
+            rootfs,
+            &config,
+            &plan,
+            &namespaces,
+            seccomp.as_ref(),
+            &mut stdio,
+            &mut partial,
+        );
+        match started {
+            Ok((init_pid, chan)) => {
+                let container = Container {
+                    id: id.clone(),
+                    sys: sys.clone(),
+                    status: Status::Created,
+                    init_pid,
+                    start_chan: Some(chan),
+                    cgroup: partial.cgroup.take(),
+                    block_mount: partial.block_mount.take(),
+                    state_dir: partial.state_dir.take(),
+                    namespaces: namespaces.types.clone(),
+                    exec_pids: Vec::new(),
+                    spec,
+                };
+                Ok((
+                    container,
+                    ProcessHandle {
+                        pid: init_pid,
+                        pty_master: stdio.pty_master.take(),
+                    },
+                ))
+            }
+            Err(e) => {
+                partial.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    id: &str,
+    spec: &Spec,
+    rootfs: RootfsSource,
+    config: &RuntimeConfig,
+    plan: &ProcessPlan,
+    namespaces: &NamespacePlan,
+    seccomp: Option<&libseccomp::ScmpFilterContext>,
+    stdio: &mut PreparedStdio,
+    partial: &mut Partial,
+) -> Result<(i32, Channel), ContainerError> {
+    let sys = partial.sys;
+    let rootfs_dir = match rootfs {
+        RootfsSource::Directory(dir) => {
+            if !dir.is_absolute() {
+                return Err(SpecError::new(
+                    "rootfs",
+                    format!("{} is not an absolute path", dir.display()),
+                )
+                .into());
+            }
+            if !dir.is_dir() {
+                return Err(ContainerError::sys(
+                    id,
+                    format!("rootfs {}", dir.display()),
+                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                ));
+            }
+            dir
+        }
+        RootfsSource::BlockDevice {
+            device,
+            fstype,
+            readonly,
+        } => {
+            let state = config.state_dir.join(id);
+            fs::create_dir_all(config.state_dir.as_path()).map_err(|e| {
+                ContainerError::sys(id, format!("creating {}", config.state_dir.display()), e)
+            })?;
+            fs::create_dir(&state)
+                .map_err(|e| ContainerError::sys(id, format!("creating {}", state.display()), e))?;
+            partial.state_dir = Some(state.clone());
+            let target = state.join("rootfs");
+            fs::create_dir(&target).map_err(|e| {
+                ContainerError::sys(id, format!("creating {}", target.display()), e)
+            })?;
+            let flags = if readonly {
+                MsFlags::MS_RDONLY
+            } else {
+                MsFlags::empty()
+            };
+            sys.mount(Some(&device), &target, Some(&fstype), flags, None)
+                .map_err(|e| {
+                    ContainerError::sys(
+                        id,
+                        format!(
+                            "mounting {} ({fstype}) on {}",
+                            device.display(),
+                            target.display()
+                        ),
+                        e,
+                    )
+                })?;
+            partial.block_mount = Some(target.clone());
+            target
+        }
+    };
+
+    if let CgroupConfig::V2 { root } = &config.cgroups {
+        let name = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| p.strip_prefix("/").map(Path::to_path_buf).unwrap_or(p))
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(id));
+        let cg = Cgroup::create(root, &name).map_err(|e| cgroup_error(id, e))?;
+        let applied = match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            Some(r) => cg.apply(r),
+            None => Ok(()),
+        };
+        partial.cgroup = Some(cg);
+        match applied {
+            Ok(()) => {}
+            Err(ApplyError::Spec(e)) => return Err(e.into()),
+            Err(ApplyError::Io(e)) => return Err(cgroup_error(id, e)),
+        }
+    }
+
+    let linux = spec.linux().as_ref();
+    let uid_maps = linux.and_then(|l| l.uid_mappings().as_ref());
+    let gid_maps = linux.and_then(|l| l.gid_mappings().as_ref());
+    let root_mapped = map_contains_zero(uid_maps) && map_contains_zero(gid_maps);
+    let join: Vec<(RawFd, nix::sched::CloneFlags)> = namespaces
+        .join
+        .iter()
+        .map(|(fd, t)| (fd.as_raw_fd(), *t))
+        .collect();
+
+    let (agent_chan, child_chan) =
+        Channel::pair().map_err(|e| ContainerError::sys(id, "creating the setup channel", e))?;
+    agent_chan
+        .set_timeout(super::create::STEP_TIMEOUT)
+        .map_err(|e| ContainerError::sys(id, "setting the channel timeout", e))?;
+
+    let keep: Vec<RawFd> = namespaces
+        .join_fds()
+        .chain(std::iter::once(child_chan.raw()))
+        .collect();
+    let rootfs_path = rootfs_dir.as_path();
+    // SAFETY: the child only runs `intermediate_main`, which ends in _exit; glibc's fork
+    // makes malloc usable in the child even if other agent threads held its locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(ContainerError::sys(
+            id,
+            "fork",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        let moved = match isolate_fds(stdio.fds, &keep) {
+            Ok(m) => m,
+            // SAFETY: fresh fork, nothing to clean up.
+            Err(_) => unsafe { libc::_exit(1) },
+        };
+        let args = ChildArgs {
+            sys,
+            role: Role::Init {
+                spec,
+                rootfs: rootfs_path,
+            },
+            process: plan,
+            join: &join,
+            new_user: namespaces.new_user,
+            root_mapped,
+            unshare: namespaces.unshare,
+            stdio: ChildStdio {
+                fds: moved,
+                terminal: stdio.terminal,
+            },
+            chan: child_chan.raw(),
+            seccomp,
+        };
+        intermediate_main(&args);
+    }
+    partial.pids.push(pid);
+    drop(child_chan);
+    stdio.release_child_ends();
+
+    if let Some(cg) = &partial.cgroup {
+        cg.add_process(pid).map_err(|e| cgroup_error(id, e))?;
+    }
+    let step = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| ContainerError::sys(id, what, e)
+    };
+    agent_chan
+        .send(&Message::Go)
+        .map_err(step("starting the intermediate"))?;
+    let mut next = agent_chan
+        .recv()
+        .map_err(step("waiting for the intermediate"))?;
+    if namespaces.new_user {
+        if next != Some(Message::NeedIdMaps) {
+            return Err(unexpected(id, next, "id map request"));
+        }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        sys.write_file(&proc_dir.join("uid_map"), id_map_text(uid_maps).as_bytes())
+            .map_err(step("linux.uidMappings: writing uid_map"))?;
+        sys.write_file(&proc_dir.join("gid_map"), id_map_text(gid_maps).as_bytes())
+            .map_err(step("linux.gidMappings: writing gid_map"))?;
+        agent_chan
+            .send(&Message::IdMapsDone)
+            .map_err(step("confirming id maps"))?;
+        next = agent_chan
+            .recv()
+            .map_err(step("waiting for the init pid"))?;
+    }
+    let init_pid = match next {
+        Some(Message::Pid(p)) => p,
+        other => return Err(unexpected(id, other, "init pid")),
+    };
+    partial.pids.push(init_pid);
+    match agent_chan
+        .recv()
+        .map_err(step("waiting for the init to be ready"))?
+    {
+        Some(Message::Ready) => Ok((init_pid, agent_chan)),
+        other => Err(unexpected(id, other, "ready")),
+    }
+}
+
+pub(crate) fn unexpected(id: &str, got: Option<Message>, waiting_for: &str) -> ContainerError {
+    let message = match got {
+        Some(Message::Error(m)) => m,
+        Some(other) => format!("protocol error: got {other:?} while waiting for {waiting_for}"),
+        None => format!("the process exited while the agent waited for {waiting_for}"),
+    };
+    ContainerError::InitFailed {
+        id: id.to_string(),
+        message,
+    }
+}

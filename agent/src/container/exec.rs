@@ -1,0 +1,142 @@
+//! `exec`: run another process inside a running container. An intermediate joins the
+//! container's namespaces (the pid namespace applies to its children), enters the cgroup,
+//! and clones the process with CLONE_PARENT so the agent is its parent.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use oci_spec::runtime::Process;
+
+use super::channel::{Channel, Message};
+use super::create::{prepare_stdio, unexpected, STEP_TIMEOUT};
+use super::error::ContainerError;
+use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
+use super::namespaces::NamespacePlan;
+use super::process::ProcessPlan;
+use super::spec::validate_process;
+use super::{Container, ProcessHandle, Status, StdioSpec};
+
+impl Container {
+    pub fn exec(
+        &mut self,
+        process: &Process,
+        stdio: StdioSpec,
+    ) -> Result<ProcessHandle, ContainerError> {
+        if self.status != Status::Running {
+            return Err(ContainerError::InvalidState {
+                id: self.id.clone(),
+                operation: "exec",
+                state: self.status.name(),
+            });
+        }
+        validate_process(process, "process")?;
+        let plan = ProcessPlan::new(process, "process")?;
+        let seccomp = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(super::seccomp::compile)
+            .transpose()?;
+        let namespaces = NamespacePlan::join_process(&self.id, self.init_pid, &self.namespaces)?;
+        let mut stdio = prepare_stdio(&self.id, stdio)?;
+        let join: Vec<(RawFd, nix::sched::CloneFlags)> = namespaces
+            .join
+            .iter()
+            .map(|(fd, t)| (fd.as_raw_fd(), *t))
+            .collect();
+        let id = self.id.clone();
+        let sys_err = |what: &'static str| {
+            let id = id.clone();
+            move |e: std::io::Error| ContainerError::sys(&id, what, e)
+        };
+        let (agent_chan, child_chan) =
+            Channel::pair().map_err(sys_err("creating the exec channel"))?;
+        agent_chan
+            .set_timeout(STEP_TIMEOUT)
+            .map_err(sys_err("setting the channel timeout"))?;
+        let keep: Vec<RawFd> = namespaces
+            .join_fds()
+            .chain(std::iter::once(child_chan.raw()))
+            .collect();
+        let sys = self.sys.as_ref();
+        // SAFETY: as in create: the child only runs intermediate_main, which ends in _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(ContainerError::sys(
+                &self.id,
+                "fork",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            let moved = match isolate_fds(stdio.fds, &keep) {
+                Ok(m) => m,
+                // SAFETY: fresh fork, nothing to clean up.
+                Err(_) => unsafe { libc::_exit(1) },
+            };
+            let args = ChildArgs {
+                sys,
+                role: Role::Exec,
+                process: &plan,
+                join: &join,
+                new_user: false,
+                root_mapped: false,
+                unshare: nix::sched::CloneFlags::empty(),
+                stdio: ChildStdio {
+                    fds: moved,
+                    terminal: stdio.terminal,
+                },
+                chan: child_chan.raw(),
+                seccomp: seccomp.as_ref(),
+            };
+            intermediate_main(&args);
+        }
+        drop(child_chan);
+        stdio.release_child_ends();
+        let result = self.finish_exec(pid, &agent_chan);
+        match result {
+            Ok(exec_pid) => {
+                self.exec_pids.push(exec_pid);
+                Ok(ProcessHandle {
+                    pid: exec_pid,
+                    pty_master: stdio.pty_master.take(),
+                })
+            }
+            Err((e, child)) => {
+                for p in std::iter::once(pid).chain(child) {
+                    let _ = self.sys.kill(p, libc::SIGKILL);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Agent side of exec: cgroup, go, pid, then EOF (exec done) or an error.
+    fn finish_exec(
+        &self,
+        intermediate: i32,
+        chan: &Channel,
+    ) -> Result<i32, (ContainerError, Option<i32>)> {
+        let id = &self.id;
+        if let Some(cg) = &self.cgroup {
+            cg.add_process(intermediate)
+                .map_err(|e| (self.cgroup_err(e), None))?;
+        }
+        chan.send(&Message::Go).map_err(|e| {
+            (
+                ContainerError::sys(id, "starting the exec intermediate", e),
+                None,
+            )
+        })?;
+        let pid = match chan.recv() {
+            Ok(Some(Message::Pid(p))) => p,
+            Ok(other) => return Err((unexpected(id, other, "exec pid"), None)),
+            Err(e) => return Err((ContainerError::sys(id, "waiting for the exec pid", e), None)),
+        };
+        match chan.recv() {
+            Ok(None) => Ok(pid),
+            Ok(other) => Err((unexpected(id, other, "exec"), Some(pid))),
+            Err(e) => Err((ContainerError::sys(id, "waiting for exec", e), Some(pid))),
+        }
+    }
+}

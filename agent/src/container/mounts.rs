@@ -1,0 +1,201 @@
+//! Mount options and paths: OCI's option strings to mount(2) flags, and resolving a
+//! container path inside the rootfs without letting symlinks escape it.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+/// One OCI mount's options, split the way mount(2) wants them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Flags for the mount itself (MS_RDONLY, MS_NOSUID, ... and MS_BIND/MS_REC for binds).
+    pub flags: MsFlags,
+    /// Propagation to apply afterwards with a separate mount call.
+    pub propagation: MsFlags,
+    /// Filesystem-specific options (`mode=755`, `size=65536k`, ...).
+    pub data: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MsFlags::empty(),
+            propagation: MsFlags::empty(),
+            data: Vec::new(),
+        }
+    }
+}
+
+impl MountOptions {
+    pub fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+
+    pub fn data_string(&self) -> Option<String> {
+        (!self.data.is_empty()).then(|| self.data.join(","))
+    }
+}
+
+/// Propagation option names to flags.
+pub fn propagation_flags(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Splits OCI mount options. Unknown words that look like `key=value` or plain fs options go
+/// to `data`; the kernel judges those.
+pub fn parse_options(options: &[String]) -> Result<MountOptions, String> {
+    let mut out = MountOptions::default();
+    for opt in options {
+        let (set, clear) = match opt.as_str() {
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "remount" => return Err("\"remount\" is not allowed in a container spec".into()),
+            other => {
+                if let Some(p) = propagation_flags(other) {
+                    out.propagation |= p;
+                } else if other.is_empty() {
+                    return Err("empty option".into());
+                } else {
+                    out.data.push(other.to_string());
+                }
+                continue;
+            }
+        };
+        out.flags.remove(clear);
+        out.flags.insert(set);
+    }
+    Ok(out)
+}
+
+/// Resolves `path` (a container path) under `root` as the container would see it: symlinks
+/// are followed but never leave `root`, `..` stops at `root`. Missing components are kept
+/// as they are (they will be created).
+pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    const MAX_SYMLINKS: usize = 40;
+    let mut pending: Vec<PathBuf> = components_of(path);
+    pending.reverse();
+    let mut resolved = PathBuf::new();
+    let mut followed = 0;
+    while let Some(part) = pending.pop() {
+        if part.as_os_str() == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let host = root.join(&candidate);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = fs::read_link(&host)?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut more = components_of(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+fn components_of(path: &Path) -> Vec<PathBuf> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from(OsStr::new(".."))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_data_and_propagation_are_split() {
+        let o = parse_options(&opts(&[
+            "nosuid",
+            "noexec",
+            "mode=755",
+            "size=65536k",
+            "rslave",
+        ]))
+        .expect("valid options");
+        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        assert_eq!(o.data_string().as_deref(), Some("mode=755,size=65536k"));
+        assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        let o = parse_options(&opts(&["ro", "rw", "rbind"])).expect("valid options");
+        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert!(o.is_bind());
+    }
+
+    #[test]
+    fn remount_is_refused() {
+        assert!(parse_options(&opts(&["remount"])).is_err());
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_the_root() {
+        let dir = std::env::temp_dir().join(format!("rust-vm-resolve-{}", std::process::id()));
+        let root = dir.join("root");
+        fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::os::unix::fs::symlink("/../../etc", root.join("escape")).expect("symlink");
+        std::os::unix::fs::symlink("../etc", root.join("etc/rel")).expect("symlink");
+        let r = resolve_in_root(&root, Path::new("/escape/passwd")).expect("resolves");
+        assert_eq!(r, root.join("etc/passwd"));
+        let r = resolve_in_root(&root, Path::new("/../../x")).expect("resolves");
+        assert_eq!(r, root.join("x"));
+        let r = resolve_in_root(&root, Path::new("/etc/rel/y")).expect("resolves");
+        assert_eq!(r, root.join("etc/y"));
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,84 @@
+//! Every syscall the container code makes goes through [`Syscalls`], so the translation of a
+//! spec into mounts, ids, capabilities and limits is unit-tested with [`recording`] without
+//! root. [`LinuxSyscalls`] is the real implementation.
+//!
+//! Paths are taken as given: the callers resolve them (inside the rootfs where needed).
+
+mod linux;
+#[cfg(test)]
+pub mod recording;
+
+pub use linux::LinuxSyscalls;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use caps::{CapSet, CapsHashSet};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+
+/// What is at a path (without following a final symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+    Symlink,
+    Other,
+}
+
+pub trait Syscalls: Send + Sync + std::fmt::Debug {
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    fn setns(&self, fd: RawFd, nstype: CloneFlags) -> io::Result<()>;
+
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
+    /// The mount flags (MS_RDONLY, MS_NOSUID, ...) a mounted path has now, for remounts that
+    /// must keep the locked ones.
+    fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
+
+    fn chdir(&self, path: &Path) -> io::Result<()>;
+    fn file_kind(&self, path: &Path) -> io::Result<Option<FileKind>>;
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Creates an empty regular file (and its parents) unless something exists there.
+    fn create_file(&self, path: &Path) -> io::Result<()>;
+    fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> io::Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>;
+    fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
+    fn is_executable(&self, path: &Path) -> bool;
+
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    fn setdomainname(&self, name: &str) -> io::Result<()>;
+    fn setrlimit(&self, resource: i32, soft: u64, hard: u64) -> io::Result<()>;
+
+    /// Replaces a capability set. For `CapSet::Bounding` it drops everything not in `caps`.
+    fn set_capabilities(&self, set: CapSet, caps: &CapsHashSet) -> io::Result<()>;
+    fn set_keep_caps(&self, keep: bool) -> io::Result<()>;
+    fn set_no_new_privs(&self) -> io::Result<()>;
+    fn setgroups(&self, gids: &[u32]) -> io::Result<()>;
+    fn setresgid(&self, gid: u32) -> io::Result<()>;
+    fn setresuid(&self, uid: u32) -> io::Result<()>;
+    fn umask(&self, mask: u32);
+
+    fn setsid(&self) -> io::Result<()>;
+    fn set_controlling_terminal(&self, fd: RawFd) -> io::Result<()>;
+    fn dup2(&self, old: RawFd, new: RawFd) -> io::Result<()>;
+    /// Marks every fd from `first` up close-on-exec.
+    fn cloexec_from(&self, first: RawFd) -> io::Result<()>;
+
+    fn load_seccomp(&self, filter: &libseccomp::ScmpFilterContext) -> io::Result<()>;
+    /// Only returns on failure.
+    fn execve(&self, path: &CStr, args: &[CString], env: &[CString]) -> io::Error;
+    fn kill(&self, pid: i32, signal: i32) -> io::Result<()>;
+}

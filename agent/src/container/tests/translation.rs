@@ -1,0 +1,1 @@
+//! Spec -> syscalls, through the recording implementation.
