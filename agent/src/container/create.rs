@@ -492,17 +492,24 @@ fn setup(
             .recv()
             .map_err(step("waiting for the init pid"))?;
     }
-    let init_pid = match next {
-        Some(Message::Pid(p)) => p,
-        other => return Err(unexpected(id, other, "init pid")),
-    };
-    partial.pids.push(init_pid);
-    match agent_chan
-        .recv()
-        .map_err(step("waiting for the init to be ready"))?
-    {
-        Some(Message::Ready) => Ok((init_pid, agent_chan)),
-        other => Err(unexpected(id, other, "ready")),
+    // The intermediate's `Pid` and the init's `Ready` race on the same channel.
+    let mut init_pid = None;
+    let mut ready = false;
+    loop {
+        match next {
+            Some(Message::Pid(p)) if init_pid.is_none() => {
+                init_pid = Some(p);
+                partial.pids.push(p);
+            }
+            Some(Message::Ready) if !ready => ready = true,
+            other => return Err(unexpected(id, other, "the init pid and ready")),
+        }
+        if let (Some(pid), true) = (init_pid, ready) {
+            return Ok((pid, agent_chan));
+        }
+        next = agent_chan
+            .recv()
+            .map_err(step("waiting for the init to be ready"))?;
     }
 }
 

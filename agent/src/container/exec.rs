@@ -128,15 +128,17 @@ impl Container {
                 None,
             )
         })?;
-        let pid = match chan.recv() {
-            Ok(Some(Message::Pid(p))) => p,
-            Ok(other) => return Err((unexpected(id, other, "exec pid"), None)),
-            Err(e) => return Err((ContainerError::sys(id, "waiting for the exec pid", e), None)),
-        };
-        match chan.recv() {
-            Ok(None) => Ok(pid),
-            Ok(other) => Err((unexpected(id, other, "exec"), Some(pid))),
-            Err(e) => Err((ContainerError::sys(id, "waiting for exec", e), Some(pid))),
+        // The intermediate's `Pid` and the process's exec (EOF) or error race.
+        let mut pid = None;
+        loop {
+            match chan.recv() {
+                Ok(Some(Message::Pid(p))) if pid.is_none() => pid = Some(p),
+                Ok(None) => {
+                    return pid.ok_or_else(|| (unexpected(id, None, "exec pid"), None));
+                }
+                Ok(other) => return Err((unexpected(id, other, "exec"), pid)),
+                Err(e) => return Err((ContainerError::sys(id, "waiting for exec", e), pid)),
+            }
         }
     }
 }
