@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One set-up command for a fresh Debian 12 machine (run as root from anywhere):
+#   scripts/setup.sh
+# Installs the Debian packages in scripts/debian-packages.txt, builds the guest kernel
+# (cached; see guest-kernel/build.sh), builds the Rust workspace, then the later steps below.
+# Safe to run again: every step is skipped or cheap when its result is already there.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+step() { echo "==> $*" >&2; }
+
+install_packages() {
+    local wanted missing=()
+    wanted=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debian-packages.txt | grep -v '^$')
+    for pkg in $wanted; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        step "Debian packages: all installed"
+        return
+    fi
+    step "Debian packages: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+build_guest_kernel() {
+    step "guest kernel"
+    guest-kernel/build.sh
+}
+
+build_rust() {
+    step "Rust workspace (release)"
+    command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+    cargo build --release --workspace
+}
+
+# Steps run in this order. The initramfs build and the main job are added here as functions
+# of their own (build_initramfs, run_main_job) when their parts exist.
+install_packages
+build_guest_kernel
+build_rust
+step "set-up done"
