@@ -298,6 +298,49 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs /dev/kvm"]
+    fn attach_registers_with_kvm_and_places_the_transport_on_the_bus() {
+        use crate::devices::virtio::block::{Block, BlockConfig};
+        use vmm_sys_util::tempfile::TempFile;
+
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        let mem = test_utils::guest_memory();
+        let bus = Bus::new();
+        let mut event_manager = EventManager::new().unwrap();
+        let image = TempFile::new().unwrap();
+        image.as_file().set_len(4096).unwrap();
+        let config = BlockConfig {
+            path: image.as_path().to_owned(),
+            read_only: false,
+            id: None,
+        };
+        let block = Arc::new(Mutex::new(Block::new(&config).unwrap()));
+        let slot = MmioSlot {
+            base: 0xd000_0000,
+            gsi: 5,
+        };
+        let fragment =
+            attach_mmio_device(&vm, &bus, &mut event_manager, &mem, block.clone(), slot).unwrap();
+        assert_eq!(fragment, "virtio_mmio.device=4K@0xd0000000:5");
+
+        let mut word = [0u8; 4];
+        assert!(bus.read(0xd000_0000, &mut word));
+        assert_eq!(u32::from_le_bytes(word), 0x7472_6976);
+        assert!(bus.read(0xd000_0008, &mut word));
+        assert_eq!(u32::from_le_bytes(word), 2, "virtio-blk device ID");
+        let mut capacity = [0u8; 8];
+        assert!(bus.read(0xd000_0100, &mut capacity));
+        assert_eq!(u64::from_le_bytes(capacity), 8);
+
+        // The same slot cannot hold a second device.
+        let other = Arc::new(Mutex::new(Block::new(&config).unwrap()));
+        let err = attach_mmio_device(&vm, &bus, &mut event_manager, &mem, other, slot);
+        assert!(err.is_err());
+    }
+
+    #[test]
     fn common_offers_version_1_and_rejects_bad_queue_sizes() {
         let common = VirtioCommon::new(0, &[256]).unwrap();
         assert_ne!(common.avail_features & (1 << VIRTIO_F_VERSION_1), 0);

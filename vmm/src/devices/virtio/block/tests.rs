@@ -69,11 +69,7 @@ impl Harness {
     }
 
     fn activate(&self) {
-        activate(
-            &mut *self.device.lock().unwrap(),
-            &self.mem,
-            std::slice::from_ref(&self.queue),
-        );
+        activate(&mut *self.device.lock().unwrap(), &self.mem, &[&self.queue]);
     }
 
     fn header(&self, request_type: u32, sector: u64) -> Buf {
