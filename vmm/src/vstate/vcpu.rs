@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kvm_bindings::{kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    kvm_run, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use libc::{c_int, c_void, siginfo_t};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::{VmExitReason, VmExitSignal};
-use crate::arch::cpuid::{vcpu_cpuid, CpuTemplate, CpuidError};
+use crate::arch::cpuid::{forced_bits, vcpu_cpuid, CpuTemplate, CpuidError};
 use crate::arch::interrupts::setup_lapic;
 use crate::arch::msr::{setup_msrs, MsrError};
 use crate::arch::regs::{setup_boot_vcpu, setup_fpu, RegsError};
@@ -137,6 +139,9 @@ impl Vcpu {
         self.fd
             .set_cpuid2(&cpuid)
             .map_err(|e| VcpuError::SetCpuid(i, e))?;
+        if i == 0 {
+            self.warn_forced_cpuid(&cpuid, template);
+        }
         setup_msrs(&self.fd).map_err(|e| VcpuError::Msrs(i, e))?;
         setup_fpu(&self.fd).map_err(|e| VcpuError::Regs(i, e))?;
         setup_lapic(&self.fd).map_err(|e| VcpuError::Lapic(i, e))?;
@@ -144,6 +149,40 @@ impl Vcpu {
             setup_boot_vcpu(&self.fd, boot.entry, boot.cr3).map_err(|e| VcpuError::Regs(i, e))?;
         }
         Ok(())
+    }
+
+    fn warn_forced_cpuid(&self, wanted: &CpuId, template: CpuTemplate) {
+        let actual = match self.fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES) {
+            Ok(actual) => actual,
+            Err(e) => {
+                log::debug!("KVM_GET_CPUID2 failed, cannot check the CPUID template: {e}");
+                return;
+            }
+        };
+        let forced = forced_bits(wanted.as_slice(), actual.as_slice());
+        if forced.is_empty() {
+            return;
+        }
+        let list: Vec<String> = forced
+            .iter()
+            .map(|f| {
+                format!(
+                    "leaf {:#x}.{} {:?} {:#010x}",
+                    f.function, f.index, f.reg, f.bits
+                )
+            })
+            .collect();
+        let level = if template == CpuTemplate::Host {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
+            "KVM shows CPUID bits the {template} template clears: {}; hide them from the guest \
+             kernel with its command line (e.g. noxsave)",
+            list.join(", ")
+        );
     }
 
     /// Runs the vCPU on its own thread until `stop` is set (and the thread kicked) or the guest

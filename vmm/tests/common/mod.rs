@@ -147,7 +147,12 @@ impl RunningVmm {
         while !done(&self.serial) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
-                Ok(bytes) => self.serial.push_str(&String::from_utf8_lossy(&bytes)),
+                // The 8250 console ends lines with CR LF; tests match on LF.
+                Ok(bytes) => self.serial.extend(
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .filter(|c| *c != '\r'),
+                ),
                 Err(_) => return false,
             }
         }

@@ -33,6 +33,46 @@ pub(crate) fn reg_mut(entry: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
     }
 }
 
+/// Feature bits a vCPU reports although the CPUID we set had them clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForcedBits {
+    pub function: u32,
+    pub index: u32,
+    pub reg: Reg,
+    pub bits: u32,
+}
+
+/// Compares the CPUID we set with what KVM reports back for the vCPU. Some KVM flavours
+/// override leaves: PVM, for one, passes the host's bits of leaves 1, 7 and 0xd through,
+/// because its guests run on the host CPU. A template cannot hide those; the kernel command
+/// line can (`noxsave`, `clearcpuid=`).
+pub fn forced_bits(wanted: &[kvm_cpuid_entry2], actual: &[kvm_cpuid_entry2]) -> Vec<ForcedBits> {
+    let mut forced = Vec::new();
+    for want in wanted {
+        let Some(got) = actual
+            .iter()
+            .find(|g| g.function == want.function && g.index == want.index)
+        else {
+            continue;
+        };
+        for (reg, w, g) in [
+            (Reg::Ebx, want.ebx, got.ebx),
+            (Reg::Ecx, want.ecx, got.ecx),
+            (Reg::Edx, want.edx, got.edx),
+        ] {
+            if g & !w != 0 {
+                forced.push(ForcedBits {
+                    function: want.function,
+                    index: want.index,
+                    reg,
+                    bits: g & !w,
+                });
+            }
+        }
+    }
+    forced
+}
+
 /// The CPUID for vCPU `vcpu_id` of `num_vcpus`, from KVM's supported set.
 pub fn vcpu_cpuid(
     supported: &CpuId,
@@ -44,6 +84,43 @@ pub fn vcpu_cpuid(
     normalize(&mut entries, vcpu_id, num_vcpus);
     apply_template(&mut entries, template);
     CpuId::from_entries(&entries).map_err(CpuidError::Fam)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{entry, intel_host};
+    use super::*;
+
+    #[test]
+    fn reports_only_bits_kvm_added() {
+        let wanted = vec![
+            entry(1, 0, [1, 2, 0x8020_0000, 0xff]),
+            entry(7, 0, [0, 0, 0, 0]),
+        ];
+        let mut actual = wanted.clone();
+        assert!(forced_bits(&wanted, &actual).is_empty());
+        actual[0].ecx = 0x8420_0000; // xsave forced on
+        actual[0].edx = 0x0f; // bits cleared by KVM are not our problem
+        actual[1].ebx = 0x80;
+        assert_eq!(
+            forced_bits(&wanted, &actual),
+            vec![
+                ForcedBits {
+                    function: 1,
+                    index: 0,
+                    reg: Reg::Ecx,
+                    bits: 0x0400_0000
+                },
+                ForcedBits {
+                    function: 7,
+                    index: 0,
+                    reg: Reg::Ebx,
+                    bits: 0x80
+                },
+            ]
+        );
+        assert!(forced_bits(&intel_host(), &[]).is_empty());
+    }
 }
 
 #[cfg(test)]
