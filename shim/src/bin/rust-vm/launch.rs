@@ -1,0 +1,124 @@
+//! What the owner of a container's sandbox does, for `run` (in the foreground process) and for
+//! `create` (in the detached monitor): start the sandbox, create the container in it, attach its
+//! stdio, record it; later wait for its exit and tear the sandbox down.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rust_vm_shim::protocol::CreateContainer;
+use rust_vm_shim::sandbox::process::host_pid_in_namespace;
+use rust_vm_shim::{Backend, RuntimeConfig, Sandbox};
+
+use crate::bundle::Bundle;
+use crate::hooks::{self, Stage};
+use crate::state::{self, ContainerDir, ExitRecord, Record};
+use crate::stdio::Relay;
+
+pub struct Owned {
+    pub sandbox: Sandbox,
+    pub record: Record,
+    pub relay: Relay,
+}
+
+/// Starts the sandbox and creates the container (not started). On error nothing is left
+/// running and the sandbox directory is gone (the caller removes the container directory).
+pub fn create(
+    runtime: &RuntimeConfig,
+    dir: &ContainerDir,
+    bundle: &Bundle,
+    console_log: Option<std::path::PathBuf>,
+) -> Result<Owned> {
+    let id = &dir.id;
+    state::write_atomic(&dir.runtime_path(), &serde_json::to_vec_pretty(runtime)?)?;
+    let mut cfg = runtime.sandbox_config(id, &dir.sandbox_dir());
+    cfg.rootfs = Some(bundle.rootfs.clone());
+    cfg.console_log = console_log;
+    let sandbox = Sandbox::start(cfg).context("starting the sandbox")?;
+    let rootfs = sandbox.rootfs_source(&bundle.rootfs)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let created = sandbox
+        .client()
+        .create_container(CreateContainer {
+            container_id: id.clone(),
+            spec: Box::new(bundle.spec.clone()),
+            rootfs,
+            terminal,
+            console_size: None,
+        })
+        .with_context(|| format!("creating container {id:?} in the sandbox"))?;
+    let relay = Relay::attach(sandbox.agent_address(), id, None, terminal, true)?;
+    let pid = match sandbox.backend() {
+        // The agent's pid namespace is nested in ours: report the host pid, as runc would.
+        Backend::Namespaces => host_pid_in_namespace(sandbox.pid(), created.pid as u32)
+            .map(|p| p as i32)
+            .unwrap_or(created.pid),
+        // The container lives in the guest: the VMM is its host process (as Kata reports).
+        Backend::Vm => sandbox.pid() as i32,
+    };
+    let owner_pid = std::process::id();
+    let annotations: BTreeMap<String, String> = bundle
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let record = Record {
+        id: id.clone(),
+        bundle: bundle.dir.clone(),
+        backend: sandbox.backend(),
+        agent_address: sandbox.agent_address().to_string(),
+        owner_pid,
+        owner_start_time: state::process_start_time(owner_pid).unwrap_or(0),
+        sandbox_pid: sandbox.pid(),
+        init_pid: created.pid,
+        pid,
+        created: state::rfc3339_now(),
+        annotations,
+    };
+    dir.write_record(&record)?;
+    let oci = dir.oci_state()?;
+    for stage in [Stage::Prestart, Stage::CreateRuntime] {
+        hooks::run(&bundle.spec, stage, &oci)?;
+    }
+    Ok(Owned {
+        sandbox,
+        record,
+        relay,
+    })
+}
+
+/// Waits for the container's init to exit, records it, and shuts the sandbox down.
+pub fn wait_and_finish(owned: Owned, dir: &ContainerDir) -> Result<ExitRecord> {
+    let Owned {
+        sandbox,
+        record,
+        relay,
+    } = owned;
+    let status = sandbox.client().wait(&record.id, None);
+    let exit = match status {
+        Ok(s) => ExitRecord {
+            exit_code: s.exit_code,
+            signal: s.signal,
+        },
+        Err(e) => {
+            // The agent is gone (killed, or the VM died): the container died with it.
+            log::warn!("container {}: waiting for exit: {e}", record.id);
+            ExitRecord {
+                exit_code: 128 + libc::SIGKILL,
+                signal: Some(libc::SIGKILL),
+            }
+        }
+    };
+    relay.drain(Duration::from_secs(5));
+    dir.write_exit(&exit)?;
+    log::info!("container {} exited with {}", record.id, exit.exit_code);
+    sandbox.shutdown().context("shutting the sandbox down")?;
+    Ok(exit)
+}

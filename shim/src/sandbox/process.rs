@@ -1,0 +1,235 @@
+//! Child processes that cannot outlive their owner.
+//!
+//! Every sandbox process (the VMM, or the agent's namespace wrapper) is started with
+//! `PR_SET_PDEATHSIG(SIGKILL)`: when the thread that spawned it dies, for any reason including
+//! SIGKILL, the kernel kills the child. The closures below run between fork and exec, so they use
+//! raw libc calls only (no allocation, no locks).
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Which namespaces the `namespaces` back-end gives its agent. The agent is PID 1 of a fresh PID
+/// namespace, so when it dies the kernel kills every container process it started; its mounts
+/// live in a private mount namespace and vanish with it.
+pub const AGENT_NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+
+fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl/getppid are async-signal-safe and take no pointers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The parent may have died between fork and prctl; then nobody would ever signal us.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `cmd` so that it is SIGKILLed when the calling thread exits, in its own process group
+/// (a Ctrl-C on the owner's terminal goes to the owner, which decides what to forward).
+pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
+    // SAFETY: getpid is always safe.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only makes async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            die_with_parent(parent)?;
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Spawns `cmd` as PID 1 of fresh namespaces (see [`AGENT_NAMESPACES`]), with a private mount
+/// propagation and its own /proc. The returned child is a small waiter outside the PID namespace
+/// whose exit status is the agent's; killing it kills the agent (and so every container).
+pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
+    // SAFETY: getpid is always safe.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only makes async-signal-safe calls (fork, waitpid, mount, _exit, ...).
+    unsafe {
+        cmd.pre_exec(move || {
+            die_with_parent(parent)?;
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::unshare(AGENT_NAMESPACES) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let root = c"/".as_ptr();
+            if libc::mount(
+                std::ptr::null(),
+                root,
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let waiter = libc::getpid();
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => {
+                    // PID 1 of the new namespace: becomes the agent at exec.
+                    die_with_parent_in_namespace(waiter)?;
+                    let proc_ = c"proc".as_ptr();
+                    let target = c"/proc".as_ptr();
+                    if libc::mount(
+                        proc_,
+                        target,
+                        proc_,
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                }
+                agent => {
+                    // The waiter must not hold std's exec-error pipe open (spawn() would block
+                    // until the agent exits): it needs no descriptor beyond stdio.
+                    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                    let mut status = 0;
+                    loop {
+                        let r = libc::waitpid(agent, &mut status, 0);
+                        if r == agent {
+                            break;
+                        }
+                        if r == -1 && *libc::__errno_location() != libc::EINTR {
+                            libc::_exit(125);
+                        }
+                    }
+                    if libc::WIFEXITED(status) {
+                        libc::_exit(libc::WEXITSTATUS(status));
+                    }
+                    libc::_exit(128 + libc::WTERMSIG(status));
+                }
+            }
+        });
+    }
+    cmd.spawn()
+}
+
+/// In a new PID namespace getppid() is 0 (the parent is outside), so the death check compares
+/// nothing; PDEATHSIG alone covers the window after this call, and the waiter (our parent) is
+/// itself covered by its own PDEATHSIG.
+fn die_with_parent_in_namespace(_waiter: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl takes no pointers here.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// stdout/stderr of a sandbox process go to its log file (the guest console or the agent log).
+pub fn log_stdio(log: &Path) -> io::Result<(Stdio, Stdio)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = file.try_clone()?;
+    Ok((Stdio::from(file), Stdio::from(err)))
+}
+
+/// Sends SIGKILL to `child` and reaps it. Harmless when it already exited.
+pub fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// The direct children of `pid` (from /proc; used to find the agent under its waiter).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (candidate, status) in proc_statuses() {
+        if status_field(&status, "PPid:").and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
+            out.push(candidate);
+        }
+    }
+    out
+}
+
+/// Every process's `/proc/<pid>/status` text.
+pub fn proc_statuses() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                out.push((pid, status));
+            }
+        }
+    }
+    out
+}
+
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+/// Translates a PID as seen inside the namespace whose PID 1 is host process `ns_init` into a
+/// host PID, by the `NSpid:` lines of /proc (host PID first, then each nested namespace).
+pub fn host_pid_in_namespace(ns_init: u32, inner_pid: u32) -> Option<u32> {
+    if inner_pid == 1 {
+        return Some(ns_init);
+    }
+    let statuses = proc_statuses();
+    let ppid_of = |pid: u32| -> Option<u32> {
+        statuses
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .and_then(|(_, s)| status_field(s, "PPid:"))
+            .and_then(|v| v.parse().ok())
+    };
+    for (pid, status) in &statuses {
+        let Some(nspid) = status_field(status, "NSpid:") else {
+            continue;
+        };
+        let levels: Vec<u32> = nspid
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if levels.get(1) != Some(&inner_pid) {
+            continue;
+        }
+        // Same inner number in another sandbox? Only a descendant of our namespace's init counts.
+        let mut cursor = *pid;
+        for _ in 0..64 {
+            match ppid_of(cursor) {
+                Some(p) if p == ns_init => return Some(*pid),
+                Some(p) if p > 1 => cursor = p,
+                _ => break,
+            }
+        }
+    }
+    None
+}

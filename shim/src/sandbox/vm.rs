@@ -1,0 +1,108 @@
+//! `vm` back-end (the product): one `rust-vm-vmm` process per sandbox.
+//!
+//! The VMM gets a JSON configuration in the state directory: the guest kernel, the initramfs
+//! (agent as `/init`), the container rootfs image as virtio-blk (`/dev/vda` in the guest), a
+//! vsock device whose host side is `vsock.sock` in the state directory, and the serial console
+//! written to `console.log` there.
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+
+use super::{
+    build_rootfs_image, process, require_file, Paths, SandboxConfig, SandboxError, GUEST_CID,
+};
+
+/// The guest device of the first virtio-blk disk.
+pub const ROOTFS_DEVICE: &str = "/dev/vda";
+
+/// The guest kernel command line: serial console with early output, no reboot loop on panic
+/// (the VMM ends with the guest), the agent as init from the initramfs.
+pub fn kernel_cmdline(config: &SandboxConfig) -> String {
+    let level = match config.log_level {
+        crate::config::LogLevel::Error | crate::config::LogLevel::Warn => "loglevel=4",
+        crate::config::LogLevel::Info => "loglevel=6",
+        crate::config::LogLevel::Debug | crate::config::LogLevel::Trace => "loglevel=8",
+    };
+    format!(
+        "console=ttyS0 earlyprintk=serial,ttyS0,115200 {level} reboot=k panic=-1 \
+         i8042.noaux i8042.nomux i8042.dumbkbd pci=off rdinit=/init"
+    )
+}
+
+pub(super) fn check_inputs(config: &SandboxConfig) -> Result<(), SandboxError> {
+    require_file(
+        "guest kernel",
+        &config.kernel,
+        "run scripts/setup.sh (builds the guest kernel) or set `kernel` in /etc/rust-vm/config.toml",
+    )?;
+    require_file(
+        "guest initramfs",
+        &config.initramfs,
+        "run rootfs/build-initramfs.sh or set `initramfs` in /etc/rust-vm/config.toml",
+    )?;
+    require_file(
+        "VMM binary",
+        &config.vmm_path,
+        "build it with `cargo build -p rust-vm-vmm` or set `vmm` in /etc/rust-vm/config.toml",
+    )
+}
+
+pub(super) fn vmm_config(
+    config: &SandboxConfig,
+    paths: &Paths,
+    with_disk: bool,
+) -> serde_json::Value {
+    let drives = if with_disk {
+        json!([{ "path": paths.image, "read_only": false, "id": "rootfs" }])
+    } else {
+        json!([])
+    };
+    json!({
+        "kernel": config.kernel,
+        "initrd": config.initramfs,
+        "cmdline": kernel_cmdline(config),
+        "vcpus": config.vcpus,
+        "mem_mib": config.mem_mib,
+        "cpu_template": config.cpu_template,
+        "block": drives,
+        "vsock": { "guest_cid": GUEST_CID, "uds_path": paths.socket },
+        "serial": { "file": paths.console },
+        "log_level": config.log_level.as_str(),
+    })
+}
+
+pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u32), SandboxError> {
+    if let Some(rootfs) = &config.rootfs {
+        build_rootfs_image(rootfs, &paths.image)?;
+    }
+    let vmm_json = vmm_config(config, paths, config.rootfs.is_some());
+    let text = serde_json::to_vec_pretty(&vmm_json).map_err(|e| SandboxError::Io {
+        what: "writing the VMM configuration",
+        path: paths.vmm_config.clone(),
+        source: e.into(),
+    })?;
+    fs::write(&paths.vmm_config, text).map_err(|source| SandboxError::Io {
+        what: "writing the VMM configuration",
+        path: paths.vmm_config.clone(),
+        source,
+    })?;
+    let (out, err) = process::log_stdio(&paths.vmm_log).map_err(|source| SandboxError::Io {
+        what: "creating the VMM log",
+        path: paths.vmm_log.clone(),
+        source,
+    })?;
+    let mut cmd = Command::new(&config.vmm_path);
+    cmd.arg("--config")
+        .arg(&paths.vmm_config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
+        program: config.vmm_path.clone(),
+        source,
+    })?;
+    let pid = child.id();
+    Ok((child, pid))
+}
