@@ -68,7 +68,7 @@ pub(super) fn vmm_config(
         "cpu_template": config.cpu_template,
         "block": drives,
         "vsock": { "guest_cid": GUEST_CID, "uds_path": paths.socket },
-        "serial": { "file": paths.console },
+        "serial": paths.console,
         "log_level": config.log_level.as_str(),
     })
 }
