@@ -7,8 +7,9 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
 
 use super::error::SpecError;
 
+/// OCI's spelling of namespace types.
 const KNOWN_NAMESPACES: &[&str] = &[
-    "pid", "network", "net", "mount", "mnt", "ipc", "uts", "user", "cgroup", "time",
+    "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time",
 ];
 
 /// Parses a spec from JSON. Fields whose problems serde would only report vaguely (an unknown
