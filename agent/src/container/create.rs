@@ -282,8 +282,9 @@ impl Container {
             &mut partial,
         );
         match started {
-            Ok((init_pid, chan)) => {
+            Ok((init_pid, chan, init_pidfd)) => {
                 let container = Container {
+                    init_pidfd,
                     id: id.clone(),
                     sys: sys.clone(),
                     status: Status::Created,
@@ -323,7 +324,7 @@ fn setup(
     seccomp: Option<&libseccomp::ScmpFilterContext>,
     stdio: &mut PreparedStdio,
     partial: &mut Partial,
-) -> Result<(i32, Channel), ContainerError> {
+) -> Result<(i32, Channel, OwnedFd), ContainerError> {
     let sys = partial.sys;
     let rootfs_dir = match rootfs {
         RootfsSource::Directory(dir) => {
@@ -505,7 +506,11 @@ fn setup(
             other => return Err(unexpected(id, other, "the init pid and ready")),
         }
         if let (Some(pid), true) = (init_pid, ready) {
-            return Ok((pid, agent_chan));
+            // The init is blocked before exec, so this pid is still the init's.
+            let pidfd = sys
+                .pidfd_open(pid)
+                .map_err(step("pidfd_open of the init"))?;
+            return Ok((pid, agent_chan, pidfd));
         }
         next = agent_chan
             .recv()

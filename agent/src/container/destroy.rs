@@ -13,6 +13,7 @@ use super::error::ContainerError;
 use super::stats::is_zombie;
 use super::syscalls::Syscalls;
 use super::Container;
+use std::os::fd::AsRawFd;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,11 +59,7 @@ impl Container {
         let mut problems = Vec::new();
         // An init still waiting for `start` exits when its channel closes; kill it anyway.
         self.start_chan = None;
-        let mut pids = self.pids().unwrap_or_default();
-        pids.push(self.init_pid);
-        pids.extend(self.exec_pids.iter().copied());
-        pids.sort_unstable();
-        pids.dedup();
+        let others = self.pids().unwrap_or_default();
         if let Some(cg) = &self.cgroup {
             let sys = self.sys.as_ref();
             if let Err(e) = cg.kill_all(&|pid| sys.kill(pid, libc::SIGKILL)) {
@@ -74,13 +71,23 @@ impl Container {
             }
         }
         // Killing the init of a pid namespace kills everything in it.
-        for &pid in &pids {
-            if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        let _ = self
+            .sys
+            .pidfd_send_signal(self.init_pidfd.as_raw_fd(), libc::SIGKILL);
+        if self.cgroup.is_none() {
+            for &pid in others.iter().filter(|&&p| p != self.init_pid) {
                 let _ = self.sys.kill(pid, libc::SIGKILL);
             }
         }
-        if !wait_exited(&pids, EXIT_TIMEOUT) {
-            problems.push(format!("processes {pids:?} did not exit after SIGKILL"));
+        if !self.wait_init_exit(EXIT_TIMEOUT) {
+            problems.push(format!(
+                "the init {} did not exit after SIGKILL",
+                self.init_pid
+            ));
+        }
+        let others: Vec<i32> = others.into_iter().filter(|&p| p != self.init_pid).collect();
+        if !wait_exited(&others, EXIT_TIMEOUT) {
+            problems.push(format!("processes {others:?} did not exit after SIGKILL"));
         }
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.remove(EXIT_TIMEOUT) {

@@ -38,6 +38,15 @@ impl Container {
             .map(super::seccomp::compile)
             .transpose()?;
         let namespaces = NamespacePlan::join_process(&self.id, self.init_pid, &self.namespaces)?;
+        // The init may have exited and its pid been reused: these must be its namespaces.
+        if !self.init_alive() {
+            self.status = Status::Stopped;
+            return Err(ContainerError::InvalidState {
+                id: self.id.clone(),
+                operation: "exec",
+                state: "stopped",
+            });
+        }
         let mut stdio = prepare_stdio(&self.id, stdio)?;
         let join: Vec<(RawFd, nix::sched::CloneFlags)> = namespaces
             .join

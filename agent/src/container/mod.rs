@@ -70,7 +70,7 @@ mod update;
 #[cfg(test)]
 mod tests;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -158,6 +158,8 @@ pub struct Container {
     sys: Arc<dyn Syscalls>,
     status: Status,
     init_pid: i32,
+    /// Names the init even after it was reaped (pids get reused).
+    init_pidfd: OwnedFd,
     /// The setup channel; `start` sends on it.
     start_chan: Option<channel::Channel>,
     cgroup: Option<cgroup::Cgroup>,
@@ -178,6 +180,36 @@ impl Container {
 
     pub fn spec(&self) -> &oci_spec::runtime::Spec {
         &self.spec
+    }
+
+    /// Whether the init has not exited yet.
+    pub fn init_alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.init_pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc == 0
+    }
+
+    /// Waits up to `timeout` for the init to exit (not to be reaped).
+    pub(crate) fn wait_init_exit(&self, timeout: std::time::Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.init_pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                return rc > 0;
+            }
+        }
     }
 
     /// The container's cgroup directory, when cgroups are enabled.

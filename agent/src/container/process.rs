@@ -194,8 +194,10 @@ impl ProcessPlan {
                 .ctx(|| "PR_SET_KEEPCAPS".to_string())?;
             for (set, name, value) in [
                 (CapSet::Inheritable, "inheritable", &c.inheritable),
-                (CapSet::Permitted, "permitted", &c.permitted),
+                // Effective before permitted: permitted may only shrink below effective
+                // once effective has shrunk.
                 (CapSet::Effective, "effective", &c.effective),
+                (CapSet::Permitted, "permitted", &c.permitted),
                 (CapSet::Ambient, "ambient", &c.ambient),
             ] {
                 let empty = CapsHashSet::new();

@@ -1,5 +1,7 @@
 //! `signal`: deliver a signal to one of the container's processes.
 
+use std::os::fd::AsRawFd;
+
 use super::error::ContainerError;
 use super::Container;
 
@@ -7,8 +9,16 @@ impl Container {
     /// Sends `signal` to `pid`, which must be the init, an exec'd process or another process
     /// inside the container.
     pub fn signal(&self, pid: i32, signal: i32) -> Result<(), ContainerError> {
-        let known =
-            pid == self.init_pid || self.exec_pids.contains(&pid) || self.pids()?.contains(&pid);
+        if pid == self.init_pid {
+            return self
+                .sys
+                .pidfd_send_signal(self.init_pidfd.as_raw_fd(), signal)
+                .map_err(|e| {
+                    ContainerError::sys(&self.id, format!("signal {signal} to the init"), e)
+                });
+        }
+        // Membership now (cgroup or pid namespace), not a remembered pid that may be reused.
+        let known = self.pids()?.contains(&pid);
         if !known {
             return Err(ContainerError::UnknownProcess {
                 id: self.id.clone(),

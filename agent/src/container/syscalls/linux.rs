@@ -3,7 +3,7 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -262,6 +262,34 @@ impl Syscalls for LinuxSyscalls {
         match nix::unistd::execve(path, args, env) {
             Err(e) => errno_io(e),
             Ok(never) => match never {},
+        }
+    }
+
+    fn pidfd_open(&self, pid: i32) -> io::Result<OwnedFd> {
+        // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    fn pidfd_send_signal(&self, pidfd: RawFd, signal: i32) -> io::Result<()> {
+        // SAFETY: no siginfo pointer is passed (NULL), flags 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 

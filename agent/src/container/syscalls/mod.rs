@@ -12,7 +12,7 @@ pub use linux::LinuxSyscalls;
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
 use caps::{CapSet, CapsHashSet};
@@ -81,4 +81,8 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
     /// Only returns on failure.
     fn execve(&self, path: &CStr, args: &[CString], env: &[CString]) -> io::Error;
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()>;
+    /// A pidfd keeps naming the process after it exits, so a reaped and reused pid is never
+    /// signalled by mistake.
+    fn pidfd_open(&self, pid: i32) -> io::Result<OwnedFd>;
+    fn pidfd_send_signal(&self, pidfd: RawFd, signal: i32) -> io::Result<()>;
 }

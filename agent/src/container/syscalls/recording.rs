@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -53,6 +53,8 @@ pub enum Call {
     LoadSeccomp,
     Execve(CString, Vec<CString>, Vec<CString>),
     Kill(i32, i32),
+    PidfdOpen(i32),
+    PidfdSendSignal(i32),
 }
 
 type FailRule = Box<dyn Fn(&Call) -> Option<i32> + Send + Sync>;
@@ -261,6 +263,14 @@ impl Syscalls for RecordingSyscalls {
             Err(e) => e,
             Ok(()) => io::Error::other("recorded execve"),
         }
+    }
+    fn pidfd_open(&self, pid: i32) -> io::Result<OwnedFd> {
+        self.record(Call::PidfdOpen(pid))?;
+        // Any real fd will do as a stand-in.
+        std::fs::File::open("/dev/null").map(OwnedFd::from)
+    }
+    fn pidfd_send_signal(&self, _pidfd: RawFd, signal: i32) -> io::Result<()> {
+        self.record(Call::PidfdSendSignal(signal))
     }
     fn kill(&self, pid: i32, signal: i32) -> io::Result<()> {
         self.record(Call::Kill(pid, signal))

@@ -321,3 +321,152 @@ fn block_device_rootfs_is_mounted_and_unmounted() {
     let _ = Command::new("losetup").args(["-d", &loopdev]).status();
     outcome.expect("block device rootfs");
 }
+
+fn run_to_end(rootfs: &BusyboxRootfs, id: &str, spec: serde_json::Value) -> (WaitStatus, String) {
+    let (stdio, out) = pipes();
+    let (mut c, h) = create(rootfs, id, spec, stdio).expect("create");
+    c.start().expect("start");
+    let text = out.text();
+    let status = wait(h.pid);
+    c.destroy().expect("destroy");
+    (status, text)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn seccomp_capabilities_rlimits_and_no_new_privs_are_enforced() {
+    let rootfs = BusyboxRootfs::new("confine");
+    let mut spec = spec_json(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/x 2>/dev/null || echo mkdir-denied; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ulimit -n",
+    ]);
+    spec["process"]["noNewPrivileges"] = true.into();
+    spec["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"],
+    });
+    spec["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 512}]);
+    spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    });
+    let (status, text) = run_to_end(&rootfs, "confine", spec);
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    // CAP_KILL is bit 5.
+    assert_eq!(
+        text,
+        "mkdir-denied\nCapEff:\t0000000000000020\nCapBnd:\t0000000000000020\nNoNewPrivs:\t1\n256\n"
+    );
+    assert!(!rootfs.root().join("tmp/x").exists());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn masked_readonly_paths_and_a_readonly_root() {
+    let rootfs = BusyboxRootfs::new("masked");
+    let mut spec = spec_json(&[
+        "sh",
+        "-c",
+        "cat /proc/timer_list | wc -c; echo x > /proc/sys/kernel/domainname || echo sys-ro; touch /newfile || echo root-ro; ls /proc/irq | wc -l",
+    ]);
+    spec["root"]["readonly"] = true.into();
+    spec["linux"]["maskedPaths"] =
+        serde_json::json!(["/proc/timer_list", "/proc/irq", "/proc/nonexistent"]);
+    let (status, text) = run_to_end(&rootfs, "masked", spec);
+    assert!(
+        matches!(status, WaitStatus::Exited(_, 0)),
+        "{status:?} {text}"
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("Read-only")).collect();
+    assert_eq!(lines, ["0", "sys-ro", "root-ro", "0"], "{text}");
+    assert!(!rootfs.root().join("newfile").exists());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn only_stdio_reaches_the_container() {
+    let rootfs = BusyboxRootfs::new("fds");
+    let (status, text) = run_to_end(&rootfs, "fds", spec_json(&["ls", "/proc/self/fd"]));
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    // 0-2, plus the directory ls is reading.
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+}
+
+/// This host is cgroup v1 with an empty cgroup2 hierarchy at /sys/fs/cgroup/unified: no
+/// controllers, but the real kernel interface for membership, kill and removal.
+#[test]
+#[ignore = "needs root and a cgroup2 mount at /sys/fs/cgroup/unified"]
+fn cgroup_v2_membership_kill_and_removal_on_the_real_kernel() {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    assert!(
+        unified.join("cgroup.procs").exists(),
+        "no cgroup2 hierarchy at {unified:?}"
+    );
+    let rootfs = BusyboxRootfs::new("cgroup");
+    let cg_root = unified.join(format!("rust-vm-test-{}", std::process::id()));
+    /// Removes the test's parent cgroup even when an assertion fails.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir(self.0.join("cg"));
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = RemoveOnDrop(cg_root.clone());
+    let mut spec = spec_json(&["sh", "-c", "grep '^0::' /proc/self/cgroup; sleep 30"]);
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(serde_json::json!({"type": "cgroup"}));
+    let (stdio, out) = pipes();
+    let (mut c, h) = Container::create_with_config(
+        CreateRequest {
+            id: "cg".into(),
+            spec: spec_from(&spec),
+            rootfs: RootfsSource::Directory(rootfs.root()),
+            stdio,
+        },
+        Arc::new(LinuxSyscalls),
+        RuntimeConfig {
+            cgroups: CgroupConfig::V2 {
+                root: cg_root.clone(),
+            },
+            state_dir: rootfs.dir.join("state"),
+        },
+    )
+    .expect("create");
+    let cg_dir = c.cgroup_path().expect("a cgroup").to_path_buf();
+    assert_eq!(cg_dir, cg_root.join("cg"));
+    c.start().expect("start");
+    let mut out = std::io::BufReader::new(fs::File::from(out.read));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).expect("first line");
+    // The cgroup namespace's root is the container's cgroup.
+    assert_eq!(first, "0::/\n");
+    let procs = fs::read_to_string(cg_dir.join("cgroup.procs")).expect("cgroup.procs");
+    assert!(procs.lines().any(|l| l == h.pid.to_string()), "{procs}");
+    let process = spec_from(&spec_json(&["sleep", "30"]))
+        .process()
+        .clone()
+        .expect("process");
+    let (stdio, _exec_out) = pipes();
+    let e = c.exec(&process, stdio).expect("exec");
+    let pids = c.pids().expect("pids");
+    assert!(pids.contains(&h.pid) && pids.contains(&e.pid), "{pids:?}");
+    c.signal(e.pid, libc::SIGTERM)
+        .expect("signal an exec'd process");
+    assert!(matches!(
+        wait(e.pid),
+        WaitStatus::Signaled(_, Signal::SIGTERM, _)
+    ));
+    c.destroy().expect("destroy");
+    assert!(matches!(
+        wait(h.pid),
+        WaitStatus::Signaled(_, Signal::SIGKILL, _)
+    ));
+    assert!(!cg_dir.exists(), "the cgroup outlived destroy");
+}

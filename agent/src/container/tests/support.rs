@@ -57,7 +57,8 @@ impl BusyboxRootfs {
         fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
         for applet in [
             "sh", "echo", "hostname", "id", "pwd", "cat", "sleep", "ls", "env", "true", "false",
-            "grep", "wc", "kill", "ps", "tty", "stat", "head", "touch", "mount", "readlink",
+            "grep", "wc", "mkdir", "kill", "ps", "tty", "stat", "head", "touch", "mount",
+            "readlink",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
         }

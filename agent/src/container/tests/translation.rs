@@ -427,8 +427,8 @@ fn capabilities_are_set_around_the_user_switch() {
             Call::Setresuid(1000),
             Call::SetKeepCaps(false),
             Call::SetCapabilities("inheritable", one.clone()),
-            Call::SetCapabilities("permitted", one.clone()),
             Call::SetCapabilities("effective", one.clone()),
+            Call::SetCapabilities("permitted", one.clone()),
             Call::SetCapabilities("ambient", one),
             Call::Execve(
                 CString::new("/bin/sh").expect("c"),
