@@ -15,7 +15,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::layout::{
-    ram_regions, I8042_PORT, I8042_PORT_LEN, SERIAL_COM1_GSI, SERIAL_COM1_PORT,
+    ram_regions, virtio_mmio_slot, I8042_PORT, I8042_PORT_LEN, SERIAL_COM1_GSI, SERIAL_COM1_PORT,
     SERIAL_COM1_PORT_LEN, ZERO_PAGE_ADDR,
 };
 use crate::arch::mptable::{write_mptable, MptableError};
@@ -25,6 +25,9 @@ use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::I8042Device;
 use crate::devices::serial::{SerialDevice, SerialOutput as SerialWriter};
+use crate::devices::virtio::block::{Block, BlockError};
+use crate::devices::virtio::vsock::{Vsock, VsockError};
+use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
 use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -67,8 +70,14 @@ pub enum BuildError {
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
     #[error("device bus: {0}")]
     Bus(#[from] BusError),
-    #[error("this build has no virtio devices yet: remove `block` and `vsock` from the config")]
-    VirtioUnavailable,
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
+    #[error("too many virtio devices: {count} configured, {max} MMIO slots")]
+    TooManyVirtioDevices { count: usize, max: usize },
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
     #[error("event manager: {0:?}")]
@@ -235,16 +244,45 @@ fn attach_legacy_devices(
 /// `arch::layout::virtio_mmio_slot`, and returns their command-line fragments.
 fn attach_virtio_devices(
     config: &VmConfig,
-    _vm: &Vm,
-    _mmio_bus: &Bus,
-    _event_manager: &mut EventManager,
-    _mem: &GuestMemory,
+    vm: &Vm,
+    mmio_bus: &Bus,
+    event_manager: &mut EventManager,
+    mem: &GuestMemory,
 ) -> Result<Vec<String>, BuildError> {
-    // devices::virtio::attach_mmio_device is wired in here once the virtio devices land.
-    if !config.block.is_empty() || config.vsock.is_some() {
-        return Err(BuildError::VirtioUnavailable);
+    let count = config.block.len() + usize::from(config.vsock.is_some());
+    let slots: Vec<MmioSlot> = (0..count)
+        .map_while(virtio_mmio_slot)
+        .map(|(base, gsi)| MmioSlot { base, gsi })
+        .collect();
+    if slots.len() < count {
+        let max = (0..).map_while(virtio_mmio_slot).count();
+        return Err(BuildError::TooManyVirtioDevices { count, max });
     }
-    Ok(Vec::new())
+    let mut slots = slots.into_iter();
+    let mut fragments = Vec::with_capacity(count);
+    for (block, slot) in config.block.iter().zip(slots.by_ref()) {
+        let device = Arc::new(Mutex::new(Block::new(block)?));
+        fragments.push(attach_mmio_device(
+            vm.fd(),
+            mmio_bus,
+            event_manager,
+            mem,
+            device,
+            slot,
+        )?);
+    }
+    if let (Some(vsock), Some(slot)) = (&config.vsock, slots.next()) {
+        let device = Arc::new(Mutex::new(Vsock::new(vsock)?));
+        fragments.push(attach_mmio_device(
+            vm.fd(),
+            mmio_bus,
+            event_manager,
+            mem,
+            device,
+            slot,
+        )?);
+    }
+    Ok(fragments)
 }
 
 /// Builds the VM described by `config` (checked against this host first).

@@ -98,7 +98,8 @@ pub struct BlockDeviceConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
-    /// The serial the guest reads with VIRTIO_BLK_T_GET_ID; defaults to the device index.
+    /// The serial the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes); defaults to one
+    /// derived from the image file's device and inode numbers.
     #[serde(default)]
     pub id: Option<String>,
 }

@@ -300,7 +300,7 @@ mod tests {
     #[test]
     #[ignore = "needs /dev/kvm"]
     fn attach_registers_with_kvm_and_places_the_transport_on_the_bus() {
-        use crate::devices::virtio::block::{Block, BlockConfig};
+        use crate::devices::virtio::block::{Block, BlockDeviceConfig};
         use vmm_sys_util::tempfile::TempFile;
 
         let kvm = kvm_ioctls::Kvm::new().unwrap();
@@ -311,7 +311,7 @@ mod tests {
         let mut event_manager = EventManager::new().unwrap();
         let image = TempFile::new().unwrap();
         image.as_file().set_len(4096).unwrap();
-        let config = BlockConfig {
+        let config = BlockDeviceConfig {
             path: image.as_path().to_owned(),
             read_only: false,
             id: None,

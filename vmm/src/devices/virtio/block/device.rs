@@ -8,7 +8,7 @@ use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 
 use super::disk::DiskImage;
-use super::{request, BlockConfig, BlockError};
+use super::{request, BlockDeviceConfig, BlockError};
 use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
 use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
 
@@ -26,7 +26,7 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(config: &BlockConfig) -> Result<Self, BlockError> {
+    pub fn new(config: &BlockDeviceConfig) -> Result<Self, BlockError> {
         let disk = DiskImage::open(config)?;
         let mut features = (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_RING_F_EVENT_IDX);
         if disk.read_only() {

@@ -5,7 +5,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{BlockConfig, BlockError};
+use super::{BlockDeviceConfig, BlockError};
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Length of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
@@ -21,7 +21,7 @@ pub struct DiskImage {
 }
 
 impl DiskImage {
-    pub fn open(config: &BlockConfig) -> Result<Self, BlockError> {
+    pub fn open(config: &BlockDeviceConfig) -> Result<Self, BlockError> {
         let path = config.path.clone();
         let mut file = OpenOptions::new()
             .read(true)
@@ -121,8 +121,8 @@ mod tests {
     use super::*;
     use vmm_sys_util::tempfile::TempFile;
 
-    fn config(path: &Path) -> BlockConfig {
-        BlockConfig {
+    fn config(path: &Path) -> BlockDeviceConfig {
+        BlockDeviceConfig {
             path: path.to_owned(),
             read_only: false,
             id: None,

@@ -8,24 +8,11 @@ mod request;
 use std::io;
 use std::path::PathBuf;
 
+pub use crate::config::BlockDeviceConfig;
 pub use device::Block;
 pub use disk::DiskImage;
 
 use super::VirtioError;
-
-/// One block device as the user configures it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockConfig {
-    /// Backing file or host block device.
-    pub path: PathBuf,
-    /// Offer the disk read-only (VIRTIO_BLK_F_RO); writes fail with an I/O error status.
-    #[serde(default)]
-    pub read_only: bool,
-    /// Serial returned to VIRTIO_BLK_T_GET_ID (at most 20 bytes); derived from the file if unset.
-    #[serde(default)]
-    pub id: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {

@@ -10,7 +10,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempfile::TempFile;
 
-use super::{Block, BlockConfig};
+use super::{Block, BlockDeviceConfig};
 use crate::devices::virtio::test_utils::{
     activate, guest_memory, readable, writable, Buf, GuestQueue, MEM_SIZE,
 };
@@ -45,7 +45,7 @@ impl Harness {
         let image = TempFile::new().unwrap();
         let contents = pattern((SECTORS * 512) as usize, 0x5a);
         image.as_file().write_all_at(&contents, 0).unwrap();
-        let config = BlockConfig {
+        let config = BlockDeviceConfig {
             path: image.as_path().to_owned(),
             read_only,
             id: id.map(str::to_owned),
@@ -419,7 +419,7 @@ fn requests_queued_before_activation_are_served_on_activation() {
 
 #[test]
 fn unreadable_image_is_a_clear_error() {
-    let config = BlockConfig {
+    let config = BlockDeviceConfig {
         path: "/nonexistent/rootfs.img".into(),
         read_only: true,
         id: None,

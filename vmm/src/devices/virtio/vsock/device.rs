@@ -8,8 +8,8 @@ use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::{Muxer, TOKEN_STREAM};
-use super::packet::{read_tx_packet, RxBuffer, MAX_PAYLOAD};
-use super::{VsockConfig, VsockError};
+use super::packet::{read_tx_packet, RxBuffer, HOST_CID, MAX_PAYLOAD};
+use super::{VsockDeviceConfig, VsockError};
 use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
 use crate::devices::virtio::{read_config_bytes, ActivateError, VirtioCommon, VirtioDevice};
 use crate::GuestMemory;
@@ -39,16 +39,16 @@ pub struct Vsock {
 }
 
 impl Vsock {
-    pub fn new(config: &VsockConfig) -> Result<Self, VsockError> {
+    pub fn new(config: &VsockDeviceConfig) -> Result<Self, VsockError> {
         let cid = config.guest_cid;
-        if cid <= 2 || cid == u32::MAX {
+        if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
             return Err(VsockError::InvalidCid(cid));
         }
         let common = VirtioCommon::new(0, &[QUEUE_SIZE; 3])?;
-        let muxer = Muxer::new(u64::from(cid), &config.uds_path)?;
+        let muxer = Muxer::new(cid, &config.uds_path)?;
         Ok(Self {
             common,
-            config: u64::from(cid).to_le_bytes(),
+            config: cid.to_le_bytes(),
             muxer,
             tx_payload: vec![0; MAX_PAYLOAD],
             rx_payload: vec![0; MAX_PAYLOAD],

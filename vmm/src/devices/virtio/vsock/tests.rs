@@ -14,7 +14,7 @@ use vmm_sys_util::tempdir::TempDir;
 
 use super::connection::CONN_BUF_SIZE;
 use super::packet::*;
-use super::{port_path, Vsock, VsockConfig, VsockError};
+use super::{port_path, Vsock, VsockDeviceConfig, VsockError};
 use crate::devices::virtio::test_utils::{activate, guest_memory, readable, writable, GuestQueue};
 use crate::devices::virtio::VirtioDevice;
 use crate::{EventManager, GuestMemory};
@@ -47,8 +47,8 @@ impl Guest {
     fn with_rx_buffers(count: usize) -> Self {
         let dir = TempDir::new().unwrap();
         let uds = dir.as_path().join("vsock.sock");
-        let config = VsockConfig {
-            guest_cid: GUEST_CID as u32,
+        let config = VsockDeviceConfig {
+            guest_cid: GUEST_CID,
             uds_path: uds.clone(),
         };
         let device = Arc::new(Mutex::new(Vsock::new(&config).unwrap()));
@@ -528,7 +528,7 @@ fn device_reset_closes_connections() {
 fn host_clients_wait_for_the_driver() {
     let dir = TempDir::new().unwrap();
     let uds = dir.as_path().join("v.sock");
-    let config = VsockConfig {
+    let config = VsockDeviceConfig {
         guest_cid: 3,
         uds_path: uds.clone(),
     };
@@ -573,8 +573,8 @@ fn config_space_holds_the_guest_cid() {
 #[test]
 fn reserved_cids_are_refused() {
     let dir = TempDir::new().unwrap();
-    for cid in [0, 1, 2, u32::MAX] {
-        let config = VsockConfig {
+    for cid in [0, 1, 2, u64::from(u32::MAX), 1 << 40] {
+        let config = VsockDeviceConfig {
             guest_cid: cid,
             uds_path: dir.as_path().join("v.sock"),
         };
@@ -589,7 +589,7 @@ fn reserved_cids_are_refused() {
 fn socket_path_in_use_is_a_clear_error_and_stale_sockets_are_replaced() {
     let dir = TempDir::new().unwrap();
     let path = dir.as_path().join("v.sock");
-    let config = VsockConfig {
+    let config = VsockDeviceConfig {
         guest_cid: 3,
         uds_path: path.clone(),
     };
@@ -610,7 +610,7 @@ fn socket_path_in_use_is_a_clear_error_and_stale_sockets_are_replaced() {
     // Anything else at the path is not touched.
     let file = dir.as_path().join("file");
     std::fs::write(&file, b"data").unwrap();
-    let config = VsockConfig {
+    let config = VsockDeviceConfig {
         guest_cid: 3,
         uds_path: file.clone(),
     };
