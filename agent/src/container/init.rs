@@ -123,6 +123,8 @@ fn expect(chan: RawFd, want: Message) -> Result<(), StepError> {
 
 fn intermediate(args: &ChildArgs) -> Result<(), StepError> {
     let sys = args.sys;
+    sys.reset_signals()
+        .ctx(|| "resetting signal dispositions".to_string())?;
     expect(args.chan, Message::Go)?;
     for &(fd, t) in args.join {
         sys.setns(fd, t).ctx(|| format!("setns({t:?})"))?;

@@ -82,6 +82,48 @@ impl Syscalls for LinuxSyscalls {
         nix::unistd::chdir(path).map_err(errno_io)
     }
 
+    fn chroot(&self, path: &Path) -> io::Result<()> {
+        nix::unistd::chroot(path).map_err(errno_io)
+    }
+
+    fn reset_signals(&self) -> io::Result<()> {
+        /// The kernel's struct sigaction (glibc's wrapper refuses its reserved 32 and 33).
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: `default` is a valid kernel sigaction; SIG_DFL runs no code of ours.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        nix::sys::signal::SigSet::empty()
+            .thread_set_mask()
+            .map_err(errno_io)
+    }
+
     fn file_kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
         match fs::symlink_metadata(path) {
             Ok(m) => {

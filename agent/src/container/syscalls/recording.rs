@@ -29,6 +29,8 @@ pub enum Call {
     Umount2(PathBuf, MntFlags),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
+    Chroot(PathBuf),
+    ResetSignals,
     MkdirAll(PathBuf, u32),
     CreateFile(PathBuf),
     Mknod(PathBuf, SFlag, u32, u64),
@@ -168,6 +170,12 @@ impl Syscalls for RecordingSyscalls {
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Chdir(path.to_path_buf()))
+    }
+    fn chroot(&self, path: &Path) -> io::Result<()> {
+        self.record(Call::Chroot(path.to_path_buf()))
+    }
+    fn reset_signals(&self) -> io::Result<()> {
+        self.record(Call::ResetSignals)
     }
     fn file_kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
         Ok(self

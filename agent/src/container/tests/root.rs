@@ -470,3 +470,28 @@ fn cgroup_v2_membership_kill_and_removal_on_the_real_kernel() {
     ));
     assert!(!cg_dir.exists(), "the cgroup outlived destroy");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn the_agents_signal_mask_and_ignored_signals_do_not_reach_the_container() {
+    use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow};
+    let rootfs = BusyboxRootfs::new("signals");
+    // This thread creates the container: what it blocks, fork would copy.
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGUSR1);
+    blocked.thread_block().expect("block SIGUSR1");
+    // SAFETY: SIG_IGN for a signal nothing in the test process uses.
+    unsafe { signal(Signal::SIGUSR2, SigHandler::SigIgn) }.expect("ignore SIGUSR2");
+    let (status, text) = run_to_end(
+        &rootfs,
+        "signals",
+        spec_json(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]),
+    );
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&blocked), None)
+        .expect("unblock");
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    assert_eq!(
+        text,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}

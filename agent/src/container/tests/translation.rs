@@ -523,3 +523,37 @@ fn a_failing_mount_stops_the_sequence_and_names_the_mount() {
         matches!(sys.calls().last(), Some(Call::Mount { fstype: Some(t), .. }) if t == "devpts")
     );
 }
+
+#[test]
+fn an_initramfs_root_falls_back_to_move_and_chroot() {
+    let sys = busybox_sys();
+    sys.fail_when(|c| matches!(c, Call::PivotRoot(..)).then_some(libc::EINVAL));
+    let spec = spec_from(&spec_json(&["sh"]));
+    let setup = RootfsSetup {
+        sys: &sys,
+        spec: &spec,
+        rootfs: Path::new(ROOTFS),
+        in_user_ns: false,
+    };
+    setup.pivot().expect("fallback");
+    assert_eq!(
+        sys.calls(),
+        vec![
+            Call::Chdir(ROOTFS.into()),
+            Call::PivotRoot(".".into(), ".".into()),
+            mount_call(Some("."), "/", None, MsFlags::MS_MOVE, None),
+            Call::Chroot(".".into()),
+            Call::Chdir("/".into()),
+        ]
+    );
+    // Any other pivot_root failure is an error.
+    let sys = busybox_sys();
+    sys.fail_when(|c| matches!(c, Call::PivotRoot(..)).then_some(libc::EPERM));
+    let setup = RootfsSetup {
+        sys: &sys,
+        spec: &spec,
+        rootfs: Path::new(ROOTFS),
+        in_user_ns: false,
+    };
+    assert!(setup.pivot().is_err());
+}
