@@ -1,7 +1,7 @@
 //! The virtio-blk device: one request queue served from the event loop.
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
@@ -14,6 +14,8 @@ use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
 
 const QUEUE_SIZE: u16 = 256;
 const REQUEST_QUEUE: usize = 0;
+/// Data buffers per request: a chain also carries the header and the status byte.
+const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 
 const TOKEN_QUEUE: u32 = 0;
 const TOKEN_STATE: u32 = 1;
@@ -21,20 +23,26 @@ const TOKEN_STATE: u32 = 1;
 pub struct Block {
     common: VirtioCommon,
     disk: DiskImage,
-    /// virtio_blk_config up to and including `capacity`, the only field we offer.
-    config: [u8; 8],
+    /// virtio_blk_config up to `seg_max`: capacity (sectors), size_max (not offered), seg_max.
+    config: [u8; 16],
 }
 
 impl Block {
     pub fn new(config: &BlockDeviceConfig) -> Result<Self, BlockError> {
         let disk = DiskImage::open(config)?;
-        let mut features = (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_RING_F_EVENT_IDX);
+        // Without SEG_MAX, Linux sends one data buffer per request.
+        let mut features = (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_RING_F_EVENT_IDX);
         if disk.read_only() {
             features |= 1 << VIRTIO_BLK_F_RO;
         }
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&disk.sectors().to_le_bytes());
+        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
         Ok(Self {
             common: VirtioCommon::new(features, &[QUEUE_SIZE])?,
-            config: disk.sectors().to_le_bytes(),
+            config,
             disk,
         })
     }

@@ -277,6 +277,32 @@ fn capacity_is_in_config_space() {
     let mut high = [0u8; 4];
     h.device.lock().unwrap().read_config(4, &mut high);
     assert_eq!(high, [0; 4]);
+    // seg_max follows size_max, which is not offered.
+    let mut seg_max = [0u8; 4];
+    h.device.lock().unwrap().read_config(12, &mut seg_max);
+    assert_eq!(u32::from_le_bytes(seg_max), 254);
+    let features = h.device.lock().unwrap().avail_features();
+    assert_ne!(features & (1 << VIRTIO_BLK_F_SEG_MAX), 0);
+    assert_eq!(features & (1 << VIRTIO_BLK_F_SIZE_MAX), 0);
+}
+
+#[test]
+fn a_request_may_use_many_data_buffers() {
+    let mut h = Harness::new(false);
+    // Eight one-sector buffers scattered through memory, read in one request.
+    let mut bufs = vec![h.header(VIRTIO_BLK_T_IN, 4)];
+    bufs.extend((0..8).map(|i| writable(DATA + i * 0x1000, 512)));
+    bufs.push(h.status());
+    assert_eq!(h.submit(&bufs), (8 * 512 + 1, VIRTIO_BLK_S_OK as u8));
+    let disk = h.disk_contents();
+    for i in 0..8u64 {
+        let mut sector = [0u8; 512];
+        h.mem
+            .read_slice(&mut sector, GuestAddress(DATA + i * 0x1000))
+            .unwrap();
+        let at = ((4 + i) * 512) as usize;
+        assert_eq!(sector[..], disk[at..at + 512], "buffer {i}");
+    }
 }
 
 #[test]

@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ const MAX_COMMAND: usize = 32;
 const FIRST_HOST_PORT: u32 = 1 << 30;
 /// Control packets waiting for RX buffers beyond which the guest's TX queue is left alone.
 const MAX_PENDING_CONTROL: usize = 1024;
+/// Host sockets (connections and clients still sending CONNECT) one device keeps open at most.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// A host client that connected to the main socket and has not finished its CONNECT line.
 struct Client {
@@ -101,6 +104,10 @@ impl Muxer {
         fds.into_iter().for_each(|fd| self.close(fd));
     }
 
+    fn at_capacity(&self) -> bool {
+        self.clients.len() + self.conns.len() >= MAX_CONNECTIONS
+    }
+
     fn queue_control(&mut self, key: ConnKey, op: u16, flags: u32) {
         self.control.push_back(Control {
             src_cid: HOST_CID,
@@ -137,6 +144,12 @@ impl Muxer {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if self.at_capacity() {
+                        log::warn!(
+                            "vsock: {MAX_CONNECTIONS} connections open, refusing a host client"
+                        );
+                        continue;
+                    }
                     if let Err(e) = stream.set_nonblocking(true) {
                         log::warn!("vsock: cannot make a host connection non-blocking: {e}");
                         continue;
@@ -362,12 +375,13 @@ impl Muxer {
 
     /// Guest-initiated connection to host port P: connect to `<uds_path>_<P>`.
     fn connect_to_host(&mut self, key: ConnKey, header: &PacketHeader) {
+        if self.at_capacity() {
+            log::warn!("vsock: {MAX_CONNECTIONS} connections open, refusing {key:?}");
+            self.queue_control(key, OP_RST, 0);
+            return;
+        }
         let path = port_path(&self.uds_path, key.host_port);
-        let stream = UnixStream::connect(&path).and_then(|s| {
-            s.set_nonblocking(true)?;
-            Ok(s)
-        });
-        match stream {
+        match connect_nonblocking(&path) {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
                 let credit = Credit::new(header.buf_alloc, header.fwd_cnt);
@@ -557,6 +571,50 @@ fn remove_fd(ops: &mut EventOps, stream: &UnixStream) {
     }
 }
 
+/// Connects to a Unix stream socket without blocking: a listener whose backlog is full refuses
+/// (EAGAIN) instead of stalling the event loop until it accepts. std has no such connect.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a usable Unix socket path",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just created and nothing else owns.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: `addr` is an initialised sockaddr_un and `len` does not exceed its size.
+    let ret = unsafe {
+        libc::connect(
+            fd,
+            (&raw const addr).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 /// `CONNECT <port>` with an optional trailing carriage return.
 fn parse_connect(line: &[u8]) -> Option<u32> {
     let line = std::str::from_utf8(line).ok()?;
@@ -624,6 +682,26 @@ mod tests {
         assert_eq!(parse_connect(b"CONNECT -1"), None);
         assert_eq!(parse_connect(b"connect 5"), None);
         assert_eq!(parse_connect(b"CONNECT 99999999999"), None);
+    }
+
+    #[test]
+    fn nonblocking_connect_refuses_when_the_backlog_is_full() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let path = dir.as_path().join("full.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on a socket we own, shrinking its backlog to the minimum.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let mut held = Vec::new();
+        let err = loop {
+            match connect_nonblocking(&path) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 16, "the backlog never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(connect_nonblocking(&dir.as_path().join("missing.sock")).is_err());
+        assert!(connect_nonblocking(Path::new(&"x".repeat(200))).is_err());
     }
 
     #[test]
