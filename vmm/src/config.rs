@@ -52,8 +52,6 @@ pub enum ConfigError {
     },
     #[error("vsock.guest_cid is {0}: it must be between {MIN_GUEST_CID} and {max}", max = u32::MAX - 1)]
     GuestCid(u64),
-    #[error("vsock.uds_path {} already exists (another VMM uses it, or it is stale: remove it)", .0.display())]
-    SocketInUse(PathBuf),
     #[error("vsock.uds_path {}: its directory does not exist", .0.display())]
     SocketDirMissing(PathBuf),
     #[error("invalid {field} {value:?}: {reason}")]
@@ -344,9 +342,8 @@ impl VmConfig {
             if !(MIN_GUEST_CID..u64::from(u32::MAX)).contains(&vsock.guest_cid) {
                 return Err(ConfigError::GuestCid(vsock.guest_cid));
             }
-            if vsock.uds_path.symlink_metadata().is_ok() {
-                return Err(ConfigError::SocketInUse(vsock.uds_path.clone()));
-            }
+            // Whether the socket is in use (or a stale file to replace) is for the vsock
+            // device to decide when it binds.
             let dir = vsock
                 .uds_path
                 .parent()
@@ -521,15 +518,11 @@ mod tests {
     #[test]
     fn vsock_checks() {
         let mut config = config_with_kernel();
-        let taken = temp_file("taken.sock", b"");
         config.vsock = Some(VsockDeviceConfig {
             guest_cid: 3,
-            uds_path: taken,
+            uds_path: temp_file("stale.sock", b""),
         });
-        assert!(matches!(
-            config.validate(&LIMITS),
-            Err(ConfigError::SocketInUse(_))
-        ));
+        config.validate(&LIMITS).unwrap();
         config.vsock = Some(VsockDeviceConfig {
             guest_cid: 2,
             uds_path: "/tmp/free.sock".into(),

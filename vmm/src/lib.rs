@@ -9,6 +9,7 @@ pub mod config;
 pub mod devices;
 pub mod loader;
 pub mod logger;
+pub mod test_guest;
 pub mod vstate;
 
 use std::sync::{Arc, Mutex};

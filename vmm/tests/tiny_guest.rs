@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{elf_image, require_kvm, run_vmm, scratch_dir, serial_then_reset_code};
+use common::{require_kvm, run_vmm, scratch_dir};
+use vmm::test_guest::{elf_image, print_and_reset};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -19,7 +20,7 @@ fn write_guest(test: &str, code: &[u8]) -> String {
 fn serial_output_is_relayed_and_reset_exits_zero() {
     require_kvm();
     let message = "hello from a hand-built guest\n";
-    let guest = write_guest("serial", &serial_then_reset_code(message));
+    let guest = write_guest("serial", &print_and_reset(message));
     for vcpus in ["1", "2"] {
         let out = run_vmm(
             &["--kernel", &guest, "--mem-mib", "32", "--vcpus", vcpus],
@@ -36,7 +37,7 @@ fn serial_output_is_relayed_and_reset_exits_zero() {
 fn guest_runs_with_ram_above_4_gib_and_host_template() {
     require_kvm();
     let message = "still here\n";
-    let guest = write_guest("highmem", &serial_then_reset_code(message));
+    let guest = write_guest("highmem", &print_and_reset(message));
     let args = [
         "--kernel",
         &guest,
@@ -60,7 +61,7 @@ fn guest_runs_with_ram_above_4_gib_and_host_template() {
 fn serial_output_goes_to_a_file() {
     require_kvm();
     let message = "to the file\n";
-    let guest = write_guest("serial-file", &serial_then_reset_code(message));
+    let guest = write_guest("serial-file", &print_and_reset(message));
     let log = scratch_dir("serial-file-out").join("console.log");
     let out = run_vmm(
         &["--kernel", &guest, "--serial", log.to_str().unwrap()],
@@ -110,7 +111,7 @@ fn bad_input_is_a_clear_error() {
     let dir = scratch_dir("bad-input");
     let text = dir.join("notes.txt");
     std::fs::write(&text, "not a kernel").unwrap();
-    let guest = write_guest("bad-input-guest", &serial_then_reset_code("x"));
+    let guest = write_guest("bad-input-guest", &print_and_reset("x"));
     let initrd = dir.join("initrd.img");
     std::fs::File::create(&initrd)
         .unwrap()
