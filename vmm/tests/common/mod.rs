@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // Not every test binary builds images.
+pub use vmm::test_guest::elf_image;
+
 pub const VMM: &str = env!("CARGO_BIN_EXE_rust-vm-vmm");
 
 /// Fails (never skips) when this machine has no KVM.
