@@ -174,6 +174,11 @@ impl Container {
         &self.id
     }
 
+    /// "created" (init waiting for `start`), "running" or "stopped" (start failed).
+    pub fn status(&self) -> &'static str {
+        self.status.name()
+    }
+
     pub fn init_pid(&self) -> i32 {
         self.init_pid
     }
