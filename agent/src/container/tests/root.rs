@@ -495,3 +495,68 @@ fn the_agents_signal_mask_and_ignored_signals_do_not_reach_the_container() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
 }
+
+fn userns_spec(args: &[&str]) -> serde_json::Value {
+    let mut spec = spec_json(args);
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(serde_json::json!({"type": "user"}));
+    spec["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    spec["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    spec["mounts"].as_array_mut().expect("mounts").truncate(2);
+    spec
+}
+
+#[test]
+#[ignore = "needs root"]
+fn exec_with_a_terminal_into_a_user_namespace_container() {
+    let rootfs = BusyboxRootfs::new("exec-userns");
+    let (stdio, _out) = pipes();
+    let (mut c, h) =
+        create(&rootfs, "exec-userns", userns_spec(&["sleep", "30"]), stdio).expect("create");
+    c.start().expect("start");
+    let mut process = spec_from(&userns_spec(&[
+        "sh",
+        "-c",
+        "[ -t 0 ] && echo tty; id -u; cat /proc/self/uid_map; hostname",
+    ]))
+    .process()
+    .clone()
+    .expect("process");
+    process.set_terminal(Some(true));
+    let e = c
+        .exec(
+            &process,
+            StdioSpec::Terminal {
+                rows: 30,
+                cols: 100,
+            },
+        )
+        .expect("exec");
+    let mut text = Vec::new();
+    let _ = fs::File::from(e.pty_master.expect("pty master")).read_to_end(&mut text);
+    assert_eq!(wait(e.pid), WaitStatus::Exited(Pid::from_raw(e.pid), 0));
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["tty"],
+            vec!["0"],
+            vec!["0", "200000", "65536"],
+            vec!["box"]
+        ],
+        "{text}"
+    );
+    c.destroy().expect("destroy");
+    assert!(matches!(
+        wait(h.pid),
+        WaitStatus::Signaled(_, Signal::SIGKILL, _)
+    ));
+}
