@@ -110,11 +110,18 @@ impl MmioTransport {
             );
             return;
         }
-        match self.driver_features_sel {
-            0 => device.ack_features(u64::from(value)),
-            1 => device.ack_features(u64::from(value) << 32),
-            sel => log::warn!("virtio-mmio: driver features page {sel} does not exist"),
-        }
+        // Each write replaces one 32-bit page of the accepted features.
+        let shift = match self.driver_features_sel {
+            0 => 0,
+            1 => 32,
+            sel => {
+                log::warn!("virtio-mmio: driver features page {sel} does not exist");
+                return;
+            }
+        };
+        let page_mask = 0xffff_ffffu64 << shift;
+        let acked = (device.acked_features() & !page_mask) | (u64::from(value) << shift);
+        device.set_acked_features(acked);
     }
 
     fn write_queue_register(&mut self, device: &mut dyn VirtioDevice, offset: u32, value: u32) {
@@ -370,6 +377,14 @@ mod tests {
         write(&mut t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
         write(&mut t, VIRTIO_MMIO_DRIVER_FEATURES, u32::MAX);
         // Only what was offered sticks.
+        assert_eq!(
+            device.lock().unwrap().acked_features(),
+            offered & 0xffff_ffff_0000_0000
+        );
+        // A page written again is replaced, not merged; the other page is kept.
+        write(&mut t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        write(&mut t, VIRTIO_MMIO_DRIVER_FEATURES, 1 << 3);
+        write(&mut t, VIRTIO_MMIO_DRIVER_FEATURES, 0);
         assert_eq!(
             device.lock().unwrap().acked_features(),
             offered & 0xffff_ffff_0000_0000

@@ -193,14 +193,14 @@ pub trait VirtioDevice: Send {
     fn acked_features(&self) -> u64 {
         self.common().acked_features
     }
-    /// Records features the driver accepted; features the device did not offer are dropped.
-    fn ack_features(&mut self, features: u64) {
+    /// Records the features the driver accepts; features the device did not offer are dropped.
+    fn set_acked_features(&mut self, features: u64) {
         let common = self.common_mut();
         let unknown = features & !common.avail_features;
         if unknown != 0 {
             log::warn!("virtio: driver acked features {unknown:#x} that were not offered");
         }
-        common.acked_features |= features & common.avail_features;
+        common.acked_features = features & common.avail_features;
     }
     fn queues(&self) -> &[Queue] {
         &self.common().queues

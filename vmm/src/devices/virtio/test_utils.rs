@@ -183,7 +183,7 @@ impl GuestQueue {
 /// Accepts every offered feature, programs the queues and activates the device.
 pub fn activate(device: &mut dyn VirtioDevice, mem: &GuestMemory, queues: &[&GuestQueue]) {
     let features = device.avail_features();
-    device.ack_features(features);
+    device.set_acked_features(features);
     for (guest, queue) in queues.iter().zip(device.queues_mut()) {
         guest.configure(queue);
     }

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{BlockDeviceConfig, BlockError};
@@ -31,6 +31,16 @@ impl DiskImage {
                 path: path.clone(),
                 source,
             })?;
+        let file_type = file
+            .metadata()
+            .map_err(|source| BlockError::Size {
+                path: path.clone(),
+                source,
+            })?
+            .file_type();
+        if !(file_type.is_file() || file_type.is_block_device()) {
+            return Err(BlockError::NotADisk { path });
+        }
         // Seeking to the end also works for host block devices, whose metadata length is 0.
         let len = file
             .seek(SeekFrom::End(0))
@@ -145,6 +155,17 @@ mod tests {
             .unwrap();
         assert!(matches!(err, BlockError::Open { .. }));
         assert!(err.to_string().contains("/nonexistent/disk.img"));
+    }
+
+    #[test]
+    fn directories_are_not_disks() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let mut cfg = config(dir.as_path());
+        cfg.read_only = true;
+        assert!(matches!(
+            DiskImage::open(&cfg),
+            Err(BlockError::NotADisk { .. })
+        ));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
+    #[error("block image {path} is neither a regular file nor a block device", path = path.display())]
+    NotADisk { path: PathBuf },
     #[error("block device id {id:?} is longer than {max} bytes", max = disk::ID_BYTES)]
     IdTooLong { id: String },
     #[error(transparent)]

@@ -11,7 +11,7 @@ use super::muxer::{Muxer, TOKEN_STREAM};
 use super::packet::{read_tx_packet, RxBuffer, HOST_CID, MAX_PAYLOAD};
 use super::{VsockDeviceConfig, VsockError};
 use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
-use crate::devices::virtio::{read_config_bytes, ActivateError, VirtioCommon, VirtioDevice};
+use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
 use crate::GuestMemory;
 
 const QUEUE_SIZE: u16 = 256;
@@ -159,9 +159,6 @@ impl VirtioDevice for Vsock {
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
-    }
-    fn activate(&mut self, mem: GuestMemory) -> Result<(), ActivateError> {
-        self.common.activate(mem)
     }
     fn reset(&mut self) {
         self.common.reset();
