@@ -259,6 +259,12 @@ impl Container {
                 );
             }
         }
+        if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+            log::warn!(
+                "container {id}: process.apparmorProfile/selinuxLabel are not applied: \
+                 the guest kernel has no LSM"
+            );
+        }
         let namespaces = NamespacePlan::from_spec(&id, &spec)?;
         let mut stdio = prepare_stdio(&id, stdio)?;
 
@@ -295,6 +301,7 @@ impl Container {
                     state_dir: partial.state_dir.take(),
                     namespaces: namespaces.types.clone(),
                     exec_pids: Vec::new(),
+                    torn_down: false,
                     spec,
                 };
                 Ok((

@@ -55,7 +55,25 @@ pub(crate) fn unmount_with_retry(sys: &dyn Syscalls, target: &Path) -> io::Resul
 }
 
 impl Container {
+    /// Kills what is left, unmounts, removes the cgroup: nothing stays behind. Errors list
+    /// every leftover (the rest is still cleaned up).
     pub fn destroy(mut self) -> Result<(), ContainerError> {
+        let problems = self.teardown();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ContainerError::Cleanup {
+                id: self.id.clone(),
+                problems,
+            })
+        }
+    }
+
+    fn teardown(&mut self) -> Vec<String> {
+        if self.torn_down {
+            return Vec::new();
+        }
+        self.torn_down = true;
         let mut problems = Vec::new();
         // An init still waiting for `start` exits when its channel closes; kill it anyway.
         self.start_chan = None;
@@ -104,13 +122,22 @@ impl Container {
                 problems.push(format!("removing {}: {e}", d.display()));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ContainerError::Cleanup {
-                id: self.id.clone(),
-                problems,
-            })
+        problems
+    }
+}
+
+impl Drop for Container {
+    /// A container dropped without `destroy` is still torn down.
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        log::warn!(
+            "container {} dropped without destroy; tearing it down",
+            self.id
+        );
+        for p in self.teardown() {
+            log::error!("container {}: {p}", self.id);
         }
     }
 }

@@ -105,6 +105,9 @@ impl Container {
         let result = self.finish_exec(pid, &agent_chan);
         match result {
             Ok(exec_pid) => {
+                // Forget exec'd processes that are gone (their pids may be reused).
+                let current = self.pids().unwrap_or_default();
+                self.exec_pids.retain(|p| current.contains(p));
                 self.exec_pids.push(exec_pid);
                 Ok(ProcessHandle {
                     pid: exec_pid,

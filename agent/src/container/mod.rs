@@ -167,6 +167,8 @@ pub struct Container {
     state_dir: Option<PathBuf>,
     namespaces: Vec<LinuxNamespaceType>,
     exec_pids: Vec<i32>,
+    /// `destroy` (or drop) ran.
+    torn_down: bool,
 }
 
 impl Container {

@@ -158,6 +158,33 @@ pub fn validate(spec: &Spec, offer: Capabilities) -> Result<(), SpecError> {
             }
         }
     }
+    // Without its own mount namespace the rootfs setup (and pivot_root) would happen in the
+    // agent's namespace.
+    match namespaces
+        .into_iter()
+        .flatten()
+        .position(|n| n.typ() == LinuxNamespaceType::Mount)
+    {
+        None => {
+            return Err(SpecError::new(
+                "linux.namespaces",
+                "a mount namespace is required",
+            ))
+        }
+        Some(i)
+            if namespaces
+                .into_iter()
+                .flatten()
+                .nth(i)
+                .is_some_and(|n| n.path().is_some()) =>
+        {
+            return Err(SpecError::new(
+                format!("linux.namespaces[{i}].path"),
+                "joining an existing mount namespace is not supported",
+            ))
+        }
+        Some(_) => {}
+    }
     let user_ns = has(LinuxNamespaceType::User);
     let new_user_ns = namespaces.is_some_and(|v| {
         v.iter()

@@ -161,6 +161,7 @@ fn container_with_cgroup(tree: &Path, sys: Arc<RecordingSyscalls>) -> Container 
         state_dir: None,
         namespaces: Vec::new(),
         exec_pids: Vec::new(),
+        torn_down: false,
     }
 }
 

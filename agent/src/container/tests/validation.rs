@@ -94,6 +94,22 @@ fn duplicate_and_time_namespaces_are_refused() {
 }
 
 #[test]
+fn a_new_mount_namespace_is_required() {
+    let f = refused_field(|v| {
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("ns")
+            .remove(1);
+    });
+    assert_eq!(f, "linux.namespaces");
+    let f = refused_field(|v| {
+        v["linux"]["namespaces"][1] =
+            serde_json::json!({"type": "mount", "path": "/proc/1/ns/mnt"});
+    });
+    assert_eq!(f, "linux.namespaces[1].path");
+}
+
+#[test]
 fn a_mount_without_destination_is_refused() {
     let f = refused_field(|v| {
         v["mounts"][2]
