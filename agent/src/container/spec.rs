@@ -51,8 +51,10 @@ fn precheck_json(value: &serde_json::Value) -> Result<(), SpecError> {
         }
     }
     if let Some(process) = value.get("process") {
-        if process.get("args").is_none() {
-            return Err(SpecError::new("process.args", "missing"));
+        for field in ["args", "cwd", "user"] {
+            if process.get(field).is_none() {
+                return Err(SpecError::new(format!("process.{field}"), "missing"));
+            }
         }
     }
     Ok(())
@@ -76,6 +78,9 @@ pub fn validate(spec: &Spec, offer: Capabilities) -> Result<(), SpecError> {
         .root()
         .as_ref()
         .ok_or_else(|| SpecError::new("root", "missing"))?;
+    if root.path().as_os_str().is_empty() {
+        return Err(SpecError::new("root.path", "missing"));
+    }
     if !root.path().is_absolute() {
         return Err(SpecError::new(
             "root.path",

@@ -46,6 +46,10 @@ fn missing_or_empty_args_are_refused() {
         refused_field(|v| v["process"]["args"] = serde_json::json!([])),
         "process.args"
     );
+    let f = refused_field(|v| {
+        v["process"].as_object_mut().expect("process").remove("cwd");
+    });
+    assert_eq!(f, "process.cwd");
     assert_eq!(
         refused_field(|v| v["process"]["args"] = serde_json::json!([""])),
         "process.args[0]"
@@ -58,6 +62,10 @@ fn a_relative_root_path_is_refused() {
         refused_field(|v| v["root"]["path"] = "rootfs".into()),
         "root.path"
     );
+    let f = refused_field(|v| {
+        v["root"].as_object_mut().expect("root").remove("path");
+    });
+    assert_eq!(f, "root.path");
     let f = refused_field(|v| {
         v.as_object_mut().expect("spec").remove("root");
     });
