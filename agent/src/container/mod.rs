@@ -35,6 +35,22 @@
 //! (use CLONE_PARENT for a process created from an intermediate) and is reaped there; this module
 //! never waits on pids itself and learns about intermediate steps through pipes, not waitpid.
 //!
+//! How processes are made: `create`/`exec` fork an intermediate (also a child of the agent,
+//! so the reaper sees its exit too: pids it does not know are to be reaped and ignored). The
+//! intermediate joins/unshares namespaces, gets its id maps written by the agent, and clones
+//! the container process with CLONE_PARENT. The init then builds the rootfs, applies the
+//! process spec and blocks on a SOCK_SEQPACKET channel until `start`. Forked processes close
+//! every agent fd except their own stdio and channel, reset signal mask and dispositions,
+//! and only `_exit`. `start` returns once exec happened (channel closed by O_CLOEXEC).
+//!
+//! Defaults and refusals worth knowing: a new mount namespace is required; without a `/dev`
+//! mount in the spec a tmpfs is put there; with cgroups disabled any resource limit is
+//! refused (naming `linux.resources.*`); `linux.resources.devices` is not enforced (logged);
+//! seccomp is loaded right before exec with `noNewPrivileges`, else before the user switch;
+//! `hooks`, `intelRdt`, `personality`, time namespaces, id-mapped mounts and seccomp notify
+//! are refused. If `pivot_root` refuses (an initramfs root), the rootfs is moved over `/`
+//! and chrooted into, which is weaker: PID-1 mode should switch root off the initramfs.
+//!
 //! Beyond the contract: `Container::create_with_config` takes a [`RuntimeConfig`] (cgroup v2
 //! root, or no cgroups for host-mode tests on a cgroup v1 host; see [`CgroupConfig`]) and
 //! [`parse_spec_json`] turns spec JSON into a `Spec` with errors that name the field.
