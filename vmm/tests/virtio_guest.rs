@@ -1,7 +1,8 @@
 //! KVM test: a hand-written 64-bit guest acts as virtio driver inside the real VMM process. It
 //! prints its kernel command line, reads sector 0 through virtio-blk, and answers a host
 //! `CONNECT` through virtio-vsock. Register accesses are MMIO exits, queue notifications go
-//! through ioeventfds to the VMM's event loop, and the host side is the real Unix socket.
+//! through ioeventfds to the VMM's event loop, the block completion comes back as an interrupt
+//! through the irqfd, and the vsock host side is the real Unix socket.
 
 mod common;
 
@@ -14,8 +15,10 @@ use common::{elf_image, require_kvm, scratch_dir, RunningVmm};
 // The guest program. Layout in guest RAM: virtio-blk queue 0 at 0x200000 (descriptors, avail
 // ring at +0x1000, used ring at +0x2000), its request at 0x203000/0x204000/0x205000; vsock RX,
 // TX and event queues at 0x400000, 0x410000 and 0x420000, the RX buffer at 0x430000 and TX
-// packets at 0x440000. The guest polls used rings (interrupts stay masked) and ends with an
-// i8042 reset. Any unexpected value prints "virtio-guest-FAIL".
+// packets at 0x440000. The block request completes by interrupt: IDT at 0x600000 with vector
+// 0x40, IOAPIC pin 5 routed to it, the handler acknowledges InterruptStatus into 0x602000. The
+// vsock part polls its used rings. The guest ends with an i8042 reset; any unexpected value
+// prints "virtio-guest-FAIL".
 std::arch::global_asm!(
     r#"
     .pushsection .rodata.rvm_virtio_guest, "a"
@@ -28,6 +31,7 @@ rvm_virtio_guest_start:
     lea rsi, [rip + msg_nl]
     call print_str
 
+    call setup_interrupts
     mov rbx, 0xd0000000
     mov edi, 2
     call check_ident
@@ -61,9 +65,18 @@ rvm_virtio_guest_start:
     mov word ptr [rdi + 4], 0
     mov word ptr [rdi + 2], 1
     mov dword ptr [rbx + 0x50], 0
+wait_irq:
+    sti
+    hlt
+    cli
+    mov rdi, 0x602000
+    test dword ptr [rdi], 1
+    jz wait_irq
+    lea rsi, [rip + msg_irq]
+    call print_str
     mov rdi, 0x202002
-    mov ax, 1
-    call wait_used
+    cmp word ptr [rdi], 1
+    jne fail
     mov rdi, 0x205000
     cmp byte ptr [rdi], 0
     jne fail
@@ -162,6 +175,48 @@ rvm_virtio_guest_start:
     call print_str
     jmp reset
 
+setup_interrupts:
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+    lea rax, [rip + irq_handler]
+    mov rdi, 0x600400
+    mov word ptr [rdi], ax
+    mov word ptr [rdi + 2], 0x08
+    mov word ptr [rdi + 4], 0x8e00
+    shr rax, 16
+    mov word ptr [rdi + 6], ax
+    shr rax, 16
+    mov dword ptr [rdi + 8], eax
+    mov dword ptr [rdi + 12], 0
+    mov rdi, 0x601000
+    mov word ptr [rdi], 0xfff
+    mov rax, 0x600000
+    mov qword ptr [rdi + 2], rax
+    lidt [rdi]
+    mov rdi, 0xfee000f0
+    mov dword ptr [rdi], 0x1ff
+    mov rdi, 0xfec00000
+    mov dword ptr [rdi], 0x1b
+    mov dword ptr [rdi + 0x10], 0
+    mov dword ptr [rdi], 0x1a
+    mov dword ptr [rdi + 0x10], 0x40
+    ret
+
+irq_handler:
+    push rax
+    push rdi
+    mov rdi, 0xd0000000
+    mov eax, dword ptr [rdi + 0x60]
+    mov dword ptr [rdi + 0x64], eax
+    mov rdi, 0x602000
+    or dword ptr [rdi], eax
+    mov rdi, 0xfee000b0
+    mov dword ptr [rdi], 0
+    pop rdi
+    pop rax
+    iretq
+
 check_ident:
     cmp dword ptr [rbx], 0x74726976
     jne fail
@@ -257,6 +312,7 @@ halt:
     jmp halt
 
 msg_nl: .asciz "\n"
+msg_irq: .asciz "blk-irq\n"
 msg_ready: .asciz "vsock-ready\n"
 msg_done: .asciz "virtio-guest-done\n"
 msg_fail: .asciz "virtio-guest-FAIL\n"
@@ -331,7 +387,7 @@ fn guest_driver_reads_a_disk_and_talks_to_the_host_over_vsock() {
         "command line: {cmdline}"
     );
     assert!(
-        vmm.serial.contains("sector zero says hello\n"),
+        vmm.serial.contains("blk-irq\nsector zero says hello\n"),
         "{}",
         vmm.serial
     );
