@@ -243,6 +243,12 @@ where
 {
     {
         let dev = device.lock().expect("virtio device lock poisoned");
+        log::info!(
+            "virtio: device type {} at {:#x}, GSI {}",
+            dev.device_type(),
+            slot.base,
+            slot.gsi
+        );
         let notify_addr = slot.base + u64::from(mmio::NOTIFY_OFFSET);
         for (queue, event) in dev.queue_events().iter().enumerate() {
             vm.register_ioevent(event, &IoEventAddress::Mmio(notify_addr), queue as u32)

@@ -199,13 +199,15 @@ fn read_only_disk_offers_ro_and_refuses_writes() {
     assert_eq!(h.submit(&bufs), (1, VIRTIO_BLK_S_IOERR as u8));
     assert_eq!(h.disk_contents(), before);
 
-    // Reads still work.
+    // Reads and flushes still work.
     let bufs = [
         h.header(VIRTIO_BLK_T_IN, 0),
         writable(DATA, 512),
         h.status(),
     ];
     assert_eq!(h.submit(&bufs), (513, VIRTIO_BLK_S_OK as u8));
+    let bufs = [h.header(VIRTIO_BLK_T_FLUSH, 0), h.status()];
+    assert_eq!(h.submit(&bufs), (1, VIRTIO_BLK_S_OK as u8));
 }
 
 #[test]
