@@ -15,6 +15,29 @@ use vmm::config::{BlockDeviceConfig, LogLevel, PartialConfig, SerialOutput, Vsoc
 
 const EXIT_GUEST_FAULT: u8 = 2;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("block[0].path /x: {source}")]
+    struct Inline {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_printed_inline_are_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = anyhow::Error::new(Inline { source: io }).context("cannot build the VM");
+        assert_eq!(
+            error_chain(&error),
+            "cannot build the VM: block[0].path /x: entity not found"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "rust-vm-vmm", version, about = "rust-vm's KVM microVM monitor")]
 struct Cli {
@@ -100,6 +123,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message before
+/// it already contains (our error types print their source inline).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !previous.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+        previous = message;
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -116,7 +157,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rust-vm-vmm: {e:#}");
+            eprintln!("rust-vm-vmm: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

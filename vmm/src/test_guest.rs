@@ -38,6 +38,25 @@ pub fn elf_image(code: &[u8]) -> Vec<u8> {
     elf
 }
 
+/// A minimal bzImage: one setup sector with a boot protocol 2.15 header, then a protected-mode
+/// payload whose 64-bit entry point (payload + 0x200) runs `code64`. The 32-bit entry halts.
+pub fn bzimage(code64: &[u8]) -> Vec<u8> {
+    const SETUP_SECTS: u8 = 1;
+    const SETUP_LEN: usize = (SETUP_SECTS as usize + 1) * 512;
+    const ENTRY_64_OFFSET: usize = 0x200;
+    let mut image = vec![0u8; SETUP_LEN + ENTRY_64_OFFSET];
+    image[0x1f1] = SETUP_SECTS;
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes()); // boot_flag
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // version
+    image[0x211] = 0x01; // loadflags: LOADED_HIGH
+    image[0x214..0x218].copy_from_slice(&(LOAD_ADDR as u32).to_le_bytes()); // code32_start
+    image[0x236..0x238].copy_from_slice(&0x0001u16.to_le_bytes()); // xloadflags: 64-bit entry
+    image[SETUP_LEN..].fill(0xf4); // 32-bit entry: hlt
+    image.extend_from_slice(code64);
+    image
+}
+
 /// Writes `message` to COM1 byte by byte, then `tail` runs.
 fn print_then(message: &str, tail: &[u8]) -> Vec<u8> {
     // The message follows the code; `lea` finds it relative to the next instruction.
@@ -96,6 +115,15 @@ mod tests {
         assert_eq!(entry, LOAD_ADDR);
         let offset = u64::from_le_bytes(elf[64 + 8..64 + 16].try_into().unwrap());
         assert_eq!(&elf[offset as usize..], &code[..]);
+    }
+
+    #[test]
+    fn bzimage_header_and_entry() {
+        let image = bzimage(&[0x90, 0xf4]);
+        assert_eq!(&image[0x202..0x206], b"HdrS");
+        assert_eq!(image[0x1fe..0x200], [0x55, 0xaa]);
+        // Setup is (1 + 1) sectors; the 64-bit entry is 0x200 into the payload.
+        assert_eq!(&image[1024 + 0x200..], &[0x90, 0xf4]);
     }
 
     #[test]

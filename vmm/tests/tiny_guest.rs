@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{require_kvm, run_vmm, scratch_dir};
-use vmm::test_guest::{elf_image, print_and_reset};
+use vmm::test_guest::{bzimage, elf_image, print_and_reset};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -30,6 +30,31 @@ fn serial_output_is_relayed_and_reset_exits_zero() {
         assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), message);
     }
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn bzimage_is_entered_in_64_bit_mode_with_its_setup_header() {
+    require_kvm();
+    // The zero page (RSI) must carry the image's own setup header: "HdrS" at 0x202.
+    let mut code = vec![
+        0x81, 0xbe, 0x02, 0x02, 0x00, 0x00, 0x48, 0x64, 0x72,
+        0x53, // cmp dword [rsi+0x202], "HdrS"
+        0x74, 0x02, // je ok
+        0x0f, 0x0b, // ud2: a triple fault, exit status 2
+    ];
+    let message = "bzImage entry with its zero page\n";
+    code.extend_from_slice(&print_and_reset(message));
+    let path = scratch_dir("bzimage").join("bzImage");
+    std::fs::write(&path, bzimage(&code)).unwrap();
+    let out = run_vmm(&["--kernel", path.to_str().unwrap()], LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), message);
 }
 
 #[test]
@@ -101,6 +126,28 @@ fn triple_fault_exits_non_zero_with_registers() {
     assert!(
         stderr.contains("[0f, 0b,"),
         "instruction bytes at RIP: {stderr}"
+    );
+}
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn unhandled_instruction_exits_non_zero_with_registers() {
+    require_kvm();
+    // A ring-0 int3 with an empty IDT. Where KVM emulates guest ring 0 (PVM) the emulator stops
+    // on it (KVM_EXIT_INTERNAL_ERROR); with hardware virtualization the #BP cannot be
+    // delivered and the vCPU triple-faults. Either way: exit status 2 and a register dump.
+    let guest = write_guest("int3", &[0xcc, 0xf4]);
+    let out = run_vmm(&["--kernel", &guest], LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("KVM_EXIT_INTERNAL_ERROR suberror") || stderr.contains("KVM_EXIT_SHUTDOWN"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rip=0x0000000000100000"), "{stderr}");
+    assert!(
+        stderr.contains("cr0=") && stderr.contains("apic_base="),
+        "{stderr}"
     );
 }
 

@@ -163,7 +163,7 @@ impl Vcpu {
         if forced.is_empty() {
             return;
         }
-        let list: Vec<String> = forced
+        let detail: Vec<String> = forced
             .iter()
             .map(|f| {
                 format!(
@@ -172,17 +172,22 @@ impl Vcpu {
                 )
             })
             .collect();
-        let level = if template == CpuTemplate::Host {
-            log::Level::Debug
+        let mut leaves: Vec<String> = forced
+            .iter()
+            .map(|f| format!("{:#x}", f.function))
+            .collect();
+        leaves.dedup();
+        if template == CpuTemplate::Host {
+            log::debug!("KVM adds CPUID bits: {}", detail.join(", "));
         } else {
-            log::Level::Warn
-        };
-        log::log!(
-            level,
-            "KVM shows CPUID bits the {template} template clears: {}; hide them from the guest \
-             kernel with its command line (e.g. noxsave)",
-            list.join(", ")
-        );
+            // One line: on PVM hosts this shows on every start.
+            log::warn!(
+                "KVM keeps host CPUID bits the {template} template clears (leaves {}); hide \
+                 them with the guest kernel's command line (noxsave, clearcpuid=)",
+                leaves.join(", ")
+            );
+            log::debug!("forced CPUID bits: {}", detail.join(", "));
+        }
     }
 
     /// Runs the vCPU on its own thread until `stop` is set (and the thread kicked) or the guest
