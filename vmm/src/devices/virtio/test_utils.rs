@@ -189,3 +189,51 @@ pub fn activate(device: &mut dyn VirtioDevice, mem: &GuestMemory, queues: &[&Gue
     }
     device.activate(mem.clone()).unwrap();
 }
+
+/// A small deterministic generator for randomized tests (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+impl GuestQueue {
+    /// Fills the descriptor table with garbage a hostile driver might write: addresses in and
+    /// out of memory, huge lengths, any flags (indirect included) and links anywhere, then makes
+    /// `heads` random chains available.
+    pub fn add_garbage(&mut self, rng: &mut Rng, heads: usize) {
+        for index in 0..self.size {
+            let addr = match rng.below(4) {
+                0 => rng.next(),
+                1 => MEM_SIZE - rng.below(64),
+                // Clear of the rings below 1 MiB, so the driver's own view stays intact.
+                _ => 0x10_0000 + rng.below(MEM_SIZE - 0x10_0000),
+            };
+            let len = match rng.below(4) {
+                0 => rng.next() as u32,
+                1 => 0,
+                _ => rng.below(0x2_0000) as u32,
+            };
+            let flags = rng.below(8) as u16;
+            let next = rng.below(u64::from(self.size) + 4) as u16;
+            self.write_desc(index, addr, len, flags, next);
+        }
+        for _ in 0..heads {
+            let head = rng.below(u64::from(self.size) + 2) as u16;
+            self.publish(head);
+        }
+    }
+}

@@ -15,7 +15,9 @@ use vmm_sys_util::tempdir::TempDir;
 use super::connection::CONN_BUF_SIZE;
 use super::packet::*;
 use super::{port_path, Vsock, VsockDeviceConfig, VsockError};
-use crate::devices::virtio::test_utils::{activate, guest_memory, readable, writable, GuestQueue};
+use crate::devices::virtio::test_utils::{
+    activate, guest_memory, readable, writable, GuestQueue, Rng,
+};
 use crate::devices::virtio::VirtioDevice;
 use crate::{EventManager, GuestMemory};
 
@@ -632,4 +634,36 @@ fn header_layout_matches_the_spec() {
     assert_eq!(bytes.len(), 44);
     assert_eq!(&bytes[24..28], &0x0102_0304u32.to_le_bytes());
     assert_eq!(&bytes[30..32], &OP_CREDIT_UPDATE.to_le_bytes());
+}
+
+#[test]
+fn random_descriptor_tables_never_break_the_device() {
+    let mut guest = Guest::with_rx_buffers(0);
+    let listener = UnixListener::bind(port_path(&guest.uds, 77)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut rng = Rng::new(0x00c0_ffee);
+    for round in 0..200 {
+        guest.tx.add_garbage(&mut rng, 3);
+        guest.notify(1);
+        // Now and then a real packet, so garbage meets live connections and pending replies.
+        if round % 10 == 0 {
+            guest.send(OP_REQUEST, 9000 + round, 77, &[]);
+        }
+        guest.rx.add_garbage(&mut rng, 2);
+        guest.notify(0);
+        guest.event_manager.run_with_timeout(10).unwrap();
+        while guest.tx.next_used().is_some() {}
+        while guest.rx.next_used().is_some() {}
+        while listener.accept().is_ok() {}
+    }
+    // Still answering: a request to a port without a socket is refused (after whatever replies
+    // were still waiting for a usable RX buffer).
+    guest.rx_posted.clear();
+    guest.post_rx_buffers(8);
+    guest.send(OP_REQUEST, 1, 4343, &[]);
+    let refused = (0..64).any(|_| {
+        let (header, _) = guest.recv();
+        (header.op, header.dst_port) == (OP_RST, 1)
+    });
+    assert!(refused);
 }
