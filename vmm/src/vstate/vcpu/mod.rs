@@ -1,19 +1,19 @@
 //! A vCPU and its thread: configuration before the first run, then the KVM_RUN loop that hands
 //! port and MMIO exits to the buses and turns everything else into a VM exit reason.
 
-use std::cell::Cell;
-use std::fmt::Write as _;
+mod dump;
+mod kick;
+
+pub use kick::{kick_signal, register_kick_handler, stop_vcpus};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_run, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use libc::{c_int, c_void, siginfo_t};
-use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::{VmExitReason, VmExitSignal};
 use crate::arch::cpuid::{forced_bits, vcpu_cpuid, CpuTemplate, CpuidError};
@@ -64,33 +64,6 @@ enum ExitOutcome {
     Stop(VmExitReason),
     /// A fatal exit: the string names it; the register dump is added by the run loop.
     Fault(String),
-}
-
-thread_local! {
-    /// This thread's `kvm_run` page, for the kick signal handler.
-    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-extern "C" fn kick_handler(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
-    KVM_RUN.with(|run| {
-        let run = run.get();
-        if !run.is_null() {
-            // SAFETY: the pointer is this thread's live kvm_run mapping (set in `run_loop` before
-            // the first KVM_RUN and cleared after the last). `immediate_exit` makes a KVM_RUN
-            // that has not started yet return EINTR at once, so no kick is lost.
-            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
-        }
-    });
-}
-
-/// The signal that kicks a vCPU thread out of KVM_RUN.
-pub fn kick_signal() -> c_int {
-    SIGRTMIN()
-}
-
-/// Installs the kick handler; once per process, before vCPU threads start.
-pub fn register_kick_handler() -> Result<(), VcpuError> {
-    register_signal_handler(kick_signal(), kick_handler).map_err(VcpuError::KickSignal)
 }
 
 fn process_cpu_time_us() -> u64 {
@@ -205,7 +178,7 @@ impl Vcpu {
     }
 
     fn run_loop(mut self, stop: &AtomicBool, exit: &VmExitSignal) {
-        KVM_RUN.with(|run| run.set(self.fd.get_kvm_run()));
+        kick::set_thread_kvm_run(self.fd.get_kvm_run());
         let mut first_run = true;
         while !stop.load(Ordering::Acquire) {
             if first_run && self.index == 0 {
@@ -223,7 +196,7 @@ impl Vcpu {
                 }
                 ExitOutcome::Fault(what) => {
                     log::error!("vCPU {} stopped: {what}", self.index);
-                    let details = format!("{what}\n{}", self.dump_state());
+                    let details = format!("{what}\n{}", dump::dump_state(&self.fd, &self.mem));
                     exit.signal(VmExitReason::VcpuFault {
                         vcpu: self.index,
                         details,
@@ -232,7 +205,7 @@ impl Vcpu {
                 }
             }
         }
-        KVM_RUN.with(|run| run.set(std::ptr::null_mut()));
+        kick::set_thread_kvm_run(std::ptr::null_mut());
     }
 
     fn run_once(&mut self) -> ExitOutcome {
@@ -314,120 +287,5 @@ impl Vcpu {
             internal.suberror,
             &internal.data[..ndata]
         ))
-    }
-
-    /// All registers, and the instruction bytes at RIP when RIP translates to guest RAM.
-    fn dump_state(&self) -> String {
-        let mut out = String::new();
-        match self.fd.get_regs() {
-            Ok(r) => {
-                let _ = write!(
-                    out,
-                    "rip={:#018x} rflags={:#018x}\n\
-                     rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n\
-                     rsi={:#018x} rdi={:#018x} rsp={:#018x} rbp={:#018x}\n\
-                     r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}\n\
-                     r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}\n",
-                    r.rip,
-                    r.rflags,
-                    r.rax,
-                    r.rbx,
-                    r.rcx,
-                    r.rdx,
-                    r.rsi,
-                    r.rdi,
-                    r.rsp,
-                    r.rbp,
-                    r.r8,
-                    r.r9,
-                    r.r10,
-                    r.r11,
-                    r.r12,
-                    r.r13,
-                    r.r14,
-                    r.r15
-                );
-                self.dump_code(&mut out, r.rip);
-            }
-            Err(e) => {
-                let _ = writeln!(out, "KVM_GET_REGS failed: {e}");
-            }
-        }
-        match self.fd.get_sregs() {
-            Ok(s) => {
-                for (name, seg) in [
-                    ("cs", s.cs),
-                    ("ds", s.ds),
-                    ("es", s.es),
-                    ("fs", s.fs),
-                    ("gs", s.gs),
-                    ("ss", s.ss),
-                    ("tr", s.tr),
-                    ("ldt", s.ldt),
-                ] {
-                    let _ = writeln!(
-                        out,
-                        "{name:<3}={:#06x} base={:#018x} limit={:#010x} type={:#x} dpl={} l={} db={} present={}",
-                        seg.selector, seg.base, seg.limit, seg.type_, seg.dpl, seg.l, seg.db, seg.present
-                    );
-                }
-                let _ = write!(
-                    out,
-                    "gdt base={:#018x} limit={:#06x}  idt base={:#018x} limit={:#06x}\n\
-                     cr0={:#018x} cr2={:#018x} cr3={:#018x} cr4={:#018x}\n\
-                     cr8={:#018x} efer={:#018x} apic_base={:#018x}",
-                    s.gdt.base,
-                    s.gdt.limit,
-                    s.idt.base,
-                    s.idt.limit,
-                    s.cr0,
-                    s.cr2,
-                    s.cr3,
-                    s.cr4,
-                    s.cr8,
-                    s.efer,
-                    s.apic_base
-                );
-            }
-            Err(e) => {
-                let _ = write!(out, "KVM_GET_SREGS failed: {e}");
-            }
-        }
-        out
-    }
-
-    fn dump_code(&self, out: &mut String, rip: u64) {
-        let Ok(translation) = self.fd.translate_gva(rip) else {
-            return;
-        };
-        if translation.valid == 0 {
-            return;
-        }
-        let mut code = [0u8; 16];
-        if self
-            .mem
-            .read_slice(&mut code, GuestAddress(translation.physical_address))
-            .is_ok()
-        {
-            let _ = writeln!(
-                out,
-                "code at rip (phys {:#x}): {:02x?}",
-                translation.physical_address, code
-            );
-        }
-    }
-}
-
-/// Stops vCPU threads: raise `stop`, kick each thread out of KVM_RUN, and wait for them.
-pub fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    stop.store(true, Ordering::Release);
-    for thread in &threads {
-        // Failing means the thread already exited; join below still reaps it.
-        let _ = thread.kill(kick_signal());
-    }
-    for thread in threads {
-        if thread.join().is_err() {
-            log::error!("a vCPU thread panicked");
-        }
     }
 }
