@@ -11,7 +11,10 @@ use serde::Deserialize;
 use crate::arch::cpuid::CpuTemplate;
 use crate::arch::layout::MAX_VCPUS;
 
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 nomodule";
+/// `i8042.*`: our controller has no keyboard or mouse behind it; these spare the guest's driver
+/// its probe time-outs.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
 pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEM_MIB: u64 = 128;
 /// Below this the zero page, page tables and a kernel do not fit.

@@ -49,7 +49,8 @@ struct Cli {
     kernel: Option<PathBuf>,
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1 nomodule"].
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1 nomodule i8042.noaux
+    /// i8042.nomux i8042.dumbkbd"].
     #[arg(long)]
     cmdline: Option<String>,
     /// Number of vCPUs [default: 1].

@@ -196,7 +196,7 @@ fn main() -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         let (min, med, max) = median(samples);
         println!(
-            "  {:<14} min {:>5.2} ms  median {:>5.2} ms  max {:>5.2} ms",
+            "  {:<16} min {:>5.2} ms  median {:>5.2} ms  max {:>5.2} ms",
             guest.name,
             min as f64 / 1000.0,
             med as f64 / 1000.0,
@@ -212,7 +212,7 @@ fn main() -> Result<()> {
     for guest in guests {
         let (vmm_kib, guest_kib) = memory_while_running(&vmm, guest)?;
         println!(
-            "  {:<14} VMM {:>6.2} MiB   (guest RAM touched: {:.1} MiB)",
+            "  {:<16} VMM {:>6.2} MiB   (guest RAM touched: {:.1} MiB)",
             guest.name,
             vmm_kib as f64 / 1024.0,
             guest_kib as f64 / 1024.0

@@ -28,6 +28,8 @@ const CMD_DISABLE_KBD: u8 = 0xad;
 const CMD_ENABLE_KBD: u8 = 0xae;
 const CMD_READ_OUTPUT_PORT: u8 = 0xd0;
 const CMD_WRITE_OUTPUT_PORT: u8 = 0xd1;
+const CMD_WRITE_KBD_OUTPUT: u8 = 0xd2;
+const CMD_WRITE_AUX_OUTPUT: u8 = 0xd3;
 const CMD_PULSE_RESET: u8 = 0xfe;
 
 const SELF_TEST_OK: u8 = 0x55;
@@ -75,7 +77,10 @@ impl I8042Device {
         self.status |= STATUS_COMMAND;
         match cmd {
             CMD_READ_CONFIG => self.output.push_back(self.config),
-            CMD_WRITE_CONFIG | CMD_WRITE_OUTPUT_PORT => self.pending = Some(cmd),
+            CMD_WRITE_CONFIG
+            | CMD_WRITE_OUTPUT_PORT
+            | CMD_WRITE_KBD_OUTPUT
+            | CMD_WRITE_AUX_OUTPUT => self.pending = Some(cmd),
             CMD_DISABLE_AUX => self.config |= CONFIG_AUX_DISABLED,
             CMD_ENABLE_AUX => self.config &= !CONFIG_AUX_DISABLED,
             CMD_TEST_AUX | CMD_TEST_KBD => self.output.push_back(PORT_TEST_OK),
@@ -92,7 +97,10 @@ impl I8042Device {
         self.status &= !STATUS_COMMAND;
         match self.pending.take() {
             Some(CMD_WRITE_CONFIG) => self.config = value,
-            Some(_) => self.output_port = value,
+            Some(CMD_WRITE_OUTPUT_PORT) => self.output_port = value,
+            // "Write output buffer": the byte comes back as if the device had sent it (Linux
+            // probes the AUX port this way).
+            Some(_) => self.output.push_back(value),
             // No keyboard is attached: bytes for the keyboard itself go nowhere.
             None => {}
         }
@@ -168,6 +176,19 @@ mod tests {
         dev.write(COMMAND_OFFSET, &[CMD_READ_CONFIG]);
         assert_eq!(read(&mut dev, DATA_OFFSET), 0x31);
         assert!(evt.read().is_err(), "no reset from ordinary commands");
+    }
+
+    #[test]
+    fn output_buffer_writes_echo_back() {
+        let (mut dev, _evt) = device();
+        dev.write(COMMAND_OFFSET, &[CMD_WRITE_AUX_OUTPUT]);
+        dev.write(DATA_OFFSET, &[0x5a]);
+        assert_ne!(read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 0);
+        assert_eq!(read(&mut dev, DATA_OFFSET), 0x5a);
+        dev.write(COMMAND_OFFSET, &[CMD_WRITE_OUTPUT_PORT]);
+        dev.write(DATA_OFFSET, &[0x01]);
+        dev.write(COMMAND_OFFSET, &[CMD_READ_OUTPUT_PORT]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), 0x01);
     }
 
     #[test]
