@@ -548,6 +548,7 @@ mod tests {
                 rootfs: RootfsSource::Directory { path: "/r".into() },
                 terminal: true,
                 console_size: Some(ConsoleSize::default()),
+                stdin: true,
             })
             .unwrap();
         assert_eq!(created.pid, 42);

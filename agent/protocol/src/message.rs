@@ -82,6 +82,14 @@ pub struct CreateContainer {
     /// Initial terminal size when a terminal is used (default 24x80).
     #[serde(default)]
     pub console_size: Option<ConsoleSize>,
+    /// Give the process a stdin pipe (default). With `false` its stdin is `/dev/null`, so a
+    /// process that reads stdin does not wait for a client that will never attach.
+    #[serde(default = "yes")]
+    pub stdin: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Names a container.
@@ -105,6 +113,9 @@ pub struct Exec {
     pub process: Box<Process>,
     #[serde(default)]
     pub console_size: Option<ConsoleSize>,
+    /// As [`CreateContainer::stdin`].
+    #[serde(default = "yes")]
+    pub stdin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +610,7 @@ mod tests {
                     rows: 50,
                     cols: 100,
                 }),
+                stdin: false,
             }),
             Operation::Start(ContainerRef {
                 container_id: "c".into(),
@@ -608,6 +620,7 @@ mod tests {
                 exec_id: "e".into(),
                 process: Box::new(process),
                 console_size: None,
+                stdin: true,
             }),
             Operation::Wait(ProcessRef {
                 container_id: "c".into(),
@@ -668,10 +681,32 @@ mod tests {
             rootfs: RootfsSource::Directory { path: "/r".into() },
             terminal: false,
             console_size: None,
+            stdin: true,
         }))
         .unwrap();
         assert_eq!(value["op"], "create_container");
         assert_eq!(value["args"]["rootfs"]["type"], "directory");
+    }
+
+    #[test]
+    fn stdin_defaults_to_a_pipe() {
+        let req = Request::decode(
+            br#"{"v":1,"id":1,"op":"create_container","args":{"container_id":"c","spec":{"ociVersion":"1.0.2"},"rootfs":{"type":"block_device","device":"/dev/vdb"}}}"#,
+        )
+        .unwrap();
+        let Operation::CreateContainer(create) = req.op else {
+            panic!("wrong operation {:?}", req.op);
+        };
+        assert!(create.stdin);
+        assert!(!create.terminal);
+        assert_eq!(
+            create.rootfs,
+            RootfsSource::BlockDevice {
+                device: "/dev/vdb".into(),
+                fstype: "ext4".into(),
+                readonly: false
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! Where the agent listens: `vsock:PORT` in the guest, `unix:PATH` in host mode.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use nix::sys::socket::{
+    accept4, bind, listen, recv, send, setsockopt, shutdown, socket, sockopt, AddressFamily,
+    Backlog, MsgFlags, Shutdown, SockFlag, SockType, VsockAddr,
+};
+
+/// `VMADDR_CID_ANY`: accept connections addressed to any of our CIDs.
+const VMADDR_CID_ANY: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Unix(PathBuf),
+    Vsock { port: u32 },
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("listen address `{s}`: empty socket path"));
+            }
+            return Ok(ListenAddress::Unix(PathBuf::from(path)));
+        }
+        if let Some(port) = s.strip_prefix("vsock:") {
+            let port = port
+                .parse()
+                .map_err(|e| format!("listen address `{s}`: port `{port}`: {e}"))?;
+            return Ok(ListenAddress::Vsock { port });
+        }
+        Err(format!(
+            "listen address `{s}`: expected unix:PATH or vsock:PORT"
+        ))
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddress::Vsock { port } => write!(f, "vsock:{port}"),
+        }
+    }
+}
+
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+impl Listener {
+    pub fn bind(address: &ListenAddress) -> io::Result<Listener> {
+        match address {
+            ListenAddress::Unix(path) => {
+                // A socket file left by an earlier run would make bind fail; anything else
+                // at that path is not ours to remove.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    }
+                }
+                let listener = UnixListener::bind(path)?;
+                Ok(Listener {
+                    fd: OwnedFd::from(listener),
+                })
+            }
+            ListenAddress::Vsock { port } => {
+                let fd = socket(
+                    AddressFamily::Vsock,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                )?;
+                bind(fd.as_raw_fd(), &VsockAddr::new(VMADDR_CID_ANY, *port))?;
+                listen(&fd, Backlog::new(128).map_err(io::Error::from)?)?;
+                Ok(Listener { fd })
+            }
+        }
+    }
+
+    pub fn accept(&self) -> io::Result<Conn> {
+        loop {
+            match accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => {
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    return Ok(Conn { fd });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// One accepted connection (a Unix or vsock stream socket).
+pub struct Conn {
+    fd: OwnedFd,
+}
+
+impl Conn {
+    pub fn try_clone(&self) -> io::Result<Conn> {
+        Ok(Conn {
+            fd: self.fd.as_fd().try_clone_to_owned()?,
+        })
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
+    }
+
+    pub fn shutdown_both(&self) {
+        let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    }
+
+    /// Ends a connection whose framing is lost after a last message was written: closing with
+    /// unread input would reset the connection and could discard that message on the peer's
+    /// side, so discard what the peer still sends (bounded in bytes and time) before closing.
+    pub fn close_after_reply(mut self, budget: usize, timeout: std::time::Duration) {
+        self.shutdown_write();
+        let timeout = nix::sys::time::TimeVal::new(
+            timeout.as_secs() as _,
+            timeout.subsec_micros() as _,
+        );
+        if setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeout).is_err() {
+            return;
+        }
+        let mut left = budget;
+        let mut sink = [0u8; 16 * 1024];
+        while left > 0 {
+            match self.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // MSG_NOSIGNAL: a vanished client must be an error, never a SIGPIPE.
+            match send(self.fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(
+            "unix:/run/a.sock".parse::<ListenAddress>(),
+            Ok(ListenAddress::Unix("/run/a.sock".into()))
+        );
+        assert_eq!(
+            "vsock:1024".parse::<ListenAddress>(),
+            Ok(ListenAddress::Vsock { port: 1024 })
+        );
+        for bad in ["unix:", "vsock:x", "tcp:1", ""] {
+            let err = bad.parse::<ListenAddress>().unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! A small `log` backend: one line per record, written with a single `write` so lines from
+//! several threads never interleave. In the guest it writes to the serial console.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+struct Logger {
+    sink: Mutex<Box<dyn Write + Send>>,
+    start: Instant,
+    level: LevelFilter,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let elapsed = self.start.elapsed();
+        let line = format!(
+            "[{:>5}.{:03}] rust-vm-agent {:<5} {}\n",
+            elapsed.as_secs(),
+            elapsed.subsec_millis(),
+            record.level(),
+            record.args()
+        );
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        // Nowhere left to report a failing log sink.
+        let _ = sink.write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = self.sink.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
+
+/// Logs to `console` when given (the guest's /dev/console), else to stderr.
+pub fn init(level: LevelFilter, console: Option<File>) {
+    let sink: Box<dyn Write + Send> = match console {
+        Some(file) => Box::new(file),
+        None => Box::new(std::io::stderr()),
+    };
+    let logger = Logger {
+        sink: Mutex::new(sink),
+        start: Instant::now(),
+        level,
+    };
+    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+        log::set_max_level(level);
+    }
+}
