@@ -153,9 +153,7 @@ fn loopback_up() -> io::Result<()> {
 pub fn power_off() -> ! {
     log::info!("powering off");
     nix::unistd::sync();
-    let err = match reboot(RebootMode::RB_POWER_OFF) {
-        Err(e) => e,
-    };
+    let Err(err) = reboot(RebootMode::RB_POWER_OFF);
     log::error!("power off failed: {err}; halting");
     loop {
         std::thread::park();

@@ -127,10 +127,8 @@ impl Conn {
     /// side, so discard what the peer still sends (bounded in bytes and time) before closing.
     pub fn close_after_reply(mut self, budget: usize, timeout: std::time::Duration) {
         self.shutdown_write();
-        let timeout = nix::sys::time::TimeVal::new(
-            timeout.as_secs() as _,
-            timeout.subsec_micros() as _,
-        );
+        let timeout =
+            nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
         if setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeout).is_err() {
             return;
         }

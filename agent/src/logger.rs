@@ -41,18 +41,23 @@ impl Log for Logger {
     }
 }
 
-/// Logs to `console` when given (the guest's /dev/console), else to stderr.
-pub fn init(level: LevelFilter, console: Option<File>) {
-    let sink: Box<dyn Write + Send> = match console {
-        Some(file) => Box::new(file),
-        None => Box::new(std::io::stderr()),
-    };
-    let logger = Logger {
-        sink: Mutex::new(sink),
+static LOGGER: std::sync::OnceLock<Logger> = std::sync::OnceLock::new();
+
+/// Starts logging to stderr.
+pub fn init(level: LevelFilter) {
+    let logger = LOGGER.get_or_init(|| Logger {
+        sink: Mutex::new(Box::new(std::io::stderr())),
         start: Instant::now(),
         level,
-    };
-    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+    });
+    if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Sends further log lines to `console` (the guest's serial console, once /dev exists).
+pub fn use_console(console: File) {
+    if let Some(logger) = LOGGER.get() {
+        *logger.sink.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(console);
     }
 }

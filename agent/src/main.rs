@@ -1,12 +1,171 @@
 //! rust-vm-agent: PID 1 of the guest (or a host process for tests), serving the agent protocol.
 
 mod container;
+mod container_runtime;
 mod init;
 mod listener;
 mod logger;
 mod reaper;
 mod server;
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("rust-vm-agent: not assembled yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use log::LevelFilter;
+use nix::sys::signal::{SigSet, Signal};
+use rust_vm_protocol::{AgentMode, DEFAULT_VSOCK_PORT};
+
+use container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
+use container_runtime::ContainerRuntime;
+use listener::{ListenAddress, Listener};
+use server::{Server, ShutdownHook};
+
+/// rust-vm's agent: creates OCI containers on request of the shim.
+///
+/// As PID 1 (or with --init) it sets up the guest and listens on vsock port 1024. Otherwise it
+/// runs in host mode (test/debug back-end), a child subreaper listening where --listen says.
+#[derive(Debug, Parser)]
+#[command(name = "rust-vm-agent", version)]
+struct Args {
+    /// Run as the guest's init even when not PID 1.
+    #[arg(long)]
+    init: bool,
+    /// Where to listen: unix:PATH or vsock:PORT [guest default: vsock:1024; host: required].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<ListenAddress>,
+    /// The guest's hostname (init mode).
+    #[arg(long, default_value = "rust-vm")]
+    hostname: String,
+    /// Parent cgroup (cgroup v2) of the containers' cgroups [default: /sys/fs/cgroup/rust-vm
+    /// when /sys/fs/cgroup is cgroup2, else cgroups are disabled].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cgroups")]
+    cgroup_root: Option<PathBuf>,
+    /// Create no cgroups (host mode on a cgroup v1 host): resource limits in a spec are
+    /// refused, stats and update_resources answer `unsupported`.
+    #[arg(long)]
+    no_cgroups: bool,
+    /// Directory for per-container state (block-device rootfs mount points).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    log_level: LevelFilter,
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not one of off, error, warn, info, debug, trace"))
+}
+
+fn main() -> ExitCode {
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
+    let (args, parse_error) = match Args::try_parse() {
+        Ok(args) => (args, None),
+        // PID 1 must not exit over a bad command line (the kernel would panic): use defaults.
+        Err(e) if pid1 => (Args::parse_from(["rust-vm-agent"]), Some(e)),
+        Err(e) => e.exit(),
+    };
+    logger::init(args.log_level);
+    let guest = pid1 || args.init;
+    if guest {
+        init::setup(&args.hostname);
+        if let Some(console) = init::open_console() {
+            logger::use_console(console);
+        }
+    }
+    if let Some(e) = parse_error {
+        log::error!("ignoring the command line: {e}");
+    }
+    match run(args, guest) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            if guest {
+                init::power_off();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args, guest: bool) -> anyhow::Result<()> {
+    let listen = match (&args.listen, guest) {
+        (Some(listen), _) => listen.clone(),
+        (None, true) => ListenAddress::Vsock {
+            port: DEFAULT_VSOCK_PORT,
+        },
+        (None, false) => {
+            bail!("host mode needs --listen unix:PATH (or run as PID 1 / with --init)")
+        }
+    };
+    // Handled by a thread below; blocked before any other thread exists so that all inherit it.
+    // Container processes get their signal mask reset by the container module.
+    let mut stop_signals = SigSet::empty();
+    if !guest {
+        nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
+        stop_signals.add(Signal::SIGTERM);
+        stop_signals.add(Signal::SIGINT);
+        stop_signals
+            .thread_block()
+            .context("blocking SIGTERM and SIGINT")?;
+    }
+    let cgroups = if args.no_cgroups {
+        CgroupConfig::Disabled
+    } else if let Some(root) = &args.cgroup_root {
+        CgroupConfig::V2 { root: root.clone() }
+    } else {
+        CgroupConfig::detect()
+    };
+    log::info!(
+        "rust-vm-agent {} ({} mode), cgroups: {}",
+        env!("CARGO_PKG_VERSION"),
+        if guest { "guest" } else { "host" },
+        match &cgroups {
+            CgroupConfig::V2 { root } => format!("v2 under {}", root.display()),
+            CgroupConfig::Disabled => "disabled".to_owned(),
+        }
+    );
+    let config = RuntimeConfig {
+        cgroups,
+        state_dir: args.state_dir.clone(),
+    };
+    let reaper = reaper::Reaper::start().context("starting the reaper")?;
+    let runtime = ContainerRuntime::new(Arc::new(LinuxSyscalls), config);
+    let (mode, on_shutdown): (AgentMode, ShutdownHook) = if guest {
+        (AgentMode::Guest, Box::new(|| init::power_off()))
+    } else {
+        let socket = match &listen {
+            ListenAddress::Unix(path) => Some(path.clone()),
+            ListenAddress::Vsock { .. } => None,
+        };
+        let hook = move || {
+            if let Some(path) = &socket {
+                let _ = std::fs::remove_file(path);
+            }
+            log::info!("exiting");
+            std::process::exit(0);
+        };
+        (AgentMode::Host, Box::new(hook))
+    };
+    let server = Server::new(Box::new(runtime), reaper, mode, on_shutdown);
+    let listener = Listener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
+    log::info!("listening on {listen}");
+    if !guest {
+        let server = Arc::clone(&server);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || match stop_signals.wait() {
+                Ok(signal) => {
+                    log::info!("{signal}: removing containers");
+                    server.shutdown();
+                }
+                Err(e) => log::error!("waiting for signals: {e}"),
+            })
+            .context("starting the signal thread")?;
+    }
+    server.serve(listener).context("accepting connections")?;
+    Ok(())
 }

@@ -183,12 +183,32 @@ fn reap(shared: &Shared, pid: Pid) {
     }
 }
 
-/// The test process's one reaper: two would steal each other's children.
+/// The test process's one reaper. Unit tests share their process with other tests that wait
+/// for their own children, so this one reaps only the pids it watches, by polling.
 #[cfg(test)]
 pub fn for_tests() -> Reaper {
     static REAPER: std::sync::OnceLock<Reaper> = std::sync::OnceLock::new();
     REAPER
-        .get_or_init(|| Reaper::start().expect("starting the reaper"))
+        .get_or_init(|| {
+            let shared = Arc::new(Shared::default());
+            let theirs = Arc::clone(&shared);
+            thread::spawn(move || loop {
+                let watched: Vec<i32> = lock(&theirs.watchers).keys().copied().collect();
+                for pid in watched {
+                    let _spawn = lock(&theirs.spawn);
+                    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+                    if let Ok(status) = waitpid(Pid::from_raw(pid), Some(flags)) {
+                        if let Some(exit) = exit_status(status) {
+                            if let Some(cell) = lock(&theirs.watchers).remove(&pid) {
+                                cell.set(exit);
+                            }
+                        }
+                    }
+                }
+                thread::sleep(Duration::from_millis(2));
+            });
+            Reaper { shared }
+        })
         .clone()
 }
 
@@ -198,18 +218,37 @@ mod tests {
     use std::process::Command;
 
     #[test]
+    // The reaper, not `Child::wait`, collects these children. (The production loop,
+    // `reap_forever`, is exercised through the agent binary by tests/host_mode.rs.)
+    #[allow(clippy::zombie_processes)]
     fn exit_codes_and_signals() {
         let reaper = for_tests();
         let spawn = |script: &str| {
             let guard = reaper.spawn_guard();
-            let child = Command::new("/bin/sh").arg("-c").arg(script).spawn().unwrap();
+            let child = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(script)
+                .spawn()
+                .unwrap();
             guard.watch(child.id() as i32)
         };
         let ok = spawn("exit 0");
         let three = spawn("exit 3");
         let killed = spawn("kill -9 $$");
-        assert_eq!(ok.wait(), ExitStatus { exit_code: 0, signal: None });
-        assert_eq!(three.wait(), ExitStatus { exit_code: 3, signal: None });
+        assert_eq!(
+            ok.wait(),
+            ExitStatus {
+                exit_code: 0,
+                signal: None
+            }
+        );
+        assert_eq!(
+            three.wait(),
+            ExitStatus {
+                exit_code: 3,
+                signal: None
+            }
+        );
         assert_eq!(
             killed.wait(),
             ExitStatus {
@@ -220,7 +259,12 @@ mod tests {
         // The reaper goes back to sleep when there are no children, and wakes for new ones.
         thread::sleep(Duration::from_millis(50));
         let again = spawn("exit 5");
-        assert_eq!(again.wait_timeout(Duration::from_secs(10)).map(|s| s.exit_code), Some(5));
+        assert_eq!(
+            again
+                .wait_timeout(Duration::from_secs(10))
+                .map(|s| s.exit_code),
+            Some(5)
+        );
     }
 
     #[test]
@@ -231,6 +275,10 @@ mod tests {
             exit_code: 1,
             signal: None,
         });
-        assert_eq!(cell.wait_timeout(Duration::from_millis(10)).map(|s| s.exit_code), Some(1));
+        assert_eq!(
+            cell.wait_timeout(Duration::from_millis(10))
+                .map(|s| s.exit_code),
+            Some(1)
+        );
     }
 }

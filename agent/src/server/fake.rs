@@ -38,7 +38,10 @@ fn prepare(process: &Process) -> Result<Prepared, ProtocolError> {
     let cstr = |s: &str| {
         CString::new(s).map_err(|_| fail(ErrorCode::InvalidArgument, "NUL byte in a string"))
     };
-    let args = args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let args = args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let env = process
         .env()
         .clone()
@@ -188,10 +191,7 @@ impl ContainerHandle for FakeContainer {
     fn signal(&self, pid: i32, signal: i32) -> Result<(), ProtocolError> {
         // SAFETY: kill(2) with plain integers.
         if unsafe { libc::kill(pid, signal) } != 0 {
-            return Err(fail(
-                ErrorCode::NotFound,
-                std::io::Error::last_os_error(),
-            ));
+            return Err(fail(ErrorCode::NotFound, std::io::Error::last_os_error()));
         }
         Ok(())
     }
@@ -204,11 +204,17 @@ impl ContainerHandle for FakeContainer {
     }
 
     fn stats(&self) -> Result<ContainerStats, ProtocolError> {
-        Err(fail(ErrorCode::Unsupported, "the process runtime has no cgroups"))
+        Err(fail(
+            ErrorCode::Unsupported,
+            "the process runtime has no cgroups",
+        ))
     }
 
     fn update(&mut self, _: &LinuxResources) -> Result<(), ProtocolError> {
-        Err(fail(ErrorCode::Unsupported, "the process runtime has no cgroups"))
+        Err(fail(
+            ErrorCode::Unsupported,
+            "the process runtime has no cgroups",
+        ))
     }
 
     fn destroy(self: Box<Self>) -> Result<(), ProtocolError> {

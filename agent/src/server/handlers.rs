@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rust_vm_protocol::{
-    ContainerState, ContainerStats, ContainerStatus, CreateContainer, Created,
-    Empty, ErrorCode, Exec, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError,
-    RemoveContainer, ResizeTty, RootfsSource, Signal, UpdateResources, WriteStdin,
+    ContainerState, ContainerStats, ContainerStatus, CreateContainer, Created, Empty, ErrorCode,
+    Exec, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError, RemoveContainer,
+    ResizeTty, RootfsSource, Signal, UpdateResources, WriteStdin,
 };
 
 use super::process::{ContainerEntry, ProcessEntry};
@@ -106,12 +106,9 @@ impl Server {
             .and_then(|p| p.terminal())
             .unwrap_or(false);
         let terminal = req.terminal || spec_terminal;
-        let (request, parent) = stdio::prepare(
-            terminal,
-            req.console_size.unwrap_or_default(),
-            req.stdin,
-        )
-        .map_err(|e| internal("creating stdio pipes", e))?;
+        let (request, parent) =
+            stdio::prepare(terminal, req.console_size.unwrap_or_default(), req.stdin)
+                .map_err(|e| internal("creating stdio pipes", e))?;
         let rootfs = match req.rootfs {
             RootfsSource::Directory { path } => Rootfs::Directory(path),
             RootfsSource::BlockDevice {
@@ -283,7 +280,8 @@ impl Server {
                 format!("{} has no terminal", process.label),
             )
         })?;
-        stdio::resize(master, req.rows, req.cols).map_err(|e| internal("resizing the terminal", e))?;
+        stdio::resize(master, req.rows, req.cols)
+            .map_err(|e| internal("resizing the terminal", e))?;
         Ok(Empty {})
     }
 

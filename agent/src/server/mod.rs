@@ -327,7 +327,7 @@ impl Server {
     }
 
     /// Removes every container (killing what runs), then runs the shutdown hook.
-    fn shutdown(&self) {
+    pub fn shutdown(&self) {
         log::info!("shutdown requested");
         let ids: Vec<String> = lock(&self.registry).containers.keys().cloned().collect();
         for id in ids {

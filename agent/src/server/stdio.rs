@@ -245,7 +245,11 @@ pub fn prepare(
         let (read, write) = pipe()?;
         (read, Some(File::from(write)))
     } else {
-        let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let null = open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         (null, None)
     };
     let (stdout_read, stdout_write) = pipe()?;
@@ -418,7 +422,10 @@ mod tests {
         drop(w);
         let mut got = Vec::new();
         output.attach().unwrap().deliver(&mut got).unwrap();
-        assert_eq!(got, b"abc", "bytes a failed client did not take are still there");
+        assert_eq!(
+            got, b"abc",
+            "bytes a failed client did not take are still there"
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl TestAgent {
 fn process(args: &[&str]) -> Process {
     ProcessBuilder::default()
         .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-        .env(vec!["PATH=/usr/bin:/bin".to_string(), "GREETING=hi".to_string()])
+        .env(vec![
+            "PATH=/usr/bin:/bin".to_string(),
+            "GREETING=hi".to_string(),
+        ])
         .cwd("/")
         .build()
         .unwrap()
@@ -87,7 +90,8 @@ fn read_all(mut stream: UnixStream) -> String {
 
 fn code(result: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
     let err = result.expect_err("the agent should refuse");
-    err.code().unwrap_or_else(|| panic!("not a remote error: {err}"))
+    err.code()
+        .unwrap_or_else(|| panic!("not a remote error: {err}"))
 }
 
 #[test]
@@ -106,7 +110,9 @@ fn exit_code_and_output_produced_before_attach() {
     let agent = TestAgent::start();
     let client = agent.client();
     let script = "echo out; echo err >&2; echo $GREETING; exit 3";
-    let created = client.create_container(create("c", &["/bin/sh", "-c", script])).unwrap();
+    let created = client
+        .create_container(create("c", &["/bin/sh", "-c", script]))
+        .unwrap();
     assert!(created.pid > 0);
     assert_eq!(client.state("c").unwrap().status, ContainerStatus::Created);
     client.start("c").unwrap();
@@ -114,8 +120,14 @@ fn exit_code_and_output_produced_before_attach() {
     assert_eq!((status.exit_code, status.signal), (3, None));
     assert_eq!(client.state("c").unwrap().status, ContainerStatus::Stopped);
     // Attached only after the exit: nothing was lost.
-    assert_eq!(read_all(client.attach("c", None, StreamKind::Stdout).unwrap()), "out\nhi\n");
-    assert_eq!(read_all(client.attach("c", None, StreamKind::Stderr).unwrap()), "err\n");
+    assert_eq!(
+        read_all(client.attach("c", None, StreamKind::Stdout).unwrap()),
+        "out\nhi\n"
+    );
+    assert_eq!(
+        read_all(client.attach("c", None, StreamKind::Stderr).unwrap()),
+        "err\n"
+    );
     // Waiting again gives the same answer.
     assert_eq!(client.wait("c", None).unwrap().exit_code, 3);
     client.remove_container("c", false).unwrap();
@@ -126,7 +138,9 @@ fn exit_code_and_output_produced_before_attach() {
 fn killed_by_signal_is_128_plus_signal() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("k", &["/bin/sleep", "100"])).unwrap();
+    client
+        .create_container(create("k", &["/bin/sleep", "100"]))
+        .unwrap();
     client.start("k").unwrap();
     client.signal("k", None, libc::SIGKILL, false).unwrap();
     let status = client.wait("k", None).unwrap();
@@ -135,7 +149,10 @@ fn killed_by_signal_is_128_plus_signal() {
         code(client.signal("k", None, libc::SIGTERM, false)),
         ErrorCode::FailedPrecondition
     );
-    assert_eq!(code(client.signal("k", None, 0, false)), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(client.signal("k", None, 0, false)),
+        ErrorCode::InvalidArgument
+    );
 }
 
 #[test]
@@ -143,7 +160,9 @@ fn signal_reaches_a_handler() {
     let agent = TestAgent::start();
     let client = agent.client();
     let script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done";
-    client.create_container(create("t", &["/bin/sh", "-c", script])).unwrap();
+    client
+        .create_container(create("t", &["/bin/sh", "-c", script]))
+        .unwrap();
     let mut out = client.attach("t", None, StreamKind::Stdout).unwrap();
     client.start("t").unwrap();
     let mut ready = [0u8; 6];
@@ -158,7 +177,9 @@ fn signal_reaches_a_handler() {
 fn stdin_stream_is_piped_through_and_closed_by_shutdown() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("cat", &["/bin/cat"])).unwrap();
+    client
+        .create_container(create("cat", &["/bin/cat"]))
+        .unwrap();
     let out = client.attach("cat", None, StreamKind::Stdout).unwrap();
     let mut stdin = client.attach("cat", None, StreamKind::Stdin).unwrap();
     assert_eq!(
@@ -181,7 +202,10 @@ fn write_stdin_and_close_stdin_operations() {
     client.write_stdin("w", None, b"abc").unwrap();
     client.close_stdin("w", None).unwrap();
     assert_eq!(client.wait("w", None).unwrap().exit_code, 0);
-    assert_eq!(read_all(client.attach("w", None, StreamKind::Stdout).unwrap()), "abc");
+    assert_eq!(
+        read_all(client.attach("w", None, StreamKind::Stdout).unwrap()),
+        "abc"
+    );
     assert_eq!(
         code(client.write_stdin("w", None, b"late")),
         ErrorCode::FailedPrecondition
@@ -207,8 +231,12 @@ fn without_stdin_a_reader_sees_eof() {
 fn ids_are_checked() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("dup", &["/bin/true"])).unwrap();
-    let err = client.create_container(create("dup", &["/bin/true"])).unwrap_err();
+    client
+        .create_container(create("dup", &["/bin/true"]))
+        .unwrap();
+    let err = client
+        .create_container(create("dup", &["/bin/true"]))
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::AlreadyExists));
     assert!(err.to_string().contains("`dup`"), "{err}");
     for bad in ["", "../x", "a/b", ".hidden"] {
@@ -233,14 +261,18 @@ fn runtime_errors_are_passed_on() {
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
     assert!(err.to_string().contains("process"), "{err}");
     // The id is free again after a failed create.
-    client.create_container(create("bad", &["/bin/true"])).unwrap();
+    client
+        .create_container(create("bad", &["/bin/true"]))
+        .unwrap();
 }
 
 #[test]
 fn start_twice_is_refused() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("s", &["/bin/sleep", "100"])).unwrap();
+    client
+        .create_container(create("s", &["/bin/sleep", "100"]))
+        .unwrap();
     client.start("s").unwrap();
     assert_eq!(code(client.start("s")), ErrorCode::FailedPrecondition);
     client.remove_container("s", true).unwrap();
@@ -250,7 +282,9 @@ fn start_twice_is_refused() {
 fn exec_into_a_running_container() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("e", &["/bin/sleep", "100"])).unwrap();
+    client
+        .create_container(create("e", &["/bin/sleep", "100"]))
+        .unwrap();
     let exec = |exec_id: &str, args: &[&str]| Exec {
         container_id: "e".into(),
         exec_id: exec_id.into(),
@@ -263,7 +297,9 @@ fn exec_into_a_running_container() {
         ErrorCode::FailedPrecondition
     );
     client.start("e").unwrap();
-    let started = client.exec(exec("x1", &["/bin/sh", "-c", "echo from-exec; exit 4"])).unwrap();
+    let started = client
+        .exec(exec("x1", &["/bin/sh", "-c", "echo from-exec; exit 4"]))
+        .unwrap();
     assert!(started.pid > 0);
     assert_eq!(client.wait("e", Some("x1")).unwrap().exit_code, 4);
     assert_eq!(
@@ -290,9 +326,19 @@ fn exec_into_a_running_container() {
 fn terminal_process() {
     let agent = TestAgent::start();
     let client = agent.client();
-    let mut req = create("tty", &["/bin/sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; stty size; read line; echo got:$line"]);
+    let mut req = create(
+        "tty",
+        &[
+            "/bin/sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo is-a-tty; stty size; read line; echo got:$line",
+        ],
+    );
     req.terminal = true;
-    req.console_size = Some(ConsoleSize { rows: 33, cols: 101 });
+    req.console_size = Some(ConsoleSize {
+        rows: 33,
+        cols: 101,
+    });
     client.create_container(req).unwrap();
     assert_eq!(
         code(client.attach("tty", None, StreamKind::Stderr)),
@@ -307,7 +353,10 @@ fn terminal_process() {
     assert!(text.contains("is-a-tty"), "{text:?}");
     assert!(text.contains("got:typed"), "{text:?}");
     // The size is either the initial one or the resized one, depending on timing.
-    assert!(text.contains("33 101") || text.contains("40 120"), "{text:?}");
+    assert!(
+        text.contains("33 101") || text.contains("40 120"),
+        "{text:?}"
+    );
     assert_eq!(
         code(client.resize_tty("tty", Some("none"), 1, 1)),
         ErrorCode::NotFound
@@ -318,17 +367,28 @@ fn terminal_process() {
 fn resize_without_terminal_is_refused() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("r", &["/bin/true"])).unwrap();
-    assert_eq!(code(client.resize_tty("r", None, 1, 1)), ErrorCode::FailedPrecondition);
+    client
+        .create_container(create("r", &["/bin/true"]))
+        .unwrap();
+    assert_eq!(
+        code(client.resize_tty("r", None, 1, 1)),
+        ErrorCode::FailedPrecondition
+    );
 }
 
 #[test]
 fn remove_running_needs_force_and_kills() {
     let agent = TestAgent::start();
     let client = agent.client();
-    let pid = client.create_container(create("rm", &["/bin/sleep", "100"])).unwrap().pid;
+    let pid = client
+        .create_container(create("rm", &["/bin/sleep", "100"]))
+        .unwrap()
+        .pid;
     client.start("rm").unwrap();
-    assert_eq!(code(client.remove_container("rm", false)), ErrorCode::FailedPrecondition);
+    assert_eq!(
+        code(client.remove_container("rm", false)),
+        ErrorCode::FailedPrecondition
+    );
     client.remove_container("rm", true).unwrap();
     assert_eq!(code(client.state("rm")), ErrorCode::NotFound);
     // SAFETY: signal 0 only checks whether the pid exists.
@@ -339,7 +399,10 @@ fn remove_running_needs_force_and_kills() {
 fn remove_created_container_kills_its_init() {
     let agent = TestAgent::start();
     let client = agent.client();
-    let pid = client.create_container(create("cr", &["/bin/true"])).unwrap().pid;
+    let pid = client
+        .create_container(create("cr", &["/bin/true"]))
+        .unwrap()
+        .pid;
     client.remove_container("cr", false).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     // SAFETY: signal 0 only checks whether the pid exists.
@@ -353,7 +416,9 @@ fn remove_created_container_kills_its_init() {
 fn wait_does_not_block_other_requests() {
     let agent = TestAgent::start();
     let client = Arc::new(agent.client());
-    client.create_container(create("slow", &["/bin/sleep", "100"])).unwrap();
+    client
+        .create_container(create("slow", &["/bin/sleep", "100"]))
+        .unwrap();
     client.start("slow").unwrap();
     let waiter = {
         let client = Arc::clone(&client);
@@ -375,7 +440,9 @@ fn slow_output_reader_does_not_block_control() {
     // Four times the buffer: the process blocks until someone reads.
     let total = super::stdio::OUTPUT_BUFFER_SIZE * 4;
     let script = format!("head -c {total} /dev/zero; echo done >&2");
-    client.create_container(create("big", &["/bin/sh", "-c", &script])).unwrap();
+    client
+        .create_container(create("big", &["/bin/sh", "-c", &script]))
+        .unwrap();
     client.start("big").unwrap();
     let mut out = client.attach("big", None, StreamKind::Stdout).unwrap();
     // Attached but not reading: control traffic goes on.
@@ -383,19 +450,27 @@ fn slow_output_reader_does_not_block_control() {
     for _ in 0..10 {
         client.ping().unwrap();
     }
-    assert_eq!(client.state("big").unwrap().status, ContainerStatus::Running);
+    assert_eq!(
+        client.state("big").unwrap().status,
+        ContainerStatus::Running
+    );
     let mut got = Vec::new();
     out.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), total);
     assert_eq!(client.wait("big", None).unwrap().exit_code, 0);
-    assert_eq!(read_all(client.attach("big", None, StreamKind::Stderr).unwrap()), "done\n");
+    assert_eq!(
+        read_all(client.attach("big", None, StreamKind::Stderr).unwrap()),
+        "done\n"
+    );
 }
 
 #[test]
 fn stats_without_cgroups_is_unsupported() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("st", &["/bin/true"])).unwrap();
+    client
+        .create_container(create("st", &["/bin/true"]))
+        .unwrap();
     assert_eq!(code(client.stats("st")), ErrorCode::Unsupported);
 }
 
@@ -432,7 +507,10 @@ fn oversized_frame_gets_an_error_then_close() {
     let reply = read_frame(&mut conn).unwrap().expect("an error reply");
     let response = Response::decode(&reply).unwrap();
     assert_eq!(response.error.unwrap().code, ErrorCode::FrameTooLarge);
-    assert!(read_frame(&mut conn).unwrap().is_none(), "connection should be closed");
+    assert!(
+        read_frame(&mut conn).unwrap().is_none(),
+        "connection should be closed"
+    );
     agent.client().ping().unwrap();
 }
 
@@ -461,14 +539,19 @@ fn attach_must_open_a_connection() {
     );
     assert_eq!(response.error.unwrap().code, ErrorCode::FailedPrecondition);
     let client = agent.client();
-    assert_eq!(code(client.attach("x", None, StreamKind::Stdout)), ErrorCode::NotFound);
+    assert_eq!(
+        code(client.attach("x", None, StreamKind::Stdout)),
+        ErrorCode::NotFound
+    );
 }
 
 #[test]
 fn shutdown_replies_then_runs_the_hook() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client.create_container(create("sd", &["/bin/sleep", "100"])).unwrap();
+    client
+        .create_container(create("sd", &["/bin/sleep", "100"]))
+        .unwrap();
     client.start("sd").unwrap();
     client.shutdown().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
