@@ -39,10 +39,14 @@ fn cmdline(tag: &str) -> String {
 }
 
 fn boot(mem_mib: u64, vcpus: u8, cmdline: &str) -> RunningVmm {
+    boot_with(mem_mib, vcpus, cmdline, &[])
+}
+
+fn boot_with(mem_mib: u64, vcpus: u8, cmdline: &str, extra: &[&str]) -> RunningVmm {
     require_kvm();
     let kernel = kernel_path();
     let (mem, vcpus) = (mem_mib.to_string(), vcpus.to_string());
-    RunningVmm::start(&[
+    let mut args = vec![
         "--kernel",
         &kernel,
         "--mem-mib",
@@ -53,7 +57,9 @@ fn boot(mem_mib: u64, vcpus: u8, cmdline: &str) -> RunningVmm {
         "conservative",
         "--cmdline",
         cmdline,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    RunningVmm::start(&args)
 }
 
 /// The `BIOS-e820:` ranges the kernel printed, as (first, last, kind).
@@ -150,4 +156,19 @@ fn kernel_finds_every_vcpu() {
             );
         }
     }
+}
+
+#[test]
+#[ignore = "needs /dev/kvm and the guest kernel"]
+fn kernel_finds_the_initrd_where_the_zero_page_says() {
+    let _serial = ONE_BOOT_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Content does not matter for the early log: the kernel reserves the range before unpacking.
+    let initrd = common::scratch_dir("kernel-initrd").join("initrd.img");
+    std::fs::write(&initrd, vec![0x5au8; 1_000_000]).unwrap();
+    let extra = ["--initrd", initrd.to_str().unwrap()];
+    let mut vm = boot_with(256, 1, &cmdline("initrd"), &extra);
+    // Highest page-aligned start below 256 MiB: 0x10000000 - 1000000 rounded down to 4 KiB.
+    let expected = "RAMDISK: [mem 0x0ff0b000-0x0fffffff]";
+    let done = vm.wait_for(BOOT_LIMIT, |s| s.contains(expected));
+    assert!(done, "no {expected:?} after {BOOT_LIMIT:?}:\n{}", vm.serial);
 }
