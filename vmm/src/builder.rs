@@ -80,6 +80,8 @@ pub enum BuildError {
     TooManyVirtioDevices { count: usize, max: usize },
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    #[error("cannot register the VM exit eventfds with the event loop")]
+    ExitWatch,
     #[error("event manager: {0:?}")]
     EventManager(event_manager::Error),
 }
@@ -110,6 +112,10 @@ impl MicroVm {
             self.reset_evt.try_clone().map_err(BuildError::EventFd)?,
         )));
         self.event_manager.add_subscriber(watcher.clone());
+        if !watcher.lock().unwrap_or_else(|e| e.into_inner()).watching {
+            // Nothing could end the loop: do not start a VM we could not stop.
+            return Err(BuildError::ExitWatch);
+        }
 
         register_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +160,8 @@ impl MicroVm {
 struct ExitWatcher {
     exit: Arc<VmExitSignal>,
     reset_evt: EventFd,
+    /// Both eventfds are registered with the event loop.
+    watching: bool,
     done: bool,
 }
 
@@ -162,6 +170,7 @@ impl ExitWatcher {
         Self {
             exit,
             reset_evt,
+            watching: false,
             done: false,
         }
     }
@@ -179,9 +188,11 @@ impl MutEventSubscriber for ExitWatcher {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
+        self.watching = true;
         for fd in [self.exit.eventfd(), &self.reset_evt] {
             if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
                 log::error!("cannot watch the VM exit eventfd: {e:?}");
+                self.watching = false;
             }
         }
     }
