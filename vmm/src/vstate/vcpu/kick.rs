@@ -47,6 +47,7 @@ pub(super) fn set_thread_kvm_run(run: *mut kvm_run) {
 /// Stops vCPU threads: raise `stop`, kick each thread out of KVM_RUN, and wait for them.
 pub fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     stop.store(true, Ordering::Release);
+    log::debug!("stopping {} vCPU thread(s)", threads.len());
     for thread in &threads {
         // Failing means the thread already exited; join below still reaps it.
         let _ = thread.kill(kick_signal());
@@ -56,4 +57,5 @@ pub fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
             log::error!("a vCPU thread panicked");
         }
     }
+    log::debug!("vCPU threads stopped");
 }
