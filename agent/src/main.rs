@@ -50,6 +50,9 @@ struct Args {
     /// Directory for per-container state (block-device rootfs mount points).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Keep logging to stderr in init mode instead of switching to /dev/console.
+    #[arg(long)]
+    log_stderr: bool,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: LevelFilter,
@@ -72,8 +75,10 @@ fn main() -> ExitCode {
     let guest = pid1 || args.init;
     if guest {
         init::setup(&args.hostname);
-        if let Some(console) = init::open_console() {
-            logger::use_console(console);
+        if !args.log_stderr {
+            if let Some(console) = init::open_console() {
+                logger::use_console(console);
+            }
         }
     }
     if let Some(e) = parse_error {

@@ -17,7 +17,7 @@ use rust_vm_protocol::{Client, CreateContainer, RootfsSource};
 /// Applets linked into the test rootfs.
 const APPLETS: &[&str] = &[
     "sh", "echo", "hostname", "id", "pwd", "cat", "sleep", "env", "true", "false", "tty", "stty",
-    "head", "kill", "ls", "wc", "grep",
+    "head", "kill", "ls", "wc", "grep", "ip",
 ];
 
 /// A temporary directory holding `rootfs/` (busybox) and room for agent state.

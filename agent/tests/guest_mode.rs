@@ -1,0 +1,195 @@
+//! The agent as PID 1 ("guest mode"), proven on the host: it runs as the init of fresh pid,
+//! mount, uts and network namespaces, which is what it is in the VM except for vsock (AF_VSOCK
+//! has no loopback here, so it listens on a Unix socket) and the power-off (in a pid namespace
+//! `reboot(RB_POWER_OFF)` ends the namespace instead of the machine). Needs root.
+
+mod common;
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{create_request, read_all, spec_json, Bundle};
+use rust_vm_protocol::{AgentMode, Client, StreamKind};
+
+struct Init {
+    unshare: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Init {
+    fn start(dir: &Path) -> Init {
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let addr = format!("unix:{}", socket.display());
+        let unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--uts",
+                "--net",
+                "--propagation",
+                "private",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_rust-vm-agent"))
+            .args(["--init", "--listen", &addr, "--hostname", "guest-test"])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--no-cgroups", "--log-stderr", "--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut init = Init { unshare, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            if let Ok(Some(status)) = init.unshare.try_wait() {
+                panic!("agent exited with {status}:\n{}", init.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not listen:\n{}",
+                init.log_text()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        init
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent: the only child of `unshare --fork`.
+    fn agent_pid(&self) -> i32 {
+        let pid = self.unshare.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .expect("children of unshare");
+        children.trim().parse().expect("one child pid")
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.unshare.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        if self.wait_exit(Duration::ZERO).is_none() {
+            let _ = self.unshare.kill();
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn pid_1_sets_up_the_guest_serves_and_powers_off() {
+    let bundle = Bundle::new();
+    let mut init = Init::start(bundle.path());
+    let client = Client::connect(&init.addr).unwrap();
+    assert_eq!(client.version().unwrap().mode, AgentMode::Guest);
+
+    let agent = init.agent_pid();
+    let mountinfo = fs::read_to_string(format!("/proc/{agent}/mountinfo")).unwrap();
+    let mounted = |target: &str, fstype: &str| {
+        mountinfo.lines().any(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let after = l.split(" - ").nth(1).unwrap_or("");
+            fields.get(4) == Some(&target) && after.starts_with(&format!("{fstype} "))
+        })
+    };
+    for (target, fstype) in [
+        ("/proc", "proc"),
+        ("/sys", "sysfs"),
+        ("/dev", "devtmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/run", "tmpfs"),
+        ("/sys/fs/cgroup", "cgroup2"),
+    ] {
+        assert!(
+            mounted(target, fstype),
+            "{fstype} on {target} missing:\n{mountinfo}"
+        );
+    }
+
+    // A container without uts and network namespaces shows the guest's hostname and loopback.
+    let mut spec = spec_json(&["sh", "-c", "hostname; ip link show lo"]);
+    spec["linux"]["namespaces"] = serde_json::json!([{ "type": "pid" }, { "type": "mount" }]);
+    spec.as_object_mut().unwrap().remove("hostname");
+    client
+        .create_container(create_request(&bundle, "probe", &spec))
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", init.log_text()));
+    let out = client.attach("probe", None, StreamKind::Stdout).unwrap();
+    client.start("probe").unwrap();
+    let text = read_all(out);
+    assert_eq!(client.wait("probe", None).unwrap().exit_code, 0, "{text}");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("guest-test"));
+    let lo = lines.next().unwrap_or_default();
+    assert!(lo.contains("<LOOPBACK,UP"), "lo is not up: {text:?}");
+
+    // An orphan reparented to PID 1 is reaped: the shell's background child outlives it.
+    let mut spec = spec_json(&["sh", "-c", "sleep 0.2 & exit 0"]);
+    spec["linux"]["namespaces"] = serde_json::json!([{ "type": "mount" }]);
+    spec.as_object_mut().unwrap().remove("hostname");
+    client
+        .create_container(create_request(&bundle, "orphan", &spec))
+        .unwrap();
+    client.start("orphan").unwrap();
+    assert_eq!(client.wait("orphan", None).unwrap().exit_code, 0);
+    thread::sleep(Duration::from_millis(600));
+    let zombies: Vec<String> = fs::read_to_string(format!("/proc/{agent}/task/{agent}/children"))
+        .unwrap()
+        .split_whitespace()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "unreaped children of PID 1: {zombies:?}"
+    );
+    client.remove_container("orphan", false).unwrap();
+    client.remove_container("probe", false).unwrap();
+
+    client.shutdown().unwrap();
+    let status = init
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the agent did not power off:\n{}", init.log_text()));
+    // reboot(RB_POWER_OFF) in a pid namespace ends its init as if by SIGINT.
+    assert!(
+        status.signal() == Some(libc::SIGINT) || status.code() == Some(128 + libc::SIGINT),
+        "{status}\n{}",
+        init.log_text()
+    );
+    assert!(
+        init.log_text().contains("powering off"),
+        "{}",
+        init.log_text()
+    );
+}
