@@ -25,8 +25,9 @@ use server::{Server, ShutdownHook};
 
 /// rust-vm's agent: creates OCI containers on request of the shim.
 ///
-/// As PID 1 (or with --init) it sets up the guest and listens on vsock port 1024. Otherwise it
-/// runs in host mode (test/debug back-end), a child subreaper listening where --listen says.
+/// With --init, or as PID 1 without `--listen unix:PATH`, it sets up the guest and listens on
+/// vsock port 1024. Otherwise it runs in host mode (test/debug back-end), a child subreaper
+/// listening where --listen says.
 #[derive(Debug, Parser)]
 #[command(name = "rust-vm-agent", version)]
 struct Args {
@@ -72,7 +73,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     logger::init(args.log_level);
-    let guest = pid1 || args.init;
+    // PID 1 listening on a Unix socket is the host-mode agent as init of fresh namespaces (the
+    // shim's namespaces back-end): it must not mount over /dev or log to the console.
+    let unix_listener = matches!(args.listen, Some(ListenAddress::Unix(_)));
+    let guest = args.init || (pid1 && !unix_listener);
     if guest {
         init::setup(&args.hostname);
         if !args.log_stderr {

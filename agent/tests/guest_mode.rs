@@ -24,6 +24,10 @@ struct Init {
 
 impl Init {
     fn start(dir: &Path) -> Init {
+        Init::start_with(dir, &["--init", "--hostname", "guest-test"])
+    }
+
+    fn start_with(dir: &Path, mode_args: &[&str]) -> Init {
         let socket = dir.join("agent.sock");
         let log = dir.join("agent.log");
         let addr = format!("unix:{}", socket.display());
@@ -39,7 +43,8 @@ impl Init {
                 "--",
             ])
             .arg(env!("CARGO_BIN_EXE_rust-vm-agent"))
-            .args(["--init", "--listen", &addr, "--hostname", "guest-test"])
+            .args(mode_args)
+            .args(["--listen", &addr])
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--no-cgroups", "--log-stderr", "--log-level", "debug"])
@@ -192,4 +197,34 @@ fn pid_1_sets_up_the_guest_serves_and_powers_off() {
         "{}",
         init.log_text()
     );
+}
+
+/// The shim's namespaces back-end runs the agent as PID 1 of fresh namespaces on a Unix socket:
+/// that is host mode (no guest mounts, logs on stderr), not guest mode.
+#[test]
+#[ignore = "needs root"]
+fn pid_1_on_a_unix_socket_is_host_mode() {
+    let bundle = Bundle::new();
+    let mut init = Init::start_with(bundle.path(), &[]);
+    let client = Client::connect(&init.addr).unwrap();
+    assert_eq!(client.version().unwrap().mode, AgentMode::Host);
+    let agent = init.agent_pid();
+    // Same mounts on /dev as the host: nothing mounted by a guest setup.
+    let dev_mounts = |path: String| {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some("/dev"))
+            .count()
+    };
+    assert_eq!(
+        dev_mounts(format!("/proc/{agent}/mountinfo")),
+        dev_mounts("/proc/self/mountinfo".into()),
+        "host mode mounted on /dev"
+    );
+    client.shutdown().unwrap();
+    let status = init
+        .wait_exit(Duration::from_secs(15))
+        .expect("the agent exits");
+    assert!(status.success(), "{status}\n{}", init.log_text());
 }
