@@ -14,6 +14,7 @@ import bisect
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def main():
             except OSError:
                 mon = None
     proc.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print("\n# milestones (wall seconds since QEMU start)")
     for name, _ in MILESTONES:
@@ -147,7 +149,8 @@ def main():
     m = re.search(r"RIP=([0-9a-f]{16})", text)
     if "emulation failure" in text and m:
         rip = int(m.group(1), 16)
-        print(f"# stopped: KVM emulation failure at {rip:#x} {syms.lookup(rip)}: {disassemble(args.kernel, rip)}")
+        when = "after the marker (the reboot path; expected)" if "marker" in reached else "stopped"
+        print(f"# {when}: KVM emulation failure at {rip:#x} {syms.lookup(rip)}: {disassemble(args.kernel, rip)}")
     if samples:
         total = sum(samples.values())
         print(f"\n# RIP samples: {total} (every {args.interval * 1000:.0f} ms); top functions")
