@@ -29,6 +29,7 @@ use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
+use crate::vstate::reflect::ReflectionLog;
 use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
 use crate::vstate::{VmExitReason, VmExitSignal};
@@ -97,6 +98,8 @@ pub struct MicroVm {
     mem: GuestMemory,
     io_bus: Bus,
     mmio_bus: Bus,
+    /// Set when emulation-failure reflection is on.
+    reflections: Option<Arc<ReflectionLog>>,
 }
 
 impl MicroVm {
@@ -138,6 +141,9 @@ impl MicroVm {
             }
         }
         stop_vcpus(&stop, threads);
+        if let Some(reflections) = self.reflections.as_ref().filter(|r| r.total() > 0) {
+            log::info!("{reflections}");
+        }
         result?;
         Ok(self.exit.reason().unwrap_or(VmExitReason::GuestReset))
     }
@@ -343,9 +349,13 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
     let supported_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(BuildError::SupportedCpuid)?;
+    let reflections = config
+        .reflect_emulation_failures
+        .enabled()
+        .then(|| Arc::new(ReflectionLog::default()));
     let mut vcpus = Vec::with_capacity(usize::from(num_vcpus));
     for index in 0..num_vcpus {
-        let vcpu = Vcpu::new(
+        let mut vcpu = Vcpu::new(
             vm.fd(),
             index,
             io_bus.clone(),
@@ -357,6 +367,9 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
             cr3,
         });
         vcpu.configure(&supported_cpuid, num_vcpus, config.cpu_template, boot)?;
+        if let Some(log) = &reflections {
+            vcpu.enable_emulation_reflection(log.clone())?;
+        }
         vcpus.push(vcpu);
     }
     log::info!(
@@ -376,5 +389,6 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
         mem,
         io_bus,
         mmio_bus,
+        reflections,
     })
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::arch::cpuid::CpuTemplate;
 use crate::arch::layout::MAX_VCPUS;
+use crate::vstate::reflect::ReflectMode;
 
 /// `i8042.*`: our controller has no keyboard or mouse behind it; these spare the guest's driver
 /// its probe time-outs.
@@ -192,6 +193,7 @@ pub struct PartialConfig {
     pub serial: Option<SerialOutput>,
     pub cpu_template: Option<CpuTemplate>,
     pub log_level: Option<LogLevel>,
+    pub reflect_emulation_failures: Option<ReflectMode>,
 }
 
 impl PartialConfig {
@@ -218,6 +220,9 @@ impl PartialConfig {
         self.serial = over.serial.or(self.serial);
         self.cpu_template = over.cpu_template.or(self.cpu_template);
         self.log_level = over.log_level.or(self.log_level);
+        self.reflect_emulation_failures = over
+            .reflect_emulation_failures
+            .or(self.reflect_emulation_failures);
         self
     }
 
@@ -234,6 +239,7 @@ impl PartialConfig {
             serial: self.serial.unwrap_or_default(),
             cpu_template: self.cpu_template.unwrap_or_default(),
             log_level: self.log_level.unwrap_or_default(),
+            reflect_emulation_failures: self.reflect_emulation_failures.unwrap_or_default(),
         })
     }
 }
@@ -251,6 +257,9 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     pub cpu_template: CpuTemplate,
     pub log_level: LogLevel,
+    /// Deliver the exception an instruction raises when KVM's emulator cannot run it
+    /// (docs/vmm-emulation-reflection.md); `auto` turns it on for instruction-emulating hosts.
+    pub reflect_emulation_failures: ReflectMode,
 }
 
 /// What this host and its KVM allow.
@@ -397,7 +406,8 @@ mod tests {
             "kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0", "vcpus": 2,
             "mem_mib": 512, "block": [{"path": "/disk.img", "read_only": true, "id": "root"}],
             "vsock": {"guest_cid": 3, "uds_path": "/run/v.sock"},
-            "serial": "/tmp/console.log", "cpu_template": "host", "log_level": "debug"
+            "serial": "/tmp/console.log", "cpu_template": "host", "log_level": "debug",
+            "reflect_emulation_failures": "on"
         }"#;
         let config = PartialConfig::from_file(&temp_file("full.json", json))
             .unwrap()
@@ -411,6 +421,7 @@ mod tests {
         assert_eq!(config.serial, SerialOutput::File("/tmp/console.log".into()));
         assert_eq!(config.cpu_template, CpuTemplate::Host);
         assert_eq!(config.log_level, LogLevel(log::LevelFilter::Debug));
+        assert_eq!(config.reflect_emulation_failures, ReflectMode::On);
     }
 
     #[test]
@@ -443,6 +454,7 @@ mod tests {
         assert_eq!(config.cmdline, DEFAULT_CMDLINE);
         assert_eq!(config.serial, SerialOutput::Stdout);
         assert_eq!(config.cpu_template, CpuTemplate::Conservative);
+        assert_eq!(config.reflect_emulation_failures, ReflectMode::Auto);
         assert!(matches!(
             PartialConfig::default().finish(),
             Err(ConfigError::MissingKernel)

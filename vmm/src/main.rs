@@ -12,6 +12,7 @@ use clap::Parser;
 use vmm::arch::cpuid::CpuTemplate;
 use vmm::builder::build_microvm;
 use vmm::config::{BlockDeviceConfig, LogLevel, PartialConfig, SerialOutput, VsockDeviceConfig};
+use vmm::vstate::reflect::ReflectMode;
 
 const EXIT_GUEST_FAULT: u8 = 2;
 
@@ -77,6 +78,11 @@ struct Cli {
     /// off, error, warn, info, debug or trace [default: warn].
     #[arg(long = "log-level")]
     log_level: Option<LogLevel>,
+    /// Deliver #BP/#UD when KVM's instruction emulator fails on an instruction that raises them:
+    /// auto (on for instruction-emulating hosts such as PVM), on or off; the bare flag means on
+    /// [default: auto].
+    #[arg(long = "reflect-emulation-failures", value_name = "auto|on|off", num_args = 0..=1, default_missing_value = "on")]
+    reflect_emulation_failures: Option<ReflectMode>,
 }
 
 impl Cli {
@@ -99,6 +105,7 @@ impl Cli {
             serial: self.serial,
             cpu_template: self.cpu_template,
             log_level: self.log_level,
+            reflect_emulation_failures: self.reflect_emulation_failures,
         };
         (self.config, flags)
     }

@@ -15,6 +15,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
+use super::reflect::{ReflectError, ReflectionLog, Reflector};
 use super::{VmExitReason, VmExitSignal};
 use crate::arch::cpuid::{forced_bits, vcpu_cpuid, CpuTemplate, CpuidError};
 use crate::arch::interrupts::setup_lapic;
@@ -41,6 +42,8 @@ pub enum VcpuError {
     KickSignal(vmm_sys_util::errno::Error),
     #[error("cannot start the thread of vCPU {0}: {1}")]
     Spawn(u8, std::io::Error),
+    #[error("vCPU {0}: emulation-failure reflection: {1}")]
+    Reflect(u8, ReflectError),
 }
 
 /// Where the boot vCPU starts: kernel entry point and page-table root.
@@ -56,6 +59,7 @@ pub struct Vcpu {
     io_bus: Bus,
     mmio_bus: Bus,
     mem: GuestMemory,
+    reflector: Option<Reflector>,
 }
 
 /// What the run loop does after one exit.
@@ -94,7 +98,20 @@ impl Vcpu {
             io_bus,
             mmio_bus,
             mem,
+            reflector: None,
         })
+    }
+
+    /// Reflects KVM emulation failures as the exceptions they architecturally are
+    /// (`vstate::reflect`). Call after `configure`: it reads the vCPU's final CPUID.
+    pub fn enable_emulation_reflection(
+        &mut self,
+        log: Arc<ReflectionLog>,
+    ) -> Result<(), VcpuError> {
+        let reflector =
+            Reflector::new(&self.fd, log).map_err(|e| VcpuError::Reflect(self.index, e))?;
+        self.reflector = Some(reflector);
+        Ok(())
     }
 
     /// Sets CPUID, MSRs, FPU and LAPIC; the boot vCPU also gets its long-mode entry state.
@@ -269,12 +286,20 @@ impl Vcpu {
     /// KVM_EXIT_INTERNAL_ERROR: KVM could not handle an exit, most often because its instruction
     /// emulator does not implement the guest's instruction (suberror 1).
     ///
-    /// This is the one place to add emulation-failure reflection: decode the instruction at RIP,
-    /// advance RIP or inject the matching exception with KVM_SET_VCPU_EVENTS, and return
-    /// `ExitOutcome::Continue`.
+    /// With reflection on, an emulation failure whose instruction architecturally raises an
+    /// exception delivers it and the guest goes on (`vstate::reflect`).
     fn handle_internal_error(&mut self) -> ExitOutcome {
         // SAFETY: KVM filled the `internal` member of the union for this exit reason.
         let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let mut not_reflected = String::new();
+        if let (kvm_bindings::KVM_INTERNAL_ERROR_EMULATION, Some(reflector)) =
+            (internal.suberror, &self.reflector)
+        {
+            match reflector.reflect(self.index, &self.fd, &self.mem) {
+                Ok(()) => return ExitOutcome::Continue,
+                Err(e) => not_reflected = format!("\n{e}"),
+            }
+        }
         let ndata = (internal.ndata as usize).min(internal.data.len());
         let kind = match internal.suberror {
             kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "emulation failure",
@@ -283,7 +308,7 @@ impl Vcpu {
             _ => "other",
         };
         ExitOutcome::Fault(format!(
-            "KVM_EXIT_INTERNAL_ERROR suberror {} ({kind}), data {:x?}",
+            "KVM_EXIT_INTERNAL_ERROR suberror {} ({kind}), data {:x?}{not_reflected}",
             internal.suberror,
             &internal.data[..ndata]
         ))

@@ -1,0 +1,371 @@
+//! Emulation-failure reflection (docs/vmm-emulation-reflection.md).
+//!
+//! On an instruction-emulating KVM (PVM running a guest kernel that is not PVM-aware), guest
+//! ring 0 goes through KVM's instruction emulator, which lacks some instructions and then exits
+//! with KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION. Where the architecture defines the
+//! instruction's outcome on this vCPU as an exception (`arch::emulation`), the `Reflector`
+//! delivers that exception with KVM_SET_VCPU_EVENTS and the guest continues; it never skips an
+//! instruction or fakes its effect. Hardware KVM never needs this.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_cpuid_entry2, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::VcpuFd;
+use serde::{Deserialize, Serialize};
+
+use crate::arch::emulation::{classify, GuestCpu, Outcome, UD_VECTOR};
+use crate::arch::insn::{decode, CodeMode, DecodeError, Mnemonic, MAX_INSN_LEN};
+use crate::arch::page_walk::{read_linear, PagingRegs, WalkError};
+use crate::GuestMemory;
+
+const CR0_PE: u64 = 1;
+const EFER_LMA: u64 = 1 << 10;
+
+/// Whether the VMM reflects emulation failures (`reflect_emulation_failures`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflectMode {
+    /// On when this host's KVM emulates guest ring 0 (see `detect_emulating_host`).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl ReflectMode {
+    pub const ALL: [ReflectMode; 3] = [ReflectMode::Auto, ReflectMode::On, ReflectMode::Off];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReflectMode::Auto => "auto",
+            ReflectMode::On => "on",
+            ReflectMode::Off => "off",
+        }
+    }
+
+    /// Whether reflection is on for this VM; logs why.
+    pub fn enabled(self) -> bool {
+        match (self, detect_emulating_host()) {
+            (ReflectMode::On, _) => {
+                log::info!("emulation-failure reflection on (asked for)");
+                true
+            }
+            (ReflectMode::Off, _) => false,
+            (ReflectMode::Auto, Some(why)) => {
+                log::info!("emulation-failure reflection on: instruction-emulating host ({why})");
+                true
+            }
+            (ReflectMode::Auto, None) => false,
+        }
+    }
+}
+
+impl fmt::Display for ReflectMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ReflectMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown reflection mode {s:?} (expected auto, on or off)"))
+    }
+}
+
+/// Why this host's KVM is taken to run guest ring 0 through its instruction emulator, or `None`
+/// for hardware virtualization.
+pub fn detect_emulating_host() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    emulating_host(Path::new("/sys/module/kvm_pvm").exists(), &cpuinfo)
+}
+
+fn emulating_host(pvm_module: bool, cpuinfo: &str) -> Option<String> {
+    if pvm_module {
+        return Some("the kvm_pvm module is loaded".to_string());
+    }
+    let flags = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("flags")?.split_once(':').map(|(_, f)| f))?;
+    let hardware = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+    (!hardware).then(|| "the host CPU has neither vmx nor svm".to_string())
+}
+
+/// The emulation failures reflected in one VM: each instruction address is logged once and
+/// counted.
+#[derive(Debug, Default)]
+pub struct ReflectionLog {
+    cases: Mutex<BTreeMap<(u64, Mnemonic), u64>>,
+}
+
+impl ReflectionLog {
+    /// Counts a reflection; true the first time this instruction at this address is seen.
+    fn record(&self, rip: u64, mnemonic: Mnemonic) -> bool {
+        let mut cases = self.cases.lock().unwrap_or_else(|e| e.into_inner());
+        let count = cases.entry((rip, mnemonic)).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// (RIP, instruction, times reflected), by address.
+    pub fn cases(&self) -> Vec<(u64, Mnemonic, u64)> {
+        let cases = self.cases.lock().unwrap_or_else(|e| e.into_inner());
+        cases.iter().map(|(&(rip, m), &n)| (rip, m, n)).collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.cases().iter().map(|c| c.2).sum()
+    }
+}
+
+impl fmt::Display for ReflectionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cases = self.cases();
+        write!(f, "{} emulation failure(s) reflected", self.total())?;
+        for (i, (rip, mnemonic, count)) in cases.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { ", " };
+            write!(f, "{sep}{mnemonic} at {rip:#x} x{count}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectError {
+    #[error("{0} failed: {1}")]
+    Ioctl(&'static str, kvm_ioctls::Error),
+    #[error("cannot read the instruction at {linear:#x}: {source}")]
+    Fetch { linear: u64, source: WalkError },
+    #[error("instruction at {linear:#x} (bytes {bytes:02x?}) not reflected: {source}")]
+    Decode {
+        linear: u64,
+        bytes: Vec<u8>,
+        source: DecodeError,
+    },
+    #[error("{mnemonic} at {linear:#x} (bytes {bytes:02x?}) not reflected: {reason}")]
+    NotReflectable {
+        mnemonic: Mnemonic,
+        linear: u64,
+        bytes: Vec<u8>,
+        reason: String,
+    },
+}
+
+/// Reflects one vCPU's emulation failures.
+pub struct Reflector {
+    cpuid: Vec<kvm_cpuid_entry2>,
+    log: Arc<ReflectionLog>,
+}
+
+/// The mode the code segment runs in.
+fn code_mode(sregs: &kvm_sregs) -> CodeMode {
+    if sregs.cr0 & CR0_PE == 0 {
+        CodeMode::Bits16
+    } else if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 {
+        CodeMode::Bits64
+    } else if sregs.cs.db != 0 {
+        CodeMode::Bits32
+    } else {
+        CodeMode::Bits16
+    }
+}
+
+/// The linear address of `offset` in the code segment.
+fn code_linear(sregs: &kvm_sregs, mode: CodeMode, offset: u64) -> u64 {
+    match mode {
+        CodeMode::Bits64 => offset,
+        CodeMode::Bits32 => sregs.cs.base.wrapping_add(offset & 0xffff_ffff) & 0xffff_ffff,
+        CodeMode::Bits16 => sregs.cs.base.wrapping_add(offset & 0xffff) & 0xffff_ffff,
+    }
+}
+
+fn next_ip(mode: CodeMode, rip: u64, len: usize) -> u64 {
+    let next = rip.wrapping_add(len as u64);
+    match mode {
+        CodeMode::Bits64 => next,
+        CodeMode::Bits32 => next & 0xffff_ffff,
+        CodeMode::Bits16 => next & 0xffff,
+    }
+}
+
+fn current_privilege_level(sregs: &kvm_sregs) -> u8 {
+    if sregs.cr0 & CR0_PE == 0 {
+        0
+    } else {
+        (sregs.cs.selector & 3) as u8
+    }
+}
+
+impl Reflector {
+    /// For a configured vCPU: takes the CPUID KVM reports back, which is what the guest sees
+    /// (PVM forces some host bits on whatever the template set).
+    pub fn new(fd: &VcpuFd, log: Arc<ReflectionLog>) -> Result<Self, ReflectError> {
+        let cpuid = fd
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| ReflectError::Ioctl("KVM_GET_CPUID2", e))?;
+        Ok(Self {
+            cpuid: cpuid.as_slice().to_vec(),
+            log,
+        })
+    }
+
+    /// Handles an emulation failure of vCPU `index`: delivers the exception the failed
+    /// instruction raises, or says why there is none.
+    pub fn reflect(&self, index: u8, fd: &VcpuFd, mem: &GuestMemory) -> Result<(), ReflectError> {
+        let mut regs = fd
+            .get_regs()
+            .map_err(|e| ReflectError::Ioctl("KVM_GET_REGS", e))?;
+        let sregs = fd
+            .get_sregs()
+            .map_err(|e| ReflectError::Ioctl("KVM_GET_SREGS", e))?;
+        let mode = code_mode(&sregs);
+        let linear = code_linear(&sregs, mode, regs.rip);
+        let mut buf = [0u8; MAX_INSN_LEN];
+        let read = read_linear(mem, &PagingRegs::from(&sregs), linear, &mut buf)
+            .map_err(|source| ReflectError::Fetch { linear, source })?;
+        let bytes = &buf[..read];
+        let insn = decode(bytes, mode).map_err(|source| ReflectError::Decode {
+            linear,
+            bytes: bytes.to_vec(),
+            source,
+        })?;
+        let bytes = &bytes[..insn.len];
+        let cpu = GuestCpu {
+            cpuid: &self.cpuid,
+            cr4: sregs.cr4,
+            cpl: current_privilege_level(&sregs),
+        };
+        let (vector, what) = match classify(&insn, &cpu) {
+            Outcome::Trap { vector, len } => {
+                regs.rip = next_ip(mode, regs.rip, len);
+                fd.set_regs(&regs)
+                    .map_err(|e| ReflectError::Ioctl("KVM_SET_REGS", e))?;
+                (vector, "trap".to_string())
+            }
+            Outcome::InvalidOpcode(cause) => (UD_VECTOR, format!("fault: {cause}")),
+            Outcome::NotReflectable(reason) => {
+                return Err(ReflectError::NotReflectable {
+                    mnemonic: insn.mnemonic,
+                    linear,
+                    bytes: bytes.to_vec(),
+                    reason,
+                })
+            }
+        };
+        inject_exception(fd, vector)?;
+        if self.log.record(linear, insn.mnemonic) {
+            log::warn!(
+                "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes {bytes:02x?}); \
+                 delivered vector {vector} to the guest ({what})",
+                insn.mnemonic
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Makes `vector` (no error code) the exception the vCPU takes on its next entry. It replaces
+/// whatever KVM queued: at CPL 0 KVM queues #UD before reporting an emulation failure.
+fn inject_exception(fd: &VcpuFd, vector: u8) -> Result<(), ReflectError> {
+    let mut events = fd
+        .get_vcpu_events()
+        .map_err(|e| ReflectError::Ioctl("KVM_GET_VCPU_EVENTS", e))?;
+    if events.exception.injected != 0 || events.exception.pending != 0 {
+        log::debug!(
+            "replacing the exception KVM queued (vector {}) with vector {vector}",
+            events.exception.nr
+        );
+    }
+    events.exception.injected = 1;
+    events.exception.pending = 0;
+    events.exception.nr = vector;
+    events.exception.has_error_code = 0;
+    events.exception.error_code = 0;
+    events.exception_has_payload = 0;
+    events.exception_payload = 0;
+    fd.set_vcpu_events(&events)
+        .map_err(|e| ReflectError::Ioctl("KVM_SET_VCPU_EVENTS", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_pvm_and_cpus_without_virtualization() {
+        let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse2\n";
+        let none = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor\n";
+        assert_eq!(emulating_host(false, vmx), None);
+        assert_eq!(emulating_host(false, &vmx.replace("vmx", "svm")), None);
+        assert!(emulating_host(false, none)
+            .unwrap()
+            .contains("neither vmx nor svm"));
+        assert!(emulating_host(true, vmx).unwrap().contains("kvm_pvm"));
+        // No flags line (not x86, or unreadable): nothing to go on.
+        assert_eq!(emulating_host(false, ""), None);
+    }
+
+    #[test]
+    fn modes_parse_and_off_wins() {
+        for mode in ReflectMode::ALL {
+            assert_eq!(mode.name().parse::<ReflectMode>(), Ok(mode));
+        }
+        assert!("yes".parse::<ReflectMode>().unwrap_err().contains("yes"));
+        assert!(!ReflectMode::Off.enabled());
+        assert!(ReflectMode::On.enabled());
+        assert_eq!(
+            ReflectMode::Auto.enabled(),
+            detect_emulating_host().is_some()
+        );
+    }
+
+    #[test]
+    fn log_counts_each_case_and_reports_the_first() {
+        let log = ReflectionLog::default();
+        assert!(log.record(0xffff_ffff_8100_0000, Mnemonic::Int3));
+        assert!(!log.record(0xffff_ffff_8100_0000, Mnemonic::Int3));
+        assert!(log.record(0x1000, Mnemonic::Cmpxchg16b));
+        assert_eq!(log.total(), 3);
+        assert_eq!(
+            log.to_string(),
+            "3 emulation failure(s) reflected: cmpxchg16b at 0x1000 x1, int3 at 0xffffffff81000000 x2"
+        );
+    }
+
+    #[test]
+    fn code_addresses_follow_the_segment_mode() {
+        let mut sregs = kvm_sregs::default();
+        assert_eq!(code_mode(&sregs), CodeMode::Bits16);
+        sregs.cr0 = CR0_PE;
+        sregs.cs.base = 0x1_0000;
+        sregs.cs.selector = 0x1b;
+        assert_eq!(
+            code_linear(&sregs, code_mode(&sregs), 0x1_0000_1234),
+            0x1_1234
+        );
+        assert_eq!(current_privilege_level(&sregs), 3);
+        sregs.cs.db = 1;
+        assert_eq!(code_mode(&sregs), CodeMode::Bits32);
+        assert_eq!(next_ip(CodeMode::Bits32, 0xffff_ffff, 1), 0);
+        sregs.efer = EFER_LMA;
+        sregs.cs.l = 1;
+        sregs.cs.db = 0;
+        assert_eq!(code_mode(&sregs), CodeMode::Bits64);
+        assert_eq!(
+            code_linear(&sregs, CodeMode::Bits64, 0xffff_ffff_8100_0000),
+            0xffff_ffff_8100_0000
+        );
+        assert_eq!(
+            next_ip(CodeMode::Bits64, 0xffff_ffff_8100_0000, 5),
+            0xffff_ffff_8100_0005
+        );
+    }
+}
