@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::emulation::{classify, GuestCpu, Outcome, UD_VECTOR};
 use crate::arch::insn::{decode, CodeMode, DecodeError, Mnemonic, MAX_INSN_LEN};
-use crate::arch::page_walk::{read_linear, PagingRegs, WalkError};
+use crate::arch::page_walk::{read_linear, translate, PagingRegs, WalkError};
 use crate::GuestMemory;
 
 const CR0_PE: u64 = 1;
@@ -228,8 +228,10 @@ impl Reflector {
             .map_err(|e| ReflectError::Ioctl("KVM_GET_SREGS", e))?;
         let mode = code_mode(&sregs);
         let linear = code_linear(&sregs, mode, regs.rip);
+        let paging = PagingRegs::from(&sregs);
+        cross_check_translation(fd, mem, &paging, linear);
         let mut buf = [0u8; MAX_INSN_LEN];
-        let read = read_linear(mem, &PagingRegs::from(&sregs), linear, &mut buf)
+        let read = read_linear(mem, &paging, linear, &mut buf)
             .map_err(|source| ReflectError::Fetch { linear, source })?;
         let bytes = &buf[..read];
         let insn = decode(bytes, mode).map_err(|source| ReflectError::Decode {
@@ -269,6 +271,22 @@ impl Reflector {
             );
         }
         Ok(())
+    }
+}
+
+/// Our page walk reads what the guest wrote; KVM_TRANSLATE asks KVM's MMU. They must agree
+/// (checked on PVM, where the MMU shadows the guest's tables); a difference is worth a warning.
+fn cross_check_translation(fd: &VcpuFd, mem: &GuestMemory, paging: &PagingRegs, linear: u64) {
+    let ours = translate(mem, paging, linear).ok();
+    let kvm = fd
+        .translate_gva(linear)
+        .ok()
+        .filter(|t| t.valid != 0)
+        .map(|t| t.physical_address);
+    if ours != kvm {
+        log::warn!(
+            "guest page walk and KVM_TRANSLATE disagree on {linear:#x}: {ours:x?} vs {kvm:x?}"
+        );
     }
 }
 
