@@ -174,6 +174,39 @@ impl Write for Conn {
 mod tests {
     use super::*;
 
+    /// The guest's listener, as far as this host allows: AF_VSOCK binds and listens, but has no
+    /// loopback here, so nothing can connect.
+    #[test]
+    #[ignore = "needs AF_VSOCK (the vsock kernel module)"]
+    fn vsock_listener_binds() {
+        let listener = Listener::bind(&ListenAddress::Vsock { port: 51_999 }).unwrap();
+        let addr: VsockAddr =
+            nix::sys::socket::getsockname(listener.fd.as_raw_fd()).expect("getsockname");
+        assert_eq!((addr.cid(), addr.port()), (VMADDR_CID_ANY, 51_999));
+        // A second listener on the same port is refused: the first one really holds it.
+        assert!(Listener::bind(&ListenAddress::Vsock { port: 51_999 }).is_err());
+    }
+
+    #[test]
+    fn unix_listener_replaces_a_stale_socket_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        drop(Listener::bind(&ListenAddress::Unix(path.clone())).unwrap());
+        // The socket file of the dropped listener is stale: binding again replaces it.
+        let listener = Listener::bind(&ListenAddress::Unix(path.clone())).unwrap();
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut conn = listener.accept().unwrap();
+        (&client).write_all(b"x").unwrap();
+        let mut byte = [0u8];
+        conn.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+        // A regular file at the path is not ours to delete.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "keep").unwrap();
+        assert!(Listener::bind(&ListenAddress::Unix(file.clone())).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
+
     #[test]
     fn parses_listen_addresses() {
         assert_eq!(

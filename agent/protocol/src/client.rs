@@ -18,9 +18,9 @@ use thiserror::Error;
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::message::{
     Attach, ContainerRef, ContainerState, ContainerStats, CreateContainer, Created, Empty,
-    ErrorCode, Exec, ExecStarted, ExitStatus, Operation, ProcessRef, Processes, ProtocolError,
-    RemoveContainer, Request, ResizeTty, Response, ResponseError, Signal, StreamKind,
-    UpdateResources, VersionInfo, WriteStdin,
+    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, Operation, ProcessRef, Processes,
+    ProtocolError, RemoveContainer, Request, ResizeTty, Response, ResponseError, Signal,
+    StreamKind, UpdateResources, VersionInfo, WriteStdin,
 };
 use crate::transport::{Address, TransportError};
 
@@ -309,6 +309,15 @@ impl Client {
         self.call::<Empty>(Operation::RemoveContainer(RemoveContainer {
             container_id: container_id.to_owned(),
             force,
+        }))
+        .map(drop)
+    }
+
+    /// Forgets an exited exec process, freeing what the agent keeps of it (refused while it runs).
+    pub fn remove_exec(&self, container_id: &str, exec_id: &str) -> Result<(), ClientError> {
+        self.call::<Empty>(Operation::RemoveExec(ExecRef {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
         }))
         .map(drop)
     }

@@ -106,6 +106,13 @@ pub struct ProcessRef {
     pub exec_id: Option<String>,
 }
 
+/// Names an exec'd process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRef {
+    pub container_id: String,
+    pub exec_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exec {
     pub container_id: String,
@@ -206,6 +213,8 @@ pub enum Operation {
     State(ContainerRef),
     /// -> [`Empty`]
     RemoveContainer(RemoveContainer),
+    /// Forgets an exited exec process (its exit status and buffered output). -> [`Empty`]
+    RemoveExec(ExecRef),
     /// Powers the VM off (guest) or stops the agent (host mode) after replying. -> [`Empty`]
     Shutdown(Empty),
     /// Turns the connection into a raw stdio stream. -> [`Empty`]
@@ -230,6 +239,7 @@ impl Operation {
         "update_resources",
         "state",
         "remove_container",
+        "remove_exec",
         "shutdown",
         "attach",
     ];
@@ -252,6 +262,7 @@ impl Operation {
             Operation::UpdateResources(_) => "update_resources",
             Operation::State(_) => "state",
             Operation::RemoveContainer(_) => "remove_container",
+            Operation::RemoveExec(_) => "remove_exec",
             Operation::Shutdown(_) => "shutdown",
             Operation::Attach(_) => "attach",
         }
@@ -657,6 +668,10 @@ mod tests {
             Operation::RemoveContainer(RemoveContainer {
                 container_id: "c".into(),
                 force: false,
+            }),
+            Operation::RemoveExec(ExecRef {
+                container_id: "c".into(),
+                exec_id: "e".into(),
             }),
             Operation::Shutdown(Empty {}),
             Operation::Attach(Attach {

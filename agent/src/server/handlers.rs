@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rust_vm_protocol::{
     ContainerState, ContainerStats, ContainerStatus, CreateContainer, Created, Empty, ErrorCode,
-    Exec, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError, RemoveContainer,
+    Exec, ExecRef, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError, RemoveContainer,
     ResizeTty, RootfsSource, Signal, UpdateResources, WriteStdin,
 };
 
@@ -353,6 +353,28 @@ impl Server {
         };
         handle.destroy()?;
         log::info!("removed container {id}");
+        Ok(Empty {})
+    }
+
+    pub(super) fn remove_exec(&self, req: &ExecRef) -> Result<Empty, ProtocolError> {
+        let container = self.container(&req.container_id)?;
+        let mut execs = lock(&container.execs);
+        let process = execs.get(&req.exec_id).ok_or_else(|| {
+            error(
+                ErrorCode::NotFound,
+                format!(
+                    "container `{}` has no exec `{}`",
+                    req.container_id, req.exec_id
+                ),
+            )
+        })?;
+        if process.running() {
+            return Err(error(
+                ErrorCode::FailedPrecondition,
+                format!("{} is still running", process.label),
+            ));
+        }
+        execs.remove(&req.exec_id);
         Ok(Empty {})
     }
 }

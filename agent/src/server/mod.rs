@@ -229,6 +229,7 @@ impl Server {
             Operation::UpdateResources(req) => to_reply(self.update_resources(&req)),
             Operation::State(req) => to_reply(self.state(&req.container_id)),
             Operation::RemoveContainer(req) => to_reply(self.remove(&req)),
+            Operation::RemoveExec(req) => to_reply(self.remove_exec(&req)),
             Operation::Shutdown(_) | Operation::Attach(_) => Err(ProtocolError::new(
                 ErrorCode::Internal,
                 "operation dispatched to the wrong handler",

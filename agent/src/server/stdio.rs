@@ -143,7 +143,13 @@ impl OutputAttachment<'_> {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         sent += n;
-                        lock(&output.state).buf.drain(..n);
+                        let mut state = lock(&output.state);
+                        state.buf.drain(..n);
+                        if state.buf.is_empty() {
+                            // Keep no megabyte of capacity around for an idle stream.
+                            state.buf.shrink_to(CHUNK);
+                        }
+                        drop(state);
                         output.changed.notify_all();
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

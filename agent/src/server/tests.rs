@@ -317,6 +317,14 @@ fn exec_into_a_running_container() {
     client.exec(exec("x1", &["/bin/true"])).unwrap();
     assert_eq!(client.wait("e", Some("x1")).unwrap().exit_code, 0);
     assert_eq!(client.state("e").unwrap().execs, vec!["x1", "x2"]);
+    assert_eq!(
+        code(client.remove_exec("e", "x2")),
+        ErrorCode::FailedPrecondition
+    );
+    client.remove_exec("e", "x1").unwrap();
+    assert_eq!(code(client.remove_exec("e", "x1")), ErrorCode::NotFound);
+    assert_eq!(code(client.wait("e", Some("x1"))), ErrorCode::NotFound);
+    assert_eq!(client.state("e").unwrap().execs, vec!["x2"]);
     client.signal("e", None, libc::SIGKILL, true).unwrap();
     assert_eq!(client.wait("e", Some("x2")).unwrap().signal, Some(9));
     assert_eq!(client.wait("e", None).unwrap().signal, Some(9));
