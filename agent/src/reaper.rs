@@ -3,13 +3,14 @@
 //!
 //! A dedicated thread blocks in `waitid(P_ALL, WNOWAIT)` rather than handling SIGCHLD: no signal
 //! mask or handler needs to be set up, so nothing of that kind leaks into container processes.
-//! `WNOWAIT` lets the thread learn *which* pid exited before reaping it; it then takes the spawn
-//! lock, so a pid returned by a create/exec that is still in progress is registered before its
-//! exit is looked up (no exit is lost, and an exit of an unrelated, reaped-and-reused pid is never
-//! mistaken for it).
+//! `WNOWAIT` lets the thread learn *which* pid exited before reaping it. A registered pid is
+//! reaped and reported at once. For an unknown pid the thread first takes the spawn lock
+//! exclusively: creates and execs hold it shared until their new pids are registered, so a pid
+//! whose create is still in progress is registered before its exit is looked up (no exit is lost,
+//! and an exit of an unrelated, reaped-and-reused pid is never mistaken for it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,8 @@ pub fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
 
 #[derive(Default)]
 struct Shared {
-    spawn: Mutex<()>,
+    /// Shared by spawners, exclusive for the reaper looking up an unknown pid.
+    spawn: RwLock<()>,
     watchers: Mutex<HashMap<i32, Arc<ExitCell>>>,
     /// Set when a child may have been created since the reaper last found none.
     kicked: Mutex<bool>,
@@ -98,7 +100,7 @@ pub struct Reaper {
 /// Held while creating processes; see the module documentation.
 pub struct SpawnGuard<'a> {
     shared: &'a Shared,
-    _spawn: MutexGuard<'a, ()>,
+    _spawn: RwLockReadGuard<'a, ()>,
 }
 
 impl SpawnGuard<'_> {
@@ -133,7 +135,7 @@ impl Reaper {
     pub fn spawn_guard(&self) -> SpawnGuard<'_> {
         SpawnGuard {
             shared: &self.shared,
-            _spawn: lock(&self.shared.spawn),
+            _spawn: self.shared.spawn.read().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }
@@ -163,7 +165,9 @@ fn reap_forever(shared: &Shared) {
 }
 
 fn reap(shared: &Shared, pid: Pid) {
-    let _spawn = lock(&shared.spawn);
+    let watched = lock(&shared.watchers).contains_key(&pid.as_raw());
+    // Only an unknown pid needs to wait for creates in progress (see the module documentation).
+    let _spawn = (!watched).then(|| shared.spawn.write().unwrap_or_else(|e| e.into_inner()));
     let status = match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
         Ok(status) => status,
         Err(e) => {
@@ -195,7 +199,7 @@ pub fn for_tests() -> Reaper {
             thread::spawn(move || loop {
                 let watched: Vec<i32> = lock(&theirs.watchers).keys().copied().collect();
                 for pid in watched {
-                    let _spawn = lock(&theirs.spawn);
+                    let _spawn = theirs.spawn.write().unwrap_or_else(|e| e.into_inner());
                     let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
                     if let Ok(status) = waitpid(Pid::from_raw(pid), Some(flags)) {
                         if let Some(exit) = exit_status(status) {

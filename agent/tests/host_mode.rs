@@ -548,3 +548,34 @@ fn shutdown_stops_the_agent() {
         .expect("agent exits");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn concurrent_clients_each_get_their_own_exits() {
+    let bundle = Arc::new(Bundle::new());
+    let agent = Arc::new(Agent::start(bundle.path(), &["--no-cgroups"]));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let bundle = Arc::clone(&bundle);
+            let agent = Arc::clone(&agent);
+            thread::spawn(move || {
+                let client = agent.client();
+                for round in 0..5 {
+                    let id = format!("w{worker}-{round}");
+                    let code = worker * 10 + round;
+                    let script = format!("exit {code}");
+                    let req = create_request(&bundle, &id, &spec_json(&["sh", "-c", &script]));
+                    client
+                        .create_container(req)
+                        .unwrap_or_else(|e| panic!("create {id}: {e}"));
+                    client.start(&id).unwrap();
+                    assert_eq!(client.wait(&id, None).unwrap().exit_code, code, "{id}");
+                    client.remove_container(&id, false).unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+}
