@@ -78,6 +78,11 @@ fn main() -> ExitCode {
     let unix_listener = matches!(args.listen, Some(ListenAddress::Unix(_)));
     let guest = args.init || (pid1 && !unix_listener);
     if guest {
+        // The kernel panics when init dies: say why on the console and power off cleanly.
+        std::panic::set_hook(Box::new(|info| {
+            log::error!("agent panicked: {info}");
+            init::power_off();
+        }));
         init::setup(&args.hostname);
         if !args.log_stderr {
             if let Some(console) = init::open_console() {

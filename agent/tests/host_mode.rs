@@ -256,6 +256,9 @@ fn stats_and_updates_need_cgroups() {
     let err = client.stats("st").unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unsupported), "{err}");
     assert!(err.to_string().contains("cgroups are disabled"), "{err}");
+    let resources = serde_json::from_value(serde_json::json!({"pids": {"limit": 10}})).unwrap();
+    let err = client.update_resources("st", resources).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unsupported), "{err}");
     let mut limit = spec_json(&["true"]);
     limit["linux"]["resources"] = serde_json::json!({"pids": {"limit": 10}});
     let err = client
