@@ -20,4 +20,4 @@ pub mod sandbox;
 
 pub use config::{LogLevel, RuntimeConfig};
 pub use rust_vm_protocol as protocol;
-pub use sandbox::{Backend, LogTail, Sandbox, SandboxConfig, SandboxError};
+pub use sandbox::{Backend, LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};

@@ -147,19 +147,19 @@ pub enum SandboxError {
     Spawn { program: PathBuf, source: io::Error },
     #[error("rootfs image: {0}")]
     Rootfs(#[from] ImageError),
-    #[error("{what} (pid {pid}) exited {status} before the agent answered\n{log_tail}")]
+    #[error("{what} (pid {pid}) exited ({status}) before the agent answered\n{logs}")]
     EarlyExit {
         what: &'static str,
         pid: u32,
         status: String,
-        log_tail: LogTail,
+        logs: LogTails,
     },
-    #[error("the agent did not answer on {address} within {timeout:?}; last attempt: {last_error}\n{log_tail}")]
+    #[error("the agent did not answer on {address} within {timeout:?} (last attempt: {last_error})\n{logs}")]
     AgentTimeout {
         address: String,
         timeout: Duration,
         last_error: String,
-        log_tail: LogTail,
+        logs: LogTails,
     },
     #[error("agent: {0}")]
     Agent(#[from] ClientError),
@@ -185,6 +185,36 @@ impl LogTail {
             path: path.to_path_buf(),
             lines: all[start..].iter().map(|l| l.to_string()).collect(),
         }
+    }
+}
+
+/// The tails of the sandbox's logs (VMM log, then guest console), for errors.
+#[derive(Debug, Clone)]
+pub struct LogTails(pub Vec<LogTail>);
+
+impl LogTails {
+    /// The guest console (or agent log) tail.
+    pub fn console(&self) -> Option<&LogTail> {
+        self.0.last()
+    }
+}
+
+impl fmt::Display for LogTails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&LogTail> = self.0.iter().filter(|t| !t.lines.is_empty()).collect();
+        if shown.is_empty() {
+            return match self.0.last() {
+                Some(t) => t.fmt(f),
+                None => Ok(()),
+            };
+        }
+        for (i, tail) in shown.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            tail.fmt(f)?;
+        }
+        Ok(())
     }
 }
 
@@ -357,7 +387,7 @@ impl Sandbox {
                         what: self.what(),
                         pid: self.pid,
                         status: status.to_string(),
-                        log_tail: LogTail::read(&self.paths.console, LOG_TAIL_LINES),
+                        logs: self.log_tails(),
                     });
                 }
             }
@@ -367,7 +397,7 @@ impl Sandbox {
                     address: self.address.to_string(),
                     timeout: self.config.agent_timeout,
                     last_error,
-                    log_tail: LogTail::read(&self.paths.console, LOG_TAIL_LINES),
+                    logs: self.log_tails(),
                 });
             }
             let budget = (deadline - now).max(Duration::from_millis(50));
@@ -379,6 +409,15 @@ impl Sandbox {
                 Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
             );
         }
+    }
+
+    fn log_tails(&self) -> LogTails {
+        let mut tails = Vec::new();
+        if self.config.backend == Backend::Vm {
+            tails.push(LogTail::read(&self.paths.vmm_log, LOG_TAIL_LINES));
+        }
+        tails.push(LogTail::read(&self.paths.console, LOG_TAIL_LINES));
+        LogTails(tails)
     }
 
     pub fn id(&self) -> &str {
@@ -685,11 +724,9 @@ mod tests {
         cfg.agent_path = script;
         cfg.agent_timeout = Duration::from_secs(10);
         match Sandbox::start(cfg) {
-            Err(SandboxError::EarlyExit {
-                log_tail, status, ..
-            }) => {
+            Err(SandboxError::EarlyExit { logs, status, .. }) => {
                 assert!(status.contains('7'), "{status}");
-                assert!(log_tail.to_string().contains("fake agent: cannot start"));
+                assert!(logs.to_string().contains("fake agent: cannot start"));
             }
             Err(SandboxError::Spawn { source, .. })
                 if source.raw_os_error() == Some(libc::EPERM) =>

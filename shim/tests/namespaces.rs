@@ -1,0 +1,239 @@
+//! `rust-vm` end to end with the `namespaces` back-end (the agent on the host in fresh
+//! namespaces; tests and debugging only) on busybox bundles. Root only.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{process_exists, without_pid_namespace, BundleDir, Runtime};
+
+const ROOT: &str = "needs root (namespaces, mounts)";
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_echo_prints_hello_and_exits_0() {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::new(&["echo", "hello"]);
+    let out = rt.run(&["run", "--bundle", &bundle.path().display().to_string(), "c1"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!rt.container_dir("c1").exists(), "run left its state behind");
+    let _ = ROOT;
+}
+
+fn run_exit_code(args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Option<i32> {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::with(args, edit);
+    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "c"], None);
+    out.status.code()
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_exit_status_is_the_containers() {
+    assert_eq!(run_exit_code(&["true"], |_| {}), Some(0));
+    assert_eq!(run_exit_code(&["sh", "-c", "exit 3"], |_| {}), Some(3));
+    // Killed by a signal: 128 + signal, as a shell reports it.
+    assert_eq!(
+        run_exit_code(&["sh", "-c", "kill -KILL $$"], without_pid_namespace),
+        Some(137)
+    );
+    assert_eq!(
+        run_exit_code(&["sh", "-c", "kill -TERM $$"], without_pid_namespace),
+        Some(143)
+    );
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_pipes_stdin_through() {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::new(&["cat"]);
+    let input = b"line one\nline two\n".repeat(1000);
+    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "cat"], Some(&input));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, input);
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_keeps_stdout_and_stderr_apart() {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::new(&["sh", "-c", "echo out; echo err >&2"]);
+    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "c"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn lifecycle_created_running_stopped_then_delete_removes_everything() {
+    let rt = Runtime::namespaces();
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::new(&["sh", "-c", "echo started; sleep 30"]);
+    rt.create("life", &bundle, io.path());
+    let state = rt.state("life");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["ociVersion"], "1.0.2");
+    assert_eq!(state["id"], "life");
+    assert_eq!(
+        state["bundle"].as_str().map(std::path::PathBuf::from),
+        Some(bundle.path().canonicalize().expect("canonical"))
+    );
+    let pid = state["pid"].as_u64().expect("pid") as u32;
+    assert!(pid > 1 && process_exists(pid), "pid {pid} is not a live host process");
+    let sandbox = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(rt.container_dir("life").join("state.json")).expect("record"),
+    )
+    .expect("record json")["sandbox_pid"]
+        .as_u64()
+        .expect("sandbox pid") as u32;
+
+    rt.ok(&["start", "life"]);
+    assert_eq!(rt.status("life"), "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(io.path().join("stdout")).unwrap_or_default() != "started\n" {
+        assert!(Instant::now() < deadline, "no output from the started container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.ok(&["kill", "life", "KILL"]);
+    rt.wait_status("life", "stopped", Duration::from_secs(10));
+    assert_eq!(rt.state("life")["pid"], 0);
+
+    rt.ok(&["delete", "life"]);
+    assert!(!rt.container_dir("life").exists(), "state directory left");
+    assert!(!process_exists(pid), "container process {pid} left");
+    assert!(!process_exists(sandbox), "agent {sandbox} left");
+    assert!(rt.ok(&["list", "--quiet"]).is_empty());
+    let err = rt.fails(&["state", "life"]);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn kill_delivers_the_signal() {
+    let rt = Runtime::namespaces();
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got USR1; exit 0' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    rt.create("sig", &bundle, io.path());
+    rt.ok(&["start", "sig"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(io.path().join("stdout"))
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "container never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.ok(&["kill", "sig", "USR1"]);
+    rt.wait_status("sig", "stopped", Duration::from_secs(10));
+    let out = std::fs::read_to_string(io.path().join("stdout")).expect("stdout");
+    assert_eq!(out, "ready\ngot USR1\n");
+    let exit: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rt.container_dir("sig").join("exit.json")).expect("exit.json"),
+    )
+    .expect("json");
+    assert_eq!(exit["exit_code"], 0);
+    rt.ok(&["delete", "sig"]);
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn exec_runs_in_the_container() {
+    let rt = Runtime::namespaces();
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::with(&["sleep", "30"], |spec| {
+        spec["hostname"] = "exec-test".into();
+    });
+    rt.create("ex", &bundle, io.path());
+    rt.ok(&["start", "ex"]);
+    let out = rt.ok(&["exec", "ex", "hostname"]);
+    assert_eq!(out, "exec-test\n");
+    let out = rt.run(&["exec", "ex", "sh", "-c", "echo to-err >&2; exit 5"], None);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
+    let out = rt.run(&["exec", "ex", "cat"], Some(b"via exec stdin"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via exec stdin");
+    let ps = rt.ok(&["ps", "--format", "json", "ex"]);
+    let pids: Vec<u32> = serde_json::from_str(&ps).expect("ps json");
+    assert!(!pids.is_empty(), "ps lists no process");
+    rt.ok(&["delete", "--force", "ex"]);
+    assert!(!rt.container_dir("ex").exists());
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_detach_returns_at_once() {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::new(&["sleep", "60"]);
+    let started = Instant::now();
+    let status = rt
+        .command()
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle.path())
+        .arg("det")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run -d");
+    let took = started.elapsed();
+    assert!(status.success());
+    assert!(took < Duration::from_secs(15), "run --detach took {took:?}");
+    assert_eq!(rt.status("det"), "running");
+    let err = rt.fails(&["delete", "det"]);
+    assert!(err.contains("running"), "{err}");
+    rt.ok(&["delete", "--force", "det"]);
+    assert!(!rt.container_dir("det").exists());
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn errors_name_the_problem() {
+    let rt = Runtime::namespaces();
+    let err = rt.fails(&["run", "--bundle", "/nonexistent/bundle", "x"]);
+    assert!(err.contains("/nonexistent/bundle"), "{err}");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = rt.fails(&["create", "--bundle", &empty.path().display().to_string(), "x"]);
+    assert!(err.contains("config.json"), "{err}");
+    let bad = BundleDir::with(&["true"], |spec| spec["process"]["args"] = serde_json::json!([]));
+    let err = rt.fails(&["create", "--bundle", &bad.path().display().to_string(), "x"]);
+    assert!(err.contains("process.args"), "{err}");
+    let err = rt.fails(&["start", "nope"]);
+    assert!(err.contains("\"nope\" does not exist"), "{err}");
+    let err = rt.fails(&["kill", "nope", "KILL"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = rt.fails(&["kill", "nope", "NOTASIGNAL"]);
+    assert!(err.contains("NOTASIGNAL"), "{err}");
+
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::new(&["sleep", "30"]);
+    rt.create("dup", &bundle, io.path());
+    let err = rt.fails(&["create", "--bundle", &bundle.path().display().to_string(), "dup"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = rt.fails(&["exec", "dup", "true"]);
+    assert!(err.contains("created") && err.contains("running"), "{err}");
+    rt.ok(&["start", "dup"]);
+    let err = rt.fails(&["start", "dup"]);
+    assert!(err.contains("is running"), "{err}");
+    rt.ok(&["delete", "--force", "dup"]);
+    // A spec the agent refuses: the error comes back naming the field.
+    let refused = BundleDir::with(&["true"], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(serde_json::json!({"type": "bogus"}));
+    });
+    let err = rt.fails(&["run", "--bundle", &refused.path().display().to_string(), "bad"]);
+    assert!(err.contains("bogus") || err.contains("namespace"), "{err}");
+    assert!(!rt.container_dir("bad").exists(), "failed run left state");
+}
