@@ -14,7 +14,15 @@ const ROOT: &str = "needs root (namespaces, mounts)";
 fn run_echo_prints_hello_and_exits_0() {
     let rt = Runtime::namespaces();
     let bundle = BundleDir::new(&["echo", "hello"]);
-    let out = rt.run(&["run", "--bundle", &bundle.path().display().to_string(), "c1"], None);
+    let out = rt.run(
+        &[
+            "run",
+            "--bundle",
+            &bundle.path().display().to_string(),
+            "c1",
+        ],
+        None,
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "hello\n",
@@ -22,14 +30,20 @@ fn run_echo_prints_hello_and_exits_0() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0));
-    assert!(!rt.container_dir("c1").exists(), "run left its state behind");
+    assert!(
+        !rt.container_dir("c1").exists(),
+        "run left its state behind"
+    );
     let _ = ROOT;
 }
 
 fn run_exit_code(args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Option<i32> {
     let rt = Runtime::namespaces();
     let bundle = BundleDir::with(args, edit);
-    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "c"], None);
+    let out = rt.run(
+        &["run", "-b", &bundle.path().display().to_string(), "c"],
+        None,
+    );
     out.status.code()
 }
 
@@ -55,8 +69,16 @@ fn run_pipes_stdin_through() {
     let rt = Runtime::namespaces();
     let bundle = BundleDir::new(&["cat"]);
     let input = b"line one\nline two\n".repeat(1000);
-    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "cat"], Some(&input));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rt.run(
+        &["run", "-b", &bundle.path().display().to_string(), "cat"],
+        Some(&input),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, input);
 }
 
@@ -65,7 +87,10 @@ fn run_pipes_stdin_through() {
 fn run_keeps_stdout_and_stderr_apart() {
     let rt = Runtime::namespaces();
     let bundle = BundleDir::new(&["sh", "-c", "echo out; echo err >&2"]);
-    let out = rt.run(&["run", "-b", &bundle.path().display().to_string(), "c"], None);
+    let out = rt.run(
+        &["run", "-b", &bundle.path().display().to_string(), "c"],
+        None,
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
 }
@@ -86,7 +111,10 @@ fn lifecycle_created_running_stopped_then_delete_removes_everything() {
         Some(bundle.path().canonicalize().expect("canonical"))
     );
     let pid = state["pid"].as_u64().expect("pid") as u32;
-    assert!(pid > 1 && process_exists(pid), "pid {pid} is not a live host process");
+    assert!(
+        pid > 1 && process_exists(pid),
+        "pid {pid} is not a live host process"
+    );
     let sandbox = serde_json::from_slice::<serde_json::Value>(
         &std::fs::read(rt.container_dir("life").join("state.json")).expect("record"),
     )
@@ -98,7 +126,10 @@ fn lifecycle_created_running_stopped_then_delete_removes_everything() {
     assert_eq!(rt.status("life"), "running");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(io.path().join("stdout")).unwrap_or_default() != "started\n" {
-        assert!(Instant::now() < deadline, "no output from the started container");
+        assert!(
+            Instant::now() < deadline,
+            "no output from the started container"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     rt.ok(&["kill", "life", "KILL"]);
@@ -203,9 +234,16 @@ fn errors_name_the_problem() {
     let err = rt.fails(&["run", "--bundle", "/nonexistent/bundle", "x"]);
     assert!(err.contains("/nonexistent/bundle"), "{err}");
     let empty = tempfile::tempdir().expect("tempdir");
-    let err = rt.fails(&["create", "--bundle", &empty.path().display().to_string(), "x"]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        &empty.path().display().to_string(),
+        "x",
+    ]);
     assert!(err.contains("config.json"), "{err}");
-    let bad = BundleDir::with(&["true"], |spec| spec["process"]["args"] = serde_json::json!([]));
+    let bad = BundleDir::with(&["true"], |spec| {
+        spec["process"]["args"] = serde_json::json!([])
+    });
     let err = rt.fails(&["create", "--bundle", &bad.path().display().to_string(), "x"]);
     assert!(err.contains("process.args"), "{err}");
     let err = rt.fails(&["start", "nope"]);
@@ -218,7 +256,12 @@ fn errors_name_the_problem() {
     let io = tempfile::tempdir().expect("tempdir");
     let bundle = BundleDir::new(&["sleep", "30"]);
     rt.create("dup", &bundle, io.path());
-    let err = rt.fails(&["create", "--bundle", &bundle.path().display().to_string(), "dup"]);
+    let err = rt.fails(&[
+        "create",
+        "--bundle",
+        &bundle.path().display().to_string(),
+        "dup",
+    ]);
     assert!(err.contains("already exists"), "{err}");
     let err = rt.fails(&["exec", "dup", "true"]);
     assert!(err.contains("created") && err.contains("running"), "{err}");
@@ -233,7 +276,12 @@ fn errors_name_the_problem() {
             .expect("namespaces")
             .push(serde_json::json!({"type": "bogus"}));
     });
-    let err = rt.fails(&["run", "--bundle", &refused.path().display().to_string(), "bad"]);
+    let err = rt.fails(&[
+        "run",
+        "--bundle",
+        &refused.path().display().to_string(),
+        "bad",
+    ]);
     assert!(err.contains("bogus") || err.contains("namespace"), "{err}");
     assert!(!rt.container_dir("bad").exists(), "failed run left state");
 }

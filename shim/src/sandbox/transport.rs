@@ -35,6 +35,19 @@ pub fn dial(address: &Address, timeout: Duration) -> io::Result<UnixStream> {
                 Ok(_) if byte[0] == b'\n' => break,
                 Ok(_) => reply.push(byte[0]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer to `CONNECT {port}` within {timeout:?} (nothing listens on guest port {port})"
+                        ),
+                    ))
+                }
                 Err(e) => return Err(e),
             }
         }

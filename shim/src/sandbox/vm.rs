@@ -18,17 +18,24 @@ use super::{
 pub const ROOTFS_DEVICE: &str = "/dev/vda";
 
 /// The guest kernel command line: serial console with early output, no reboot loop on panic
-/// (the VMM ends with the guest), the agent as init from the initramfs.
+/// (the VMM ends with the guest), the agent as init from the initramfs. With the conservative
+/// CPU template the kernel is also told not to use the xsave family, which that template hides
+/// but KVM on an instruction-emulating host (PVM) may still report.
 pub fn kernel_cmdline(config: &SandboxConfig) -> String {
-    let level = match config.log_level {
-        crate::config::LogLevel::Error | crate::config::LogLevel::Warn => "loglevel=4",
-        crate::config::LogLevel::Info => "loglevel=6",
-        crate::config::LogLevel::Debug | crate::config::LogLevel::Trace => "loglevel=8",
-    };
-    format!(
-        "console=ttyS0 earlyprintk=serial,ttyS0,115200 {level} reboot=k panic=-1 \
-         i8042.noaux i8042.nomux i8042.dumbkbd pci=off rdinit=/init"
-    )
+    use crate::config::LogLevel;
+    let mut cmdline = String::from(
+        "console=ttyS0 earlyprintk=serial,ttyS0,115200 reboot=k panic=-1 \
+         i8042.noaux i8042.nomux i8042.dumbkbd pci=off rdinit=/init",
+    );
+    match config.log_level {
+        LogLevel::Error => cmdline.push_str(" loglevel=3"),
+        LogLevel::Warn | LogLevel::Info => {}
+        LogLevel::Debug | LogLevel::Trace => cmdline.push_str(" ignore_loglevel"),
+    }
+    if config.cpu_template == "conservative" {
+        cmdline.push_str(" noxsave");
+    }
+    cmdline
 }
 
 pub(super) fn check_inputs(config: &SandboxConfig) -> Result<(), SandboxError> {

@@ -66,7 +66,11 @@ impl BundleDir {
             .arg(dir.path())
             .output()
             .expect("rust-vm spec");
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = dir.path().join("config.json");
         let mut spec: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
@@ -237,7 +241,11 @@ pub fn process_exists(pid: u32) -> bool {
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() {

@@ -34,7 +34,9 @@ impl log::Log for Logger {
         let level = record.level().as_str().to_ascii_lowercase();
         let line = match self.format {
             // On a terminal: short, like other command-line tools.
-            LogFormat::Text if self.file.is_none() => format!("rust-vm: {level}: {}\n", record.args()),
+            LogFormat::Text if self.file.is_none() => {
+                format!("rust-vm: {level}: {}\n", record.args())
+            }
             LogFormat::Text => format!(
                 "{} {level:5} rust-vm[{}]: {}\n",
                 crate::state::rfc3339_now(),
