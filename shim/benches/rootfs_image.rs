@@ -4,6 +4,7 @@
 //! plus the image size it produced.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -31,8 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs = 3;
     println!("rootfs image build (mkfs.ext4 -d), median of {runs} runs");
     println!(
-        "{:>10} {:>10} {:>12} {:>12} {:>10}",
-        "content", "image", "total ms", "ms per MiB", "files"
+        "{:>10} {:>10} {:>11} {:>10} {:>11} {:>7}",
+        "content", "image", "allocated", "total ms", "ms per MiB", "files"
     );
     for mib in sizes {
         let src = tempfile::tempdir()?;
@@ -40,11 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = tempfile::tempdir()?;
         let mut times = Vec::new();
         let mut last = None;
+        let mut allocated = 0;
         for run in 0..runs {
             let img = out.path().join(format!("img{run}"));
             let started = Instant::now();
             let built = build_ext4_image(src.path(), &img, &ImageOptions::default())?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
+            allocated = fs::metadata(&img)?.blocks() * 512;
             fs::remove_file(&img)?;
             last = Some(built);
         }
@@ -53,9 +56,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let built = last.ok_or("no run")?;
         let content_mib = built.content.bytes as f64 / MIB as f64;
         println!(
-            "{:>7.1} MiB {:>6} MiB {:>12.1} {:>12.2} {:>10}",
+            "{:>6.1} MiB {:>6} MiB {:>7.1} MiB {:>10.1} {:>11.2} {:>7}",
             content_mib,
             built.size_bytes / MIB as u64,
+            allocated as f64 / MIB as f64,
             median,
             median / content_mib,
             built.content.inodes
