@@ -1,11 +1,11 @@
 //! `namespaces` back-end (tests and debugging only: no VM between the container and the host).
 //!
 //! The agent binary runs on the host in host mode (`--listen unix:PATH --no-cgroups`: the host has
-//! cgroup v1, the agent manages cgroup v2 only) as PID 1 of fresh mount, PID, IPC and UTS
-//! namespaces. Its death ends every container it started (the kernel kills a PID namespace with
-//! its init), and its mounts disappear with its mount namespace.
+//! cgroup v1, the agent manages cgroup v2 only) in fresh mount, PID, IPC and UTS namespaces, as
+//! PID 2 under a minimal init (as PID 1 it would take itself for a guest's init). Its death ends
+//! every container it started (the init exits with it and the kernel kills the PID namespace),
+//! and its mounts disappear with its mount namespace.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,13 @@ pub(super) fn check_inputs(config: &SandboxConfig) -> Result<(), SandboxError> {
     )
 }
 
-pub(super) fn agent_command(config: &SandboxConfig, socket: &Path) -> Command {
+pub(super) fn agent_command(config: &SandboxConfig, paths: &Paths) -> Command {
     let mut cmd = Command::new(&config.agent_path);
     cmd.arg("--listen")
-        .arg(format!("unix:{}", socket.display()))
+        .arg(format!("unix:{}", paths.socket.display()))
         .arg("--no-cgroups")
+        .arg("--state-dir")
+        .arg(paths.dir.join("agent-state"))
         .arg("--log-level")
         .arg(config.log_level.as_str());
     cmd
@@ -35,18 +37,21 @@ pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u3
         path: paths.console.clone(),
         source,
     })?;
-    let mut cmd = agent_command(config, &paths.socket);
+    let mut cmd = agent_command(config, paths);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let mut child = process::spawn_in_namespaces(cmd).map_err(|source| SandboxError::Spawn {
         program: config.agent_path.clone(),
         source,
     })?;
-    // The child is the waiter outside the namespace; the agent is its only child.
+    // The child is the waiter outside the namespace; the agent is its only grandchild.
     let waiter = child.id();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        if let Some(agent) = process::children_of(waiter).first() {
-            return Ok((child, *agent));
+        let agent = process::children_of(waiter)
+            .first()
+            .and_then(|init| process::children_of(*init).first().copied());
+        if let Some(agent) = agent {
+            return Ok((child, agent));
         }
         if Instant::now() >= deadline || matches!(child.try_wait(), Ok(Some(_))) {
             // Exited already: report the waiter; wait_for_agent reports the exit with the log.

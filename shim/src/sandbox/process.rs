@@ -10,9 +10,9 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// Which namespaces the `namespaces` back-end gives its agent. The agent is PID 1 of a fresh PID
-/// namespace, so when it dies the kernel kills every container process it started; its mounts
-/// live in a private mount namespace and vanish with it.
+/// Which namespaces the `namespaces` back-end gives its agent. The agent runs under a minimal
+/// PID 1 of a fresh PID namespace that exits with it, and the kernel then kills every container
+/// process it started; its mounts live in a private mount namespace and vanish with it.
 pub const AGENT_NAMESPACES: libc::c_int =
     libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
@@ -48,9 +48,13 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// Spawns `cmd` as PID 1 of fresh namespaces (see [`AGENT_NAMESPACES`]), with a private mount
-/// propagation and its own /proc. The returned child is a small waiter outside the PID namespace
-/// whose exit status is the agent's; killing it kills the agent (and so every container).
+/// Spawns `cmd` in fresh namespaces (see [`AGENT_NAMESPACES`]) with a private mount propagation
+/// and its own /proc. Process tree, all with a parent-death signal:
+///
+/// * the returned child: a waiter in our PID namespace whose exit status is the agent's;
+/// * its child: PID 1 of the new PID namespace, a minimal init that reaps and exits with the
+///   agent (the kernel then kills everything left in the namespace);
+/// * its child: `cmd` (PID 2), so that the agent runs in host mode, not as a guest's init.
 pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
     // SAFETY: getpid is always safe.
     let parent = unsafe { libc::getpid() };
@@ -75,55 +79,63 @@ pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
             {
                 return Err(io::Error::last_os_error());
             }
-            let waiter = libc::getpid();
+            match libc::fork() {
+                -1 => return Err(io::Error::last_os_error()),
+                0 => {}
+                init => wait_and_exit_like(init, false),
+            }
+            // PID 1 of the new namespace.
+            set_pdeathsig()?;
+            let proc_ = c"proc".as_ptr();
+            let target = c"/proc".as_ptr();
+            if libc::mount(
+                proc_,
+                target,
+                proc_,
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             match libc::fork() {
                 -1 => Err(io::Error::last_os_error()),
-                0 => {
-                    // PID 1 of the new namespace: becomes the agent at exec.
-                    die_with_parent_in_namespace(waiter)?;
-                    let proc_ = c"proc".as_ptr();
-                    let target = c"/proc".as_ptr();
-                    if libc::mount(
-                        proc_,
-                        target,
-                        proc_,
-                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                }
-                agent => {
-                    // The waiter must not hold std's exec-error pipe open (spawn() would block
-                    // until the agent exits): it needs no descriptor beyond stdio.
-                    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                    let mut status = 0;
-                    loop {
-                        let r = libc::waitpid(agent, &mut status, 0);
-                        if r == agent {
-                            break;
-                        }
-                        if r == -1 && *libc::__errno_location() != libc::EINTR {
-                            libc::_exit(125);
-                        }
-                    }
-                    if libc::WIFEXITED(status) {
-                        libc::_exit(libc::WEXITSTATUS(status));
-                    }
-                    libc::_exit(128 + libc::WTERMSIG(status));
-                }
+                // PID 2: becomes the agent at exec.
+                0 => set_pdeathsig(),
+                agent => wait_and_exit_like(agent, true),
             }
         });
     }
     cmd.spawn()
 }
 
-/// In a new PID namespace getppid() is 0 (the parent is outside), so the death check compares
-/// nothing; PDEATHSIG alone covers the window after this call, and the waiter (our parent) is
-/// itself covered by its own PDEATHSIG.
-fn die_with_parent_in_namespace(_waiter: libc::pid_t) -> io::Result<()> {
+/// Waits for `pid` (reaping any other child on the way when `reap_all`) and exits with its
+/// status. Never returns. First drops every descriptor but stdio: holding std's exec-error pipe
+/// would make spawn() wait for the agent's exit.
+///
+/// # Safety
+/// Only between fork and exec, in a process that owns nothing else.
+unsafe fn wait_and_exit_like(pid: libc::pid_t, reap_all: bool) -> ! {
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    let mut status = 0;
+    loop {
+        let r = libc::waitpid(if reap_all { -1 } else { pid }, &mut status, 0);
+        if r == pid {
+            break;
+        }
+        if r == -1 && *libc::__errno_location() != libc::EINTR {
+            libc::_exit(125);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        libc::_exit(libc::WEXITSTATUS(status));
+    }
+    libc::_exit(128 + libc::WTERMSIG(status));
+}
+
+/// PDEATHSIG without the getppid() check: in a new PID namespace getppid() is 0 (the parent is
+/// outside). The parent is covered by its own PDEATHSIG, so the chain holds.
+fn set_pdeathsig() -> io::Result<()> {
     // SAFETY: prctl takes no pointers here.
     unsafe {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -196,12 +208,10 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Translates a PID as seen inside the namespace whose PID 1 is host process `ns_init` into a
-/// host PID, by the `NSpid:` lines of /proc (host PID first, then each nested namespace).
-pub fn host_pid_in_namespace(ns_init: u32, inner_pid: u32) -> Option<u32> {
-    if inner_pid == 1 {
-        return Some(ns_init);
-    }
+/// Translates a PID as seen inside the PID namespace of host process `ancestor` (the agent) into
+/// a host PID, using the `NSpid:` lines of /proc (our PID first, then each nested namespace).
+/// Only descendants of `ancestor` count, so equal numbers in other sandboxes are not confused.
+pub fn host_pid_in_namespace(ancestor: u32, inner_pid: u32) -> Option<u32> {
     let statuses = proc_statuses();
     let ppid_of = |pid: u32| -> Option<u32> {
         statuses
@@ -221,11 +231,10 @@ pub fn host_pid_in_namespace(ns_init: u32, inner_pid: u32) -> Option<u32> {
         if levels.get(1) != Some(&inner_pid) {
             continue;
         }
-        // Same inner number in another sandbox? Only a descendant of our namespace's init counts.
         let mut cursor = *pid;
         for _ in 0..64 {
             match ppid_of(cursor) {
-                Some(p) if p == ns_init => return Some(*pid),
+                Some(p) if p == ancestor => return Some(*pid),
                 Some(p) if p > 1 => cursor = p,
                 _ => break,
             }

@@ -50,6 +50,7 @@ pub fn create(
             rootfs,
             terminal,
             console_size: None,
+            stdin: true,
         })
         .with_context(|| format!("creating container {id:?} in the sandbox"))?;
     let relay = Relay::attach(sandbox.agent_address(), id, None, terminal, true)?;

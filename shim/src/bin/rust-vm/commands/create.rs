@@ -4,7 +4,7 @@
 //! command, and the VMM or agent dies with the monitor (parent-death signal).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -100,9 +100,10 @@ fn spawn_monitor(g: &Global, dir: &ContainerDir, bundle: &Bundle) -> Result<i32>
         .spawn()
         .with_context(|| format!("starting the container monitor {}", exe.display()))?;
     drop(write_end);
+    // One line: the monitor keeps running after it (and so may its children).
     let mut reply = String::new();
-    File::from(read_end)
-        .read_to_string(&mut reply)
+    BufReader::new(File::from(read_end))
+        .read_line(&mut reply)
         .context("reading the monitor's report")?;
     if let Some(pid) = reply.strip_prefix("ok ") {
         return pid

@@ -63,6 +63,7 @@ pub fn exec(g: &Global, args: ExecArgs) -> Result<i32> {
             exec_id: exec_id.clone(),
             process: Box::new(process),
             console_size: None,
+            stdin: !args.detach,
         })
         .with_context(|| format!("executing in container {:?}", args.id))?;
     if let Some(path) = &args.pid_file {

@@ -36,6 +36,13 @@ pub fn monitor(g: &Global, args: MonitorArgs) -> Result<i32> {
     }
     // SAFETY: fd 3 is open (checked above) and owned by nobody else in this process.
     let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+    // Inherited without close-on-exec: set it, or the sandbox's processes would keep the pipe
+    // open and `create` would never see its end.
+    nix::fcntl::fcntl(
+        &ready,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("setting close-on-exec on the ready pipe")?;
     let dir = g.root().open(&args.id)?;
     let me = std::process::id();
     state::write_atomic(
