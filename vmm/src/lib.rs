@@ -10,6 +10,7 @@ pub mod devices;
 pub mod loader;
 pub mod logger;
 pub mod test_guest;
+pub mod test_initramfs;
 pub mod vstate;
 
 use std::sync::{Arc, Mutex};
