@@ -116,12 +116,22 @@ impl Server {
         loop {
             let conn = match listener.accept() {
                 Ok(conn) => conn,
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                // The listener itself is broken: nothing to retry.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    return Err(e)
+                }
+                // Out of fds or memory, or a connection gone before it was accepted: the
+                // agent must outlive that.
+                Err(e) => {
                     log::error!("accept: {e}; retrying");
                     thread::sleep(std::time::Duration::from_millis(100));
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             let server = Arc::clone(self);
             let spawned = thread::Builder::new()
