@@ -114,8 +114,8 @@ fn socket_path(address: &str) -> &str {
 /// The pid of the shim daemon serving `path`, if one answers there.
 fn live_shim_pid(path: &Path) -> Option<u32> {
     let stream = UnixStream::connect(path).ok()?;
-    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        .ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
     u32::try_from(cred.pid()).ok()
 }
 
@@ -242,7 +242,11 @@ fn serve(flags: &Flags) -> Result<()> {
         .context("ttrpc listener")?
         .register_service(task_methods(&service));
     server.start().context("start the ttrpc server")?;
-    log::info!("rust-vm shim serving {} (pid {})", flags.socket, std::process::id());
+    log::info!(
+        "rust-vm shim serving {} (pid {})",
+        flags.socket,
+        std::process::id()
+    );
 
     exit.wait();
     log::info!("shutting down");

@@ -86,6 +86,10 @@ mod tests {
         let ttrpc::Error::RpcStatus(status) = ttrpc::Error::from(err) else {
             panic!("not a status");
         };
-        assert!(status.message.contains("process.args"), "{}", status.message);
+        assert!(
+            status.message.contains("process.args"),
+            "{}",
+            status.message
+        );
     }
 }

@@ -113,7 +113,10 @@ fn mount_one(kind: &str, source: &str, options: &[String], target: &Path) -> Res
         if kind == "overlay" {
             return mount_overlay_relative(source, flags, &data, target);
         }
-        return Err(format!("mount options are {} bytes, over one page", data.len()));
+        return Err(format!(
+            "mount options are {} bytes, over one page",
+            data.len()
+        ));
     }
     let data = (!data.is_empty()).then_some(data.as_str());
     // A bind mount ignores flags other than MS_BIND|MS_REC: read-only takes a remount.
@@ -195,7 +198,9 @@ fn mount_overlay_relative(
             match nix::sys::wait::waitpid(child, None).map_err(|e| e.to_string())? {
                 nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
                 nix::sys::wait::WaitStatus::Exited(_, 1) => Err(format!("chdir {prefix} failed")),
-                other => Err(format!("overlay mount with relative layers failed: {other:?}")),
+                other => Err(format!(
+                    "overlay mount with relative layers failed: {other:?}"
+                )),
             }
         }
     }
@@ -243,7 +248,12 @@ pub fn unmount_rootfs(target: &Path) -> Result<(), MountError> {
         for point in points {
             match umount2(&point, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(source) => return Err(MountError::Unmount { path: point, source }),
+                Err(source) => {
+                    return Err(MountError::Unmount {
+                        path: point,
+                        source,
+                    })
+                }
             }
         }
     }
@@ -323,7 +333,10 @@ mod tests {
             "/var/lib/ctd/snapshots/3/fs",
             "/var/lib/ctd/snapshots/14/work",
         ];
-        assert_eq!(common_dir(&dirs).as_deref(), Some("/var/lib/ctd/snapshots/"));
+        assert_eq!(
+            common_dir(&dirs).as_deref(),
+            Some("/var/lib/ctd/snapshots/")
+        );
         assert_eq!(common_dir(&["/a/x", "/b/y"]), None);
     }
 

@@ -29,7 +29,9 @@ pub enum PodError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("annotation {CONTAINER_TYPE} has unknown value `{0}` (expected `sandbox` or `container`)")]
+    #[error(
+        "annotation {CONTAINER_TYPE} has unknown value `{0}` (expected `sandbox` or `container`)"
+    )]
     UnknownType(String),
     #[error("annotation {SANDBOX_ID} is required when {CONTAINER_TYPE} is `container`")]
     MissingSandboxId,

@@ -139,10 +139,7 @@ impl Process {
             if let Some(exit) = &state.exit {
                 return exit.clone();
             }
-            state = self
-                .exited
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.exited.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 }

@@ -158,10 +158,11 @@ impl PodSandbox {
                 id: id.to_owned(),
                 source,
             })?;
-        let client = Client::connect_address(address).map_err(|source| PodSandboxError::Connect {
-            id: id.to_owned(),
-            source,
-        })?;
+        let client =
+            Client::connect_address(address).map_err(|source| PodSandboxError::Connect {
+                id: id.to_owned(),
+                source,
+            })?;
         log::info!("sandbox {id}: {backend} back-end up, pid {pid}");
         Ok(PodSandbox {
             id: id.to_owned(),

@@ -201,11 +201,15 @@ impl Service {
         let rootfs = if mounted {
             bundle.join("rootfs")
         } else {
-            let root = spec.root().as_ref().map(|r| r.path().clone()).ok_or_else(|| {
-                ShimError::InvalidArgument(
-                    "root.path is missing and containerd passed no rootfs mounts".into(),
-                )
-            })?;
+            let root = spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .ok_or_else(|| {
+                    ShimError::InvalidArgument(
+                        "root.path is missing and containerd passed no rootfs mounts".into(),
+                    )
+                })?;
             bundle.join(root)
         };
 
@@ -325,7 +329,10 @@ impl Service {
             pid,
             ..Default::default()
         });
-        log::info!("created container {id} (pid {pid}) in sandbox {}", sandbox.id());
+        log::info!(
+            "created container {id} (pid {pid}) in sandbox {}",
+            sandbox.id()
+        );
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -356,7 +363,9 @@ impl Service {
             }
             // containerd (CRI) reads an OOM event before the exit as "OOMKilled".
             if let Ok(stats) = client.stats(&container.id) {
-                let seen = container.oom_kills.fetch_max(stats.oom_kills, Ordering::SeqCst);
+                let seen = container
+                    .oom_kills
+                    .fetch_max(stats.oom_kills, Ordering::SeqCst);
                 if stats.oom_kills > seen {
                     events.task_oom(&container.id);
                 }
@@ -421,7 +430,11 @@ impl Service {
             }
         };
         process.set_running();
-        self.watch(Arc::clone(&sandbox), Arc::clone(&container), Arc::clone(&process));
+        self.watch(
+            Arc::clone(&sandbox),
+            Arc::clone(&container),
+            Arc::clone(&process),
+        );
         match &process.exec_id {
             None => self.events.task_start(&req.id, pid),
             Some(exec_id) => self.events.exec_started(&req.id, exec_id, pid),
@@ -477,7 +490,10 @@ impl Service {
             .task_delete(&req.id, process.pid(), exit.status, exit.at);
         if last {
             if let Some(sandbox) = lock(&self.pod).sandbox.take() {
-                log::info!("last container gone, shutting sandbox {} down", sandbox.id());
+                log::info!(
+                    "last container gone, shutting sandbox {} down",
+                    sandbox.id()
+                );
                 if let Err(err) = sandbox.shutdown() {
                     log::warn!("{err}");
                 }
@@ -617,9 +633,10 @@ impl Service {
 
     fn do_update(&self, req: UpdateTaskRequest) -> Result<()> {
         self.container(&req.id)?;
-        let any = req.resources.as_ref().ok_or_else(|| {
-            ShimError::InvalidArgument("update request has no resources".into())
-        })?;
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| ShimError::InvalidArgument("update request has no resources".into()))?;
         let resources: LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| ShimError::InvalidArgument(format!("linux resources: {e}")))?;
         self.sandbox()?
@@ -632,8 +649,9 @@ impl Service {
         let container = self.container(&req.id)?;
         container.process(&req.exec_id)?;
         let size = |v: u32, what: &str| {
-            u16::try_from(v)
-                .map_err(|_| ShimError::InvalidArgument(format!("terminal {what} {v} is too large")))
+            u16::try_from(v).map_err(|_| {
+                ShimError::InvalidArgument(format!("terminal {what} {v} is too large"))
+            })
         };
         let (rows, cols) = (size(req.height, "height")?, size(req.width, "width")?);
         self.sandbox()?
@@ -835,6 +853,9 @@ mod tests {
                 ..Default::default()
             })
             .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/bundle/config.json"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/bundle/config.json"),
+            "{err}"
+        );
     }
 }

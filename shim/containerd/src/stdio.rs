@@ -77,7 +77,12 @@ impl StdioPaths {
             return Err(StdioError::UnsupportedUri {
                 field: "stdin",
                 uri: self.stdin.clone(),
-                scheme: self.stdin.split("://").next().unwrap_or_default().to_owned(),
+                scheme: self
+                    .stdin
+                    .split("://")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
         Ok(())

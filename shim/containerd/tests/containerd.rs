@@ -1,0 +1,438 @@
+//! End-to-end: a private containerd (Debian's 1.6) runs containers through our shim with the
+//! `namespaces` back-end (the agent on the host in fresh namespaces; see docs/containerd.md).
+//!
+//! Needs root, containerd, ctr, umoci and busybox-static:
+//! `cargo test -p containerd-shim-rust-vm-v2 -- --include-ignored`
+
+mod common;
+
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{alive, descendants, Containerd, IMAGE, IMAGE_NO_CMD, RUNTIME};
+
+const NEEDS_ROOT: &str = "needs root, containerd, ctr, umoci and busybox-static";
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `ctr run --rm` with our runtime and returns (exit code, stdout, stderr).
+fn run(
+    ctd: &Containerd,
+    id: &str,
+    extra: &[&str],
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> (i32, String, String) {
+    let mut argv = vec!["run", "--rm", "--runtime", RUNTIME];
+    argv.extend_from_slice(extra);
+    argv.push(IMAGE);
+    argv.push(id);
+    argv.extend_from_slice(args);
+    let out = ctd.ctr_input(&argv, input);
+    let (stdout, stderr) = text(&out);
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+fn run_detached(ctd: &Containerd, id: &str, annotations: &[&str]) {
+    let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
+    for a in annotations {
+        argv.push("--annotation");
+        argv.push(a);
+    }
+    argv.extend_from_slice(&[IMAGE, id, "sleep", "1000"]);
+    ctd.ctr_ok(&argv);
+    ctd.wait_for_status(id, Some("RUNNING"), Duration::from_secs(20));
+}
+
+/// Kills, deletes and removes a task and its container.
+fn remove(ctd: &Containerd, id: &str) {
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    ctd.wait_for_status(id, Some("STOPPED"), Duration::from_secs(20));
+    ctd.ctr_ok(&["task", "delete", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
+}
+
+/// Nothing of the shim is left: no shim process, no sandbox processes, no mounts, no socket,
+/// no sandbox state.
+fn assert_clean(
+    ctd: &Containerd,
+    sockets: &[std::path::PathBuf],
+    state_dirs: &[std::path::PathBuf],
+    pids: &[u32],
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shims = ctd.shim_pids();
+        let live: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        let mounts = ctd.mounts();
+        let sockets_left: Vec<_> = sockets.iter().filter(|s| s.exists()).collect();
+        let dirs_left: Vec<_> = state_dirs.iter().filter(|d| d.exists()).collect();
+        if shims.is_empty()
+            && live.is_empty()
+            && mounts.is_empty()
+            && sockets_left.is_empty()
+            && dirs_left.is_empty()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: shims {shims:?}, processes {live:?}, mounts {mounts:?}, sockets {sockets_left:?}, state {dirs_left:?}\n{}",
+            common::tail(&ctd.log(), 30)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn echo_exit_codes_and_stdin() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("basic");
+
+    let (code, stdout, stderr) = run(&ctd, "echo", &[], &["echo", "hi"], None);
+    assert_eq!((code, stdout.as_str()), (0, "hi\n"), "stderr: {stderr}");
+
+    let (code, _, stderr) = run(&ctd, "exit3", &[], &["sh", "-c", "exit 3"], None);
+    assert_eq!(code, 3, "stderr: {stderr}");
+
+    let (code, _, stderr) = run(&ctd, "selfkill", &[], &["sh", "-c", "kill -9 $$"], None);
+    assert_eq!(code, 137, "stderr: {stderr}");
+
+    let (code, stdout, stderr) = run(
+        &ctd,
+        "stderr",
+        &[],
+        &["sh", "-c", "echo out; echo err >&2"],
+        None,
+    );
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(stdout, "out\n");
+    assert_eq!(stderr, "err\n");
+
+    let (code, stdout, stderr) = run(&ctd, "stdin", &["-i"], &["cat"], Some(b"piped through\n"));
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "piped through\n"),
+        "stderr: {stderr}"
+    );
+
+    assert_clean(
+        &ctd,
+        &[],
+        &[common::sandbox_state_dir("default", "echo")],
+        &[],
+    );
+    let _ = NEEDS_ROOT;
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn exec_ps_kill_delete() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("lifecycle");
+    run_detached(&ctd, "app", &[]);
+    let socket = ctd.shim_socket("app");
+    let shim = ctd.shim_pid("app");
+    let sandbox_pids = descendants(shim);
+    assert!(!sandbox_pids.is_empty(), "the shim runs no sandbox process");
+
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "app",
+        "echo",
+        "from exec",
+    ]);
+    assert_eq!(out, "from exec\n");
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        "app",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{:?}", text(&out));
+
+    let ps = ctd.ctr_ok(&["task", "ps", "app"]);
+    let pids: Vec<&str> = ps.lines().skip(1).collect();
+    assert!(!pids.is_empty(), "ctr task ps lists no process:\n{ps}");
+
+    // A second exec is visible in ps while it runs.
+    ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "bg",
+        "app",
+        "sleep",
+        "1000",
+    ]);
+    let ps2 = ctd.ctr_ok(&["task", "ps", "app"]);
+    assert!(
+        ps2.lines().count() > ps.lines().count(),
+        "exec not in ps:\n{ps2}"
+    );
+
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "app"]);
+    ctd.wait_for_status("app", Some("STOPPED"), Duration::from_secs(20));
+    let tasks = ctd.ctr_ok(&["task", "ls"]);
+    assert!(tasks.contains("STOPPED"), "{tasks}");
+    ctd.ctr_ok(&["task", "delete", "app"]);
+    assert_eq!(ctd.task_status("app"), None);
+    ctd.ctr_ok(&["containers", "rm", "app"]);
+
+    let mut all = sandbox_pids;
+    all.push(shim);
+    assert_clean(
+        &ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", "app")],
+        &all,
+    );
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn pod_containers_share_one_sandbox() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("pod");
+    run_detached(
+        &ctd,
+        "pod1",
+        &[
+            "io.kubernetes.cri.container-type=sandbox",
+            "io.kubernetes.cri.sandbox-id=pod1",
+        ],
+    );
+    run_detached(
+        &ctd,
+        "app1",
+        &[
+            "io.kubernetes.cri.container-type=container",
+            "io.kubernetes.cri.sandbox-id=pod1",
+        ],
+    );
+    run_detached(
+        &ctd,
+        "app2",
+        &[
+            "io.kubernetes.cri.container-type=container",
+            "io.kubernetes.cri.sandbox-id=pod1",
+        ],
+    );
+    let socket = ctd.shim_socket("pod1");
+    assert_eq!(
+        ctd.shim_socket("app1"),
+        socket,
+        "app1 is served by another shim"
+    );
+    assert_eq!(
+        ctd.shim_socket("app2"),
+        socket,
+        "app2 is served by another shim"
+    );
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod, found {shims:?}");
+    let shim = shims[0];
+    // One sandbox: the shim has one direct child (the namespaces sandbox), and every
+    // container's processes are its descendants.
+    let children: Vec<u32> = common::processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| common::parent_pid(pid) == Some(shim))
+        .collect();
+    assert_eq!(
+        children.len(),
+        1,
+        "the pod shim runs {} sandboxes: {children:?}",
+        children.len()
+    );
+    let sleepers = common::processes()
+        .into_iter()
+        .filter(|(_, argv)| {
+            argv.first().is_some_and(|a| a == "sleep") && argv.get(1).is_some_and(|a| a == "1000")
+        })
+        .map(|(pid, _)| pid)
+        .filter(|pid| descendants(children[0]).contains(pid))
+        .count();
+    assert_eq!(
+        sleepers, 3,
+        "the three containers do not all run in the pod's sandbox"
+    );
+    // The app containers see their own rootfs (mounted inside the sandbox after it started).
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "ls",
+        "app2",
+        "ls",
+        "/bin/busybox",
+    ]);
+    assert_eq!(out, "/bin/busybox\n");
+
+    let sandbox_pids = descendants(shim);
+    remove(&ctd, "app1");
+    remove(&ctd, "app2");
+    assert_eq!(
+        ctd.shim_pids(),
+        vec![shim],
+        "the pod shim must stay while its sandbox container runs"
+    );
+    assert_eq!(ctd.task_status("pod1").as_deref(), Some("RUNNING"));
+    remove(&ctd, "pod1");
+    let mut all = sandbox_pids;
+    all.push(shim);
+    assert_clean(
+        &ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", "pod1")],
+        &all,
+    );
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn task_survives_containerd_restart() {
+    let _serial = common::serial();
+    let mut ctd = Containerd::start("restart");
+    run_detached(&ctd, "survivor", &[]);
+    let pid_before = ctd.ctr_ok(&["task", "ls"]);
+    let shim = ctd.shim_pid("survivor");
+
+    ctd.restart();
+    assert!(alive(shim), "the shim died with containerd");
+    ctd.wait_for_status("survivor", Some("RUNNING"), Duration::from_secs(20));
+    assert_eq!(
+        ctd.ctr_ok(&["task", "ls"]),
+        pid_before,
+        "task changed across the restart"
+    );
+    let out = ctd.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        "survivor",
+        "echo",
+        "still here",
+    ]);
+    assert_eq!(out, "still here\n");
+
+    let socket = ctd.shim_socket("survivor");
+    let mut all = descendants(shim);
+    all.push(shim);
+    remove(&ctd, "survivor");
+    assert_clean(
+        &ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", "survivor")],
+        &all,
+    );
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn killed_shim_leaves_nothing_behind() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("kill9");
+    run_detached(&ctd, "victim", &[]);
+    let shim = ctd.shim_pid("victim");
+    let socket = ctd.shim_socket("victim");
+    let mut all = descendants(shim);
+    assert!(!all.is_empty(), "no sandbox processes under the shim");
+    all.push(shim);
+    assert!(!ctd.mounts().is_empty(), "the rootfs is not mounted");
+
+    // SAFETY: kill(2) of the shim this test started through containerd.
+    unsafe { libc::kill(shim as i32, libc::SIGKILL) };
+
+    // containerd notices, reports the exit and runs `shim delete`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ctd.task_status("victim");
+        if status.as_deref() != Some("RUNNING") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task still RUNNING after its shim was killed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_clean(
+        &ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", "victim")],
+        &all,
+    );
+    let _ = ctd.ctr(&["task", "delete", "victim"]);
+    ctd.ctr_ok(&["containers", "rm", "victim"]);
+    assert!(!ctd.bundle("victim").exists(), "bundle left behind");
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn refused_spec_names_the_field() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("badspec");
+    // The image has no command, so the spec has no process.args: the agent refuses it.
+    let out = ctd.ctr(&["run", "--rm", "--runtime", RUNTIME, IMAGE_NO_CMD, "noargs"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "a spec without process.args was accepted"
+    );
+    assert!(
+        stderr.contains("process.args"),
+        "the error does not name the field: {stderr}"
+    );
+    let _ = ctd.ctr(&["containers", "rm", "noargs"]);
+    assert_clean(
+        &ctd,
+        &[],
+        &[common::sandbox_state_dir("default", "noargs")],
+        &[],
+    );
+    assert!(
+        fs::read_dir(ctd.dir.join("state/io.containerd.runtime.v2.task/default"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn terminal_mode() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("tty");
+    // ctr -t needs a console on its stdin: script(1) gives it one.
+    let cmd = format!(
+        "ctr --address {} run --rm -t --runtime {RUNTIME} {IMAGE} tty1 sh -c 'tty; echo cols=$(stty size)'",
+        ctd.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1)");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("/dev/pts/"),
+        "no terminal in the container: {stdout}"
+    );
+}
