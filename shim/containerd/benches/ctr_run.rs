@@ -54,7 +54,10 @@ fn main() {
         }
     }
     println!("ctr run --rm {IMAGE} /bin/true, {iterations} runs each (alternating)");
-    println!("{:<34} {:>10} {:>10} {:>10}", "runtime", "median", "min", "max");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "runtime", "median", "min", "max"
+    );
     let mut medians = Vec::new();
     for (k, (name, runtime)) in runtimes.iter().enumerate() {
         let s = &mut samples[k];

@@ -10,7 +10,7 @@ use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{alive, descendants, Containerd, IMAGE, IMAGE_NO_CMD, RUNTIME};
+use common::{alive, descendants, Containerd, IMAGE, IMAGE_NO_CMD, NO_CPU_SHARES, RUNTIME};
 
 const NEEDS_ROOT: &str = "needs root, containerd, ctr, umoci and busybox-static";
 
@@ -30,6 +30,7 @@ fn run(
     input: Option<&[u8]>,
 ) -> (i32, String, String) {
     let mut argv = vec!["run", "--rm", "--runtime", RUNTIME];
+    argv.extend_from_slice(&NO_CPU_SHARES);
     argv.extend_from_slice(extra);
     argv.push(IMAGE);
     argv.push(id);
@@ -40,12 +41,18 @@ fn run(
 }
 
 fn run_detached(ctd: &Containerd, id: &str, annotations: &[&str]) {
+    run_detached_cmd(ctd, id, annotations, &["sleep", "1000"]);
+}
+
+fn run_detached_cmd(ctd: &Containerd, id: &str, annotations: &[&str], cmd: &[&str]) {
     let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
+    argv.extend_from_slice(&NO_CPU_SHARES);
     for a in annotations {
         argv.push("--annotation");
         argv.push(a);
     }
-    argv.extend_from_slice(&[IMAGE, id, "sleep", "1000"]);
+    argv.extend_from_slice(&[IMAGE, id]);
+    argv.extend_from_slice(cmd);
     ctd.ctr_ok(&argv);
     ctd.wait_for_status(id, Some("RUNNING"), Duration::from_secs(20));
 }
@@ -54,7 +61,13 @@ fn run_detached(ctd: &Containerd, id: &str, annotations: &[&str]) {
 fn remove(ctd: &Containerd, id: &str) {
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
     ctd.wait_for_status(id, Some("STOPPED"), Duration::from_secs(20));
-    ctd.ctr_ok(&["task", "delete", id]);
+    let deleted = ctd.ctr(&["task", "delete", id]);
+    let (_, stderr) = text(&deleted);
+    assert!(deleted.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exit code 137"),
+        "{id} not killed by SIGKILL: {stderr}"
+    );
     ctd.ctr_ok(&["containers", "rm", id]);
 }
 
@@ -102,7 +115,16 @@ fn echo_exit_codes_and_stdin() {
     let (code, _, stderr) = run(&ctd, "exit3", &[], &["sh", "-c", "exit 3"], None);
     assert_eq!(code, 3, "stderr: {stderr}");
 
-    let (code, _, stderr) = run(&ctd, "selfkill", &[], &["sh", "-c", "kill -9 $$"], None);
+    // (The container's init is PID 1 of its namespace, immune to its own SIGKILL; a killed
+    // init's 137 is checked where the tests kill tasks.)
+    let (code, _, stderr) = run(
+        &ctd,
+        "child137",
+        &[],
+        // `; exit $?` keeps sh from exec'ing (and so becoming PID 1).
+        &["sh", "-c", "sh -c 'kill -9 $$'; exit $?"],
+        None,
+    );
     assert_eq!(code, 137, "stderr: {stderr}");
 
     let (code, stdout, stderr) = run(
@@ -116,7 +138,8 @@ fn echo_exit_codes_and_stdin() {
     assert_eq!(stdout, "out\n");
     assert_eq!(stderr, "err\n");
 
-    let (code, stdout, stderr) = run(&ctd, "stdin", &["-i"], &["cat"], Some(b"piped through\n"));
+    // ctr run passes its stdin through.
+    let (code, stdout, stderr) = run(&ctd, "stdin", &[], &["cat"], Some(b"piped through\n"));
     assert_eq!(
         (code, stdout.as_str()),
         (0, "piped through\n"),
@@ -137,7 +160,18 @@ fn echo_exit_codes_and_stdin() {
 fn exec_ps_kill_delete() {
     let _serial = common::serial();
     let ctd = Containerd::start("lifecycle");
-    run_detached(&ctd, "app", &[]);
+    // As PID 1 of its container, the shell only dies of SIGTERM through its trap: exit 42
+    // proves the signal arrived.
+    run_detached_cmd(
+        &ctd,
+        "app",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+        ],
+    );
     let socket = ctd.shim_socket("app");
     let shim = ctd.shim_pid("app");
     let sandbox_pids = descendants(shim);
@@ -188,9 +222,13 @@ fn exec_ps_kill_delete() {
 
     ctd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "app"]);
     ctd.wait_for_status("app", Some("STOPPED"), Duration::from_secs(20));
-    let tasks = ctd.ctr_ok(&["task", "ls"]);
-    assert!(tasks.contains("STOPPED"), "{tasks}");
-    ctd.ctr_ok(&["task", "delete", "app"]);
+    let deleted = ctd.ctr(&["task", "delete", "app"]);
+    let (_, stderr) = text(&deleted);
+    assert!(deleted.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exit code 42"),
+        "SIGTERM did not reach the trap: {stderr}"
+    );
     assert_eq!(ctd.task_status("app"), None);
     ctd.ctr_ok(&["containers", "rm", "app"]);
 
@@ -390,7 +428,16 @@ fn refused_spec_names_the_field() {
     let _serial = common::serial();
     let ctd = Containerd::start("badspec");
     // The image has no command, so the spec has no process.args: the agent refuses it.
-    let out = ctd.ctr(&["run", "--rm", "--runtime", RUNTIME, IMAGE_NO_CMD, "noargs"]);
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--cpu-shares",
+        "0",
+        IMAGE_NO_CMD,
+        "noargs",
+    ]);
     let (_, stderr) = text(&out);
     assert!(
         !out.status.success(),
@@ -421,7 +468,7 @@ fn terminal_mode() {
     let ctd = Containerd::start("tty");
     // ctr -t needs a console on its stdin: script(1) gives it one.
     let cmd = format!(
-        "ctr --address {} run --rm -t --runtime {RUNTIME} {IMAGE} tty1 sh -c 'tty; echo cols=$(stty size)'",
+        "ctr --address {} run --rm -t --cpu-shares 0 --runtime {RUNTIME} {IMAGE} tty1 sh -c 'test -t 0 && test -t 1 && echo on-a-terminal; stty size'",
         ctd.socket.display()
     );
     let out = std::process::Command::new("script")
@@ -432,7 +479,7 @@ fn terminal_mode() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("/dev/pts/"),
+        stdout.contains("on-a-terminal"),
         "no terminal in the container: {stdout}"
     );
 }

@@ -26,8 +26,17 @@ pub fn shim_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-rust-vm-v2"))
 }
 
-/// The agent binary next to the shim; built on demand, since it belongs to another package.
+/// ctr's default spec asks for `cpu.shares` 1024. The `namespaces` back-end runs the agent
+/// without cgroups on this cgroup-v1 host, and that agent refuses any resource setting by name,
+/// so test containers are created without one (the VM's agent has cgroup v2).
+pub const NO_CPU_SHARES: [&str; 2] = ["--cpu-shares", "0"];
+
+/// The agent binary: `$RUST_VM_TEST_AGENT`, or the one next to the shim, built on demand since
+/// it belongs to another package.
 pub fn agent_binary() -> PathBuf {
+    if let Some(agent) = std::env::var_os("RUST_VM_TEST_AGENT") {
+        return PathBuf::from(agent);
+    }
     let shim = shim_binary();
     let dir = shim.parent().expect("shim binary has a directory");
     let agent = dir.join("rust-vm-agent");
@@ -338,7 +347,7 @@ impl Containerd {
     /// Shim daemons of this containerd, found by the containerd address on their command line.
     pub fn shim_pids(&self) -> Vec<u32> {
         let needle = self.socket.to_string_lossy().into_owned();
-        processes()
+        let matching = processes()
             .into_iter()
             .filter(|(_, cmdline)| {
                 cmdline
@@ -348,6 +357,13 @@ impl Containerd {
                     && cmdline.iter().any(|a| a == "-socket")
             })
             .map(|(pid, _)| pid)
+            .filter(|&pid| alive(pid))
+            .collect::<Vec<u32>>();
+        // The namespaces sandbox forks a waiter from the shim (no exec): same command line.
+        matching
+            .iter()
+            .copied()
+            .filter(|&pid| parent_pid(pid).is_none_or(|p| !matching.contains(&p)))
             .collect()
     }
 
