@@ -9,13 +9,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{median, Containerd, IMAGE, RUNC, RUNTIME};
+use common::{median, Containerd, IMAGE, NO_CPU_SHARES, RUNC, RUNTIME};
 
 const DEFAULT_ITERATIONS: usize = 20;
 
 fn run_once(ctd: &Containerd, runtime: &str, id: &str) -> Duration {
     let started = Instant::now();
-    let out = ctd.ctr(&["run", "--rm", "--runtime", runtime, IMAGE, id, "/bin/true"]);
+    // Both runtimes get the same spec; see NO_CPU_SHARES for why it has no cpu.shares.
+    let mut argv = vec!["run", "--rm", "--runtime", runtime];
+    argv.extend_from_slice(&NO_CPU_SHARES);
+    argv.extend_from_slice(&[IMAGE, id, "/bin/true"]);
+    let out = ctd.ctr(&argv);
     let elapsed = started.elapsed();
     if !out.status.success() {
         eprintln!(
@@ -53,7 +57,7 @@ fn main() {
             samples[k].push(run_once(&ctd, runtime, &format!("b-{name}-{i}")));
         }
     }
-    println!("ctr run --rm {IMAGE} /bin/true, {iterations} runs each (alternating)");
+    println!("ctr run --rm --cpu-shares 0 {IMAGE} /bin/true, {iterations} runs each (alternating)");
     println!(
         "{:<34} {:>10} {:>10} {:>10}",
         "runtime", "median", "min", "max"
