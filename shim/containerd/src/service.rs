@@ -468,6 +468,17 @@ impl Service {
             ..Default::default()
         };
         if let Some(exec_id) = &process.exec_id {
+            // An exec that never started is unknown to the agent.
+            let sandbox = lock(&self.pod).sandbox.clone();
+            if process.pid() != 0 {
+                if let Some(sandbox) = sandbox {
+                    match sandbox.client().remove_exec(&req.id, exec_id) {
+                        Ok(()) => {}
+                        Err(err) if err.code() == Some(ErrorCode::NotFound) => {}
+                        Err(err) => log::warn!("remove exec {exec_id} of {}: {err}", req.id),
+                    }
+                }
+            }
             container.execs().remove(exec_id);
             return Ok(response);
         }
@@ -489,7 +500,8 @@ impl Service {
         self.events
             .task_delete(&req.id, process.pid(), exit.status, exit.at);
         if last {
-            if let Some(sandbox) = lock(&self.pod).sandbox.take() {
+            let sandbox = lock(&self.pod).sandbox.take();
+            if let Some(sandbox) = sandbox {
                 log::info!(
                     "last container gone, shutting sandbox {} down",
                     sandbox.id()

@@ -31,33 +31,38 @@ pub fn shim_binary() -> PathBuf {
 /// so test containers are created without one (the VM's agent has cgroup v2).
 pub const NO_CPU_SHARES: [&str; 2] = ["--cpu-shares", "0"];
 
-/// The agent binary: `$RUST_VM_TEST_AGENT`, or the one next to the shim, built on demand since
-/// it belongs to another package.
+/// The agent binary: `$RUST_VM_TEST_AGENT`, or the one next to the shim.
 pub fn agent_binary() -> PathBuf {
     if let Some(agent) = std::env::var_os("RUST_VM_TEST_AGENT") {
         return PathBuf::from(agent);
     }
+    workspace_binary("rust-vm-agent", "rust-vm-agent")
+}
+
+/// A binary of another package of the workspace, next to the shim; built on demand, since
+/// cargo builds only this package's binaries for its tests.
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
     let shim = shim_binary();
     let dir = shim.parent().expect("shim binary has a directory");
-    let agent = dir.join("rust-vm-agent");
-    if agent.is_file() {
-        return agent;
+    let binary = dir.join(name);
+    if binary.is_file() {
+        return binary;
     }
     let target_dir = dir.parent().expect("profile directory has a parent");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "rust-vm-agent"])
+    cmd.args(["build", "-p", package])
         .env("CARGO_TARGET_DIR", target_dir);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    let status = cmd.status().expect("run cargo to build rust-vm-agent");
-    assert!(status.success(), "cargo build -p rust-vm-agent failed");
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
     assert!(
-        agent.is_file(),
+        binary.is_file(),
         "{} missing after the build",
-        agent.display()
+        binary.display()
     );
-    agent
+    binary
 }
 
 fn run(cmd: &mut Command) -> Output {
