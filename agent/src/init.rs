@@ -123,8 +123,9 @@ fn enable_controllers() {
 }
 
 fn loopback_up() -> io::Result<()> {
+    // Interface ioctls work on any socket; AF_UNIX exists even in a kernel without IPv4.
     // SAFETY: plain socket(2); the result is checked and owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -66,10 +66,9 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 fn main() -> ExitCode {
     let pid1 = nix::unistd::getpid().as_raw() == 1;
-    let (args, parse_error) = match Args::try_parse() {
+    let (args, ignored) = match Args::try_parse() {
         Ok(args) => (args, None),
-        // PID 1 must not exit over a bad command line (the kernel would panic): use defaults.
-        Err(e) if pid1 => (Args::parse_from(["rust-vm-agent"]), Some(e)),
+        Err(_) if pid1 => init_args(std::env::args().collect()),
         Err(e) => e.exit(),
     };
     logger::init(args.log_level);
@@ -90,8 +89,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Some(e) = parse_error {
-        log::error!("ignoring the command line: {e}");
+    if let Some(ignored) = ignored {
+        log::info!("{ignored}");
     }
     match run(args, guest) {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +100,32 @@ fn main() -> ExitCode {
                 init::power_off();
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Options of PID 1, which the kernel starts with every word of its command line it did not
+/// understand, followed by what came after ` -- `. The leading words are skipped; PID 1 must not
+/// exit over a bad command line (the kernel would panic), so if the rest is wrong too, defaults.
+fn init_args(argv: Vec<String>) -> (Args, Option<String>) {
+    let first_option = argv
+        .iter()
+        .skip(1)
+        .position(|a| a.starts_with("--"))
+        .map_or(argv.len(), |i| i + 1);
+    let skipped = argv.get(1..first_option).unwrap_or_default().join(" ");
+    let rest =
+        std::iter::once("rust-vm-agent".to_owned()).chain(argv.into_iter().skip(first_option));
+    match Args::try_parse_from(rest) {
+        Ok(args) => {
+            let note = (!skipped.is_empty())
+                .then(|| format!("ignoring kernel command line words passed to init: {skipped}"));
+            (args, note)
+        }
+        Err(e) => {
+            let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
+            let note = format!("ignoring the command line, using defaults: {first_line}");
+            (Args::parse_from(["rust-vm-agent"]), Some(note))
         }
     }
 }
@@ -182,4 +207,48 @@ fn run(args: Args, guest: bool) -> anyhow::Result<()> {
     }
     server.serve(listener).context("accepting connections")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn init_skips_kernel_words_before_its_options() {
+        let (args, note) = init_args(argv(&[
+            "/init",
+            "noxsave",
+            "syscall_pf_fixup",
+            "--log-level",
+            "debug",
+            "--hostname",
+            "pod",
+        ]));
+        assert_eq!(args.log_level, LevelFilter::Debug);
+        assert_eq!(args.hostname, "pod");
+        assert!(note.unwrap().contains("noxsave syscall_pf_fixup"));
+    }
+
+    #[test]
+    fn init_without_options_uses_defaults() {
+        let (args, note) = init_args(argv(&["/init", "noxsave"]));
+        assert_eq!(args.hostname, "rust-vm");
+        assert!(note.unwrap().contains("noxsave"));
+        let (_, note) = init_args(argv(&["/init"]));
+        assert_eq!(note, None);
+    }
+
+    #[test]
+    fn init_survives_bad_options() {
+        let (args, note) = init_args(argv(&["/init", "--log-level", "loud"]));
+        assert_eq!(args.log_level, LevelFilter::Info);
+        assert!(
+            note.unwrap().contains("using defaults"),
+            "bad value reported"
+        );
+    }
 }
