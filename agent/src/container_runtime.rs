@@ -102,11 +102,11 @@ impl Runtime for ContainerRuntime {
                     .unwrap_or_else(|| PathBuf::from("/")),
             ),
         };
-        let mut root = RootBuilder::default().path(root_path);
-        if let Some(readonly) = readonly {
-            root = root.readonly(readonly);
-        }
-        let root = root
+        // Always set `readonly`: the builder starts from `Root::default()`, which is read-only,
+        // while an absent `root.readonly` means writable.
+        let root = RootBuilder::default()
+            .path(root_path)
+            .readonly(readonly.unwrap_or(false))
             .build()
             .map_err(|e| ProtocolError::new(ErrorCode::InvalidArgument, format!("root: {e}")))?;
         spec.set_root(Some(root));

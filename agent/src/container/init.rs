@@ -237,6 +237,10 @@ pub fn exec_steps(args: &ChildArgs) -> Result<Infallible, StepError> {
 fn finish_process(args: &ChildArgs) -> Result<std::ffi::CString, StepError> {
     let sys = args.sys;
     let p = args.process;
+    // Before any seccomp filter: a profile need not allow close_range (runtime-tools' default
+    // profile does not). Nothing opened after this point is meant for the process.
+    sys.cloexec_from(3)
+        .ctx(|| "marking fds close-on-exec".to_string())?;
     p.apply_privileged(sys)?;
     if let Some(filter) = args.seccomp.filter(|_| !p.no_new_privileges) {
         sys.load_seccomp(filter)
@@ -253,8 +257,6 @@ fn exec(args: &ChildArgs, exe: &std::ffi::CStr) -> Result<Infallible, StepError>
         sys.load_seccomp(filter)
             .ctx(|| "linux.seccomp".to_string())?;
     }
-    sys.cloexec_from(3)
-        .ctx(|| "marking fds close-on-exec".to_string())?;
     let e = sys.execve(exe, &p.args, &p.env);
     Err(StepError::new(format!("exec {}", exe.to_string_lossy()), e))
 }

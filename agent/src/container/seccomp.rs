@@ -100,15 +100,26 @@ pub fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SpecError> {
                 },
             ));
         }
+        // Conditions on the same argument cannot all hold at once (libseccomp refuses such a
+        // rule); as runc does, they are alternatives: one rule per condition.
+        let indexes: Vec<usize> = rule.args().iter().flatten().map(|a| a.index()).collect();
+        let repeated = (1..indexes.len()).any(|k| indexes[..k].contains(&indexes[k]));
+        let cond_sets: Vec<Vec<ScmpArgCompare>> = if repeated {
+            conds.into_iter().map(|c| vec![c]).collect()
+        } else {
+            vec![conds]
+        };
         for (j, name) in rule.names().iter().enumerate() {
             let nfield = format!("{field}.names[{j}]");
             let sc = ScmpSyscall::from_name(name)
                 .map_err(|_| SpecError::new(&nfield, format!("unknown syscall {name:?}")))?;
-            if conds.is_empty() {
-                ctx.add_rule(act, sc).map_err(|e| lib_err(&nfield, e))?;
-            } else {
-                ctx.add_rule_conditional(act, sc, &conds)
-                    .map_err(|e| lib_err(&nfield, e))?;
+            for conds in &cond_sets {
+                if conds.is_empty() {
+                    ctx.add_rule(act, sc).map_err(|e| lib_err(&nfield, e))?;
+                } else {
+                    ctx.add_rule_conditional(act, sc, conds)
+                        .map_err(|e| lib_err(&nfield, e))?;
+                }
             }
         }
     }
@@ -136,6 +147,34 @@ mod tests {
     #[test]
     fn a_valid_profile_compiles() {
         compile(&profile(&["mkdir", "chroot"])).expect("compiles");
+    }
+
+    #[test]
+    fn conditions_on_one_argument_are_alternatives() {
+        use oci_spec::runtime::LinuxSeccompArgBuilder;
+        // Docker's and runtime-tools' default profiles allow personality(0), (8), (0xffffffff).
+        let args = [0u64, 8, 0xffff_ffff]
+            .iter()
+            .map(|v| {
+                LinuxSeccompArgBuilder::default()
+                    .index(0usize)
+                    .value(*v)
+                    .op(LinuxSeccompOperator::ScmpCmpEq)
+                    .build()
+                    .expect("arg")
+            })
+            .collect::<Vec<_>>();
+        let s = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![LinuxSyscallBuilder::default()
+                .names(vec!["personality".to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .args(args)
+                .build()
+                .expect("rule")])
+            .build()
+            .expect("profile");
+        compile(&s).expect("compiles");
     }
 
     #[test]

@@ -164,13 +164,13 @@ fn init_runs_the_whole_sequence_in_order() {
             Call::Umount2(".".into(), MntFlags::MNT_DETACH),
             Call::Chdir("/".into()),
             Call::Sethostname("box".into()),
+            Call::CloexecFrom(3),
             Call::Setrlimit(libc::RLIMIT_NOFILE as i32, 1024, 4096),
             Call::Setgroups(vec![5]),
             Call::Setresgid(1001),
             Call::Setresuid(1000),
             Call::Umask(0o027),
             Call::Chdir("/home".into()),
-            Call::CloexecFrom(3),
             Call::Execve(
                 CString::new("/bin/sh").expect("c"),
                 ["sh", "-c", "true"]
