@@ -46,7 +46,7 @@ pub fn create(
         .client()
         .create_container(CreateContainer {
             container_id: id.clone(),
-            spec: Box::new(bundle.spec.clone()),
+            spec: Box::new(spec_for_agent(&bundle.spec)),
             rootfs,
             terminal,
             console_size: None,
@@ -93,6 +93,30 @@ pub fn create(
         record,
         relay,
     })
+}
+
+/// The spec as the agent gets it: without the hooks this command runs on the host (prestart,
+/// createRuntime, poststart, poststop). createContainer and startContainer stay: they belong in
+/// the container's namespaces, which only the agent can enter.
+#[allow(deprecated)] // prestart is deprecated in the spec, and still honoured.
+fn spec_for_agent(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
+    let mut spec = spec.clone();
+    let in_container = spec.hooks().as_ref().and_then(|hooks| {
+        let mut kept = oci_spec::runtime::Hooks::default();
+        kept.set_create_container(hooks.create_container().clone());
+        kept.set_start_container(hooks.start_container().clone());
+        let any = kept
+            .create_container()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty())
+            || kept
+                .start_container()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty());
+        any.then_some(kept)
+    });
+    spec.set_hooks(in_container);
+    spec
 }
 
 /// Waits for the container's init to exit, records it, and shuts the sandbox down.
