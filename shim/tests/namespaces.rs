@@ -285,3 +285,102 @@ fn errors_name_the_problem() {
     assert!(err.contains("bogus") || err.contains("namespace"), "{err}");
     assert!(!rt.container_dir("bad").exists(), "failed run left state");
 }
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn a_killed_monitor_takes_its_sandbox_along_and_delete_cleans_up() {
+    let rt = Runtime::namespaces();
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::new(&["sleep", "60"]);
+    rt.create("orphan", &bundle, io.path());
+    rt.ok(&["start", "orphan"]);
+    let container = rt.state("orphan")["pid"].as_u64().expect("pid") as u32;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rt.container_dir("orphan").join("state.json")).expect("record"),
+    )
+    .expect("json");
+    let owner = record["owner_pid"].as_u64().expect("owner") as i32;
+    let agent = record["sandbox_pid"].as_u64().expect("agent") as u32;
+    // SAFETY: kill(2) of the monitor this test started.
+    unsafe {
+        libc::kill(owner, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_exists(agent) || process_exists(container) {
+        assert!(
+            Instant::now() < deadline,
+            "agent {agent} or container {container} outlived the monitor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rt.status("orphan"), "stopped");
+    rt.ok(&["delete", "orphan"]);
+    assert!(!rt.container_dir("orphan").exists());
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_forwards_signals_to_the_container() {
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+    ]);
+    let mut child = rt
+        .command()
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg("fwd")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("ready line");
+    assert_eq!(&first, b"ready\n");
+    // SAFETY: kill(2) of the `rust-vm run` this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(7));
+    assert!(!rt.container_dir("fwd").exists());
+}
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn list_and_state_show_every_container() {
+    let rt = Runtime::namespaces();
+    let io = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::with(&["sleep", "30"], |spec| {
+        spec["annotations"] = serde_json::json!({"org.example.k": "v"});
+    });
+    rt.create("l1", &bundle, io.path());
+    rt.create("l2", &bundle, io.path());
+    rt.ok(&["start", "l2"]);
+    assert_eq!(rt.ok(&["list", "-q"]), "l1\nl2\n");
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&rt.ok(&["list", "--format", "json"])).expect("json");
+    let status: Vec<(&str, &str)> = list
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or(""),
+                s["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(status, vec![("l1", "created"), ("l2", "running")]);
+    assert_eq!(rt.state("l1")["annotations"]["org.example.k"], "v");
+    let table = rt.ok(&["list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    rt.ok(&["delete", "--force", "l1"]);
+    rt.ok(&["delete", "--force", "l2"]);
+    assert!(rt.ok(&["list", "-q"]).is_empty());
+}

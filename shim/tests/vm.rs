@@ -194,3 +194,75 @@ fn default_timeout_run_fails_cleanly_on_this_host() {
     assert_booted_our_vm(&out.log);
     assert_nothing_left(root.path());
 }
+
+#[test]
+#[ignore = "needs root and /dev/kvm"]
+fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let bundle = BundleDir::new(&["true"]);
+    let mut child = std::process::Command::new(rust_vm())
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "--config",
+            "/dev/null",
+            "--backend",
+            "vm",
+            "--kernel",
+            KERNEL,
+        ])
+        .arg("--initramfs")
+        .arg(initramfs(work.path()))
+        .arg("--vmm")
+        .arg(vmm())
+        .args(["--agent-timeout", "120", "run", "--bundle"])
+        .arg(bundle.path())
+        .arg("vm2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rust-vm run");
+    let root_text = root.path().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let vmm_pid = loop {
+        let vmms: Vec<u32> = processes_mentioning(&root_text)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("rust-vm-vmm"))
+            .map(|(pid, _)| pid)
+            .collect();
+        if let Some(pid) = vmms.first() {
+            break *pid;
+        }
+        assert!(Instant::now() < deadline, "no VMM started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().expect("SIGKILL rust-vm run");
+    child.wait().expect("reap");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::process_exists(vmm_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "VMM {vmm_pid} outlived its owner"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL allows no cleanup: the state stays, reported stopped, and delete removes it.
+    let state = std::process::Command::new(rust_vm())
+        .arg("--root")
+        .arg(root.path())
+        .args(["state", "vm2"])
+        .output()
+        .expect("state");
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).expect("state json");
+    assert_eq!(state["status"], "stopped");
+    let deleted = std::process::Command::new(rust_vm())
+        .arg("--root")
+        .arg(root.path())
+        .args(["delete", "vm2"])
+        .status()
+        .expect("delete");
+    assert!(deleted.success());
+    assert_nothing_left(root.path());
+}

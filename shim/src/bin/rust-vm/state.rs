@@ -198,6 +198,25 @@ impl ContainerDir {
         read_json(&self.exit_path())
     }
 
+    pub fn owner_path(&self) -> PathBuf {
+        self.path.join("owner.pid")
+    }
+
+    /// Records the calling process as the owner while the container is being created (before
+    /// `state.json` names it), so that its death can be told from slowness.
+    pub fn write_owner(&self) -> Result<()> {
+        let me = std::process::id();
+        let start = process_start_time(me).unwrap_or(0);
+        write_atomic(&self.owner_path(), format!("{me} {start}").as_bytes())
+    }
+
+    /// The owner recorded by [`ContainerDir::write_owner`]: pid and start time.
+    pub fn owner(&self) -> Option<(u32, u64)> {
+        let text = fs::read_to_string(self.owner_path()).ok()?;
+        let (pid, start) = text.trim().split_once(' ')?;
+        Some((pid.parse().ok()?, start.parse().ok()?))
+    }
+
     pub fn mark_started(&self) -> Result<()> {
         write_atomic(&self.started_path(), b"")
     }
@@ -210,7 +229,10 @@ impl ContainerDir {
         }
         let Some(rec) = record else {
             // The owner has not finished creating it, or died doing so.
-            return Ok((Status::Creating, None));
+            return Ok(match self.owner() {
+                Some((pid, start)) if owner_alive(pid, start) => (Status::Creating, None),
+                _ => (Status::Stopped, None),
+            });
         };
         if !owner_alive(rec.owner_pid, rec.owner_start_time) {
             return Ok((Status::Stopped, Some(rec)));
@@ -378,6 +400,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = Root::new(dir.path().to_path_buf());
         let c = root.create("c1").expect("create");
+        // Nobody owns it (the creator died before writing anything): stopped, deletable.
+        assert_eq!(c.status().expect("status").0, Status::Stopped);
+        c.write_owner().expect("owner");
         assert_eq!(c.status().expect("status").0, Status::Creating);
         c.write_record(&Record {
             id: "c1".into(),

@@ -37,6 +37,7 @@ pub fn create(g: &Global, args: CreateArgs) -> Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
     let dir = g.root().create(&args.id)?;
     let result = (|| {
+        dir.write_owner()?;
         state::write_atomic(&dir.runtime_path(), &serde_json::to_vec_pretty(&runtime)?)?;
         let pid = spawn_monitor(g, &dir, &bundle)?;
         if let Some(path) = &args.pid_file {

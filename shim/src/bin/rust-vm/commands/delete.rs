@@ -45,8 +45,8 @@ pub fn delete(g: &Global, args: DeleteArgs) -> Result<()> {
             stop_owner(record.owner_pid, record.owner_start_time)?;
         }
         wait_gone(record.sandbox_pid, Duration::from_secs(5));
-    } else if let Some(pid) = creating_owner(&dir) {
-        stop_owner(pid.0, pid.1)?;
+    } else if let Some((pid, start)) = dir.owner() {
+        stop_owner(pid, start)?;
     }
     std::fs::remove_dir_all(&dir.path)
         .with_context(|| format!("removing {}", dir.path.display()))?;
@@ -60,13 +60,6 @@ pub fn delete(g: &Global, args: DeleteArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The owner of a container still being created has written its pid in `owner.pid`.
-fn creating_owner(dir: &crate::state::ContainerDir) -> Option<(u32, u64)> {
-    let text = std::fs::read_to_string(dir.path.join("owner.pid")).ok()?;
-    let (pid, start) = text.trim().split_once(' ')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 fn stop_owner(pid: u32, start_time: u64) -> Result<()> {

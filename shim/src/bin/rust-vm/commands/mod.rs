@@ -26,6 +26,10 @@ pub struct IdArg {
 /// Runs the command; the result is the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
+    // A broken configuration is reported by every verb, not only by those that start sandboxes.
+    if !matches!(cli.command, Command::Spec(_)) {
+        g.runtime_config()?;
+    }
     match cli.command {
         Command::Run(args) => run::run(g, args),
         Command::Create(args) => create::create(g, args).map(|()| 0),

@@ -13,7 +13,6 @@ use rust_vm_shim::RuntimeConfig;
 use crate::bundle::Bundle;
 use crate::commands::create::READY_FD;
 use crate::launch;
-use crate::state;
 use crate::Global;
 
 #[derive(Debug, Args)]
@@ -44,11 +43,7 @@ pub fn monitor(g: &Global, args: MonitorArgs) -> Result<i32> {
     )
     .context("setting close-on-exec on the ready pipe")?;
     let dir = g.root().open(&args.id)?;
-    let me = std::process::id();
-    state::write_atomic(
-        &dir.path.join("owner.pid"),
-        format!("{me} {}", state::process_start_time(me).unwrap_or(0)).as_bytes(),
-    )?;
+    dir.write_owner()?;
     let created = (|| {
         let text = std::fs::read(dir.runtime_path())
             .with_context(|| format!("reading {}", dir.runtime_path().display()))?;

@@ -66,6 +66,10 @@ pub fn run(g: &Global, args: RunArgs) -> Result<i32> {
     let runtime = g.runtime_config()?;
     let bundle = Bundle::load(&args.bundle)?;
     let dir = g.root().create(&args.id)?;
+    if let Err(e) = dir.write_owner() {
+        let _ = std::fs::remove_dir_all(&dir.path);
+        return Err(e);
+    }
     let target = Arc::new(Mutex::new(None::<String>));
     if let Err(e) = forward_signals(dir.clone(), Arc::clone(&target)) {
         let _ = std::fs::remove_dir_all(&dir.path);
