@@ -150,11 +150,19 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Flushes filesystems and powers the VM off. Our VMM treats the guest's reboot as its exit.
+/// Flushes filesystems and ends the VM. Without ACPI (our VMM) the kernel cannot power off: it
+/// would print "System halted" and spin forever, so the VM is rebooted instead, which our VMM
+/// (and Firecracker's) turns into its exit. With ACPI it is a real power-off.
 pub fn power_off() -> ! {
-    log::info!("powering off");
+    let mode = if Path::new("/sys/firmware/acpi").exists() {
+        log::info!("powering off");
+        RebootMode::RB_POWER_OFF
+    } else {
+        log::info!("powering off by reboot (no ACPI power-off; the VMM exits on reboot)");
+        RebootMode::RB_AUTOBOOT
+    };
     nix::unistd::sync();
-    let Err(err) = reboot(RebootMode::RB_POWER_OFF);
+    let Err(err) = reboot(mode);
     log::error!("power off failed: {err}; halting");
     loop {
         std::thread::park();
