@@ -384,3 +384,46 @@ fn list_and_state_show_every_container() {
     rt.ok(&["delete", "--force", "l2"]);
     assert!(rt.ok(&["list", "-q"]).is_empty());
 }
+
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn run_with_a_terminal_relays_it() {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    let rt = Runtime::namespaces();
+    let bundle = BundleDir::with(&["sh"], |spec| spec["process"]["terminal"] = true.into());
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = |fd: &OwnedFd| std::process::Stdio::from(fd.try_clone().expect("dup"));
+    let mut child = rt
+        .command()
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg("tty")
+        .stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave))
+        .spawn()
+        .expect("run");
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    master
+        .write_all(b"test -t 0 && echo tty-$((20+22)); exit 3\n")
+        .expect("write");
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+            // EIO: every slave descriptor is closed.
+            Err(_) => break,
+        }
+    }
+    let status = child.wait().expect("wait");
+    let text = String::from_utf8_lossy(&output);
+    assert!(
+        text.contains("tty-42"),
+        "no output from the terminal: {text:?}"
+    );
+    assert_eq!(status.code(), Some(3), "{text:?}");
+}

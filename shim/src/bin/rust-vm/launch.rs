@@ -17,6 +17,8 @@ use crate::stdio::Relay;
 
 pub struct Owned {
     pub sandbox: Sandbox,
+    /// The process has a terminal (its output comes on the stdout stream).
+    pub terminal: bool,
     pub record: Record,
     pub relay: Relay,
 }
@@ -49,7 +51,11 @@ pub fn create(
             spec: Box::new(spec_for_agent(&bundle.spec)),
             rootfs,
             terminal,
-            console_size: None,
+            console_size: if terminal {
+                crate::stdio::terminal_size()
+            } else {
+                None
+            },
             stdin: true,
         })
         .with_context(|| format!("creating container {id:?} in the sandbox"))?;
@@ -90,6 +96,7 @@ pub fn create(
     }
     Ok(Owned {
         sandbox,
+        terminal,
         record,
         relay,
     })
@@ -125,6 +132,7 @@ pub fn wait_and_finish(owned: Owned, dir: &ContainerDir) -> Result<ExitRecord> {
         sandbox,
         record,
         relay,
+        ..
     } = owned;
     let status = sandbox.client().wait(&record.id, None);
     let exit = match status {

@@ -103,3 +103,45 @@ fn relay_stdin(stream: UnixStream) {
     // Our EOF is the container's EOF.
     let _ = stream.shutdown(Shutdown::Write);
 }
+
+/// Our terminal in raw mode while a container's terminal is relayed through it (so keys such as
+/// Ctrl-C reach the container's line discipline, not ours); restored on drop.
+pub struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    /// Raw mode on stdin if it is a terminal; `None` otherwise (pipes need nothing).
+    pub fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        use nix::sys::termios::{tcsetattr, SetArg};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// The size of the terminal on our stdin, if it is one.
+pub fn terminal_size() -> Option<rust_vm_shim::protocol::ConsoleSize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some(rust_vm_shim::protocol::ConsoleSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}

@@ -62,7 +62,11 @@ pub fn exec(g: &Global, args: ExecArgs) -> Result<i32> {
             container_id: args.id.clone(),
             exec_id: exec_id.clone(),
             process: Box::new(process),
-            console_size: None,
+            console_size: if terminal {
+                crate::stdio::terminal_size()
+            } else {
+                None
+            },
             stdin: !args.detach,
         })
         .with_context(|| format!("executing in container {:?}", args.id))?;
@@ -77,6 +81,7 @@ pub fn exec(g: &Global, args: ExecArgs) -> Result<i32> {
         .parse()
         .context("agent address in the container's state")?;
     let relay = Relay::attach(&address, &args.id, Some(&exec_id), terminal, true)?;
+    let _raw = terminal.then(crate::stdio::RawTerminal::enter).flatten();
     client.set_timeout(None);
     let exit = client
         .wait(&args.id, Some(&exec_id))

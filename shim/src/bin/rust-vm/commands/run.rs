@@ -70,7 +70,7 @@ pub fn run(g: &Global, args: RunArgs) -> Result<i32> {
         let _ = std::fs::remove_dir_all(&dir.path);
         return Err(e);
     }
-    let target = Arc::new(Mutex::new(None::<String>));
+    let target = Arc::new(Mutex::new(None::<Target>));
     if let Err(e) = forward_signals(dir.clone(), Arc::clone(&target)) {
         let _ = std::fs::remove_dir_all(&dir.path);
         return Err(e);
@@ -94,13 +94,21 @@ fn run_in_foreground(
     dir: &ContainerDir,
     bundle: &Bundle,
     args: &RunArgs,
-    target: &Mutex<Option<String>>,
+    target: &Mutex<Option<Target>>,
 ) -> Result<i32> {
     let owned = launch::create(runtime, dir, bundle, g.log.clone())?;
     if let Some(path) = &args.pid_file {
         write_pid_file(path, owned.record.pid)?;
     }
-    *target.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned.record.agent_address.clone());
+    *target.lock().unwrap_or_else(|e| e.into_inner()) = Some(Target {
+        address: owned.record.agent_address.clone(),
+        terminal: owned.terminal,
+    });
+    // Our terminal goes raw only now: errors before this point print normally.
+    let _raw = owned
+        .terminal
+        .then(crate::stdio::RawTerminal::enter)
+        .flatten();
     owned
         .sandbox
         .client()
@@ -117,29 +125,50 @@ fn run_in_foreground(
     Ok(exit.exit_code)
 }
 
-/// Blocks the forwarded signals in every thread and handles them in one: before the container
-/// exists a signal ends `run` (removing its state; the sandbox dies with the process), after
-/// that it goes to the container's init.
-fn forward_signals(dir: ContainerDir, target: Arc<Mutex<Option<String>>>) -> Result<()> {
+/// Where forwarded signals go once the container exists.
+#[derive(Clone)]
+struct Target {
+    address: String,
+    terminal: bool,
+}
+
+/// Blocks the forwarded signals (and SIGWINCH) in every thread and handles them in one: before
+/// the container exists a signal ends `run` (removing its state; the sandbox dies with the
+/// process), after that it goes to the container's init; SIGWINCH resizes its terminal.
+fn forward_signals(dir: ContainerDir, target: Arc<Mutex<Option<Target>>>) -> Result<()> {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
+    set.add(Signal::SIGWINCH);
     set.thread_block().context("blocking signals")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
             let Ok(sig) = set.wait() else { continue };
-            let address = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            match address {
-                Some(address) => {
-                    let sent = state::agent_client(&address, std::time::Duration::from_secs(5))
+            let current = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match (current, sig) {
+                (Some(t), Signal::SIGWINCH) => {
+                    if let (true, Some(size)) = (t.terminal, crate::stdio::terminal_size()) {
+                        let resized =
+                            state::agent_client(&t.address, std::time::Duration::from_secs(5))
+                                .and_then(|c| {
+                                    Ok(c.resize_tty(&dir.id, None, size.rows, size.cols)?)
+                                });
+                        if let Err(e) = resized {
+                            log::debug!("resizing the terminal of {}: {e:#}", dir.id);
+                        }
+                    }
+                }
+                (None, Signal::SIGWINCH) => {}
+                (Some(t), sig) => {
+                    let sent = state::agent_client(&t.address, std::time::Duration::from_secs(5))
                         .and_then(|c| Ok(c.signal(&dir.id, None, sig as i32, false)?));
                     if let Err(e) = sent {
                         log::warn!("forwarding {sig} to container {}: {e:#}", dir.id);
                     }
                 }
-                None => {
+                (None, sig) => {
                     log::warn!("{sig} before the container started: giving up");
                     let _ = std::fs::remove_dir_all(&dir.path);
                     std::process::exit(128 + sig as i32);
