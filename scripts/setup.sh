@@ -38,9 +38,15 @@ build_rust() {
     cargo build --release --workspace
 }
 
+build_initramfs() {
+    step "guest initramfs (the static agent as /init; cached by the agent's hash)"
+    rootfs/build-initramfs.sh >/dev/null
+}
+
 # Steps run in this order. The initramfs build and the main job are added here as functions
 # of their own (build_initramfs, run_main_job) when their parts exist.
 install_packages
 build_guest_kernel
 build_rust
+build_initramfs
 step "set-up done"
