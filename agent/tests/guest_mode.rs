@@ -35,6 +35,7 @@ impl Init {
             .args([
                 "--pid",
                 "--fork",
+                "--kill-child",
                 "--mount",
                 "--uts",
                 "--net",
@@ -98,6 +99,8 @@ impl Init {
 impl Drop for Init {
     fn drop(&mut self) {
         if self.wait_exit(Duration::ZERO).is_none() {
+            // --kill-child: unshare's death SIGKILLs the agent, the init of the pid namespace,
+            // and with it everything in the namespace.
             let _ = self.unshare.kill();
             let _ = self.unshare.wait();
         }
