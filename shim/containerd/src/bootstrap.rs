@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -146,12 +146,7 @@ fn spawn_daemon(
     address: &str,
     config_path: &Path,
 ) -> Result<u32> {
-    remove_stale_socket(socket_path)?;
-    if let Some(parent) = socket_path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    let listener = UnixListener::bind(socket_path)
-        .with_context(|| format!("listen on {}", socket_path.display()))?;
+    let listener = bind(socket_path)?;
     let listener_fd: OwnedFd = listener.into();
 
     let exe = env::current_exe().context("path of the shim binary")?;
@@ -197,6 +192,23 @@ fn spawn_daemon(
     let child = cmd.spawn().context("launch the shim daemon")?;
     // The daemon outlives `start`; it is reparented and reaped by init.
     Ok(child.id())
+}
+
+/// Binds the shim socket: only root (containerd) may connect.
+fn bind(socket_path: &Path) -> Result<UnixListener> {
+    remove_stale_socket(socket_path)?;
+    if let Some(parent) = socket_path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .with_context(|| format!("create {}", parent.display()))?;
+    }
+    let listener = UnixListener::bind(socket_path)
+        .with_context(|| format!("listen on {}", socket_path.display()))?;
+    fs::set_permissions(socket_path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", socket_path.display()))?;
+    Ok(listener)
 }
 
 /// A socket file nobody serves (its shim was killed) is in the way of a new daemon.
@@ -269,10 +281,7 @@ fn take_listener(flags: &Flags) -> Result<OwnedFd> {
             .context("fd 3 is not the shim's listening socket")?;
         return Ok(listener.into());
     }
-    let path = socket_path(&flags.socket);
-    remove_stale_socket(Path::new(path))?;
-    let listener = UnixListener::bind(path).with_context(|| format!("listen on {path}"))?;
-    Ok(listener.into())
+    Ok(bind(Path::new(socket_path(&flags.socket)))?.into())
 }
 
 /// The task service under its v3 name (containerd 2.x) and its v2 name (containerd 1.6/1.7).

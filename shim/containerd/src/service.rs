@@ -6,7 +6,7 @@
 //! on a container becomes a request to the agent in the sandbox.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -24,6 +24,7 @@ use containerd_shim::protos::cgroups_v2::metrics::{
 use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
@@ -167,6 +168,58 @@ impl Service {
         }
     }
 
+    /// The sandbox a new container runs in, with its rootfs mounted where the agent sees it:
+    /// a new one for a pod's owner (started from the rootfs), the pod's for a member.
+    fn sandbox_for(
+        &self,
+        role: &PodRole,
+        id: &str,
+        options: Option<&Any>,
+        mounts: &[Mount],
+        rootfs: &Path,
+    ) -> Result<(Arc<PodSandbox>, bool)> {
+        match role {
+            PodRole::Sandbox { .. } => {
+                if let Some(existing) = &lock(&self.pod).sandbox {
+                    return Err(ShimError::FailedPrecondition(format!(
+                        "this shim serves sandbox {}; container {id} does not name it in {}",
+                        existing.id(),
+                        crate::pod::SANDBOX_ID
+                    )));
+                }
+                let config_path = match options {
+                    Some(options) => config::config_path(Some(options))
+                        .map_err(|e| ShimError::InvalidArgument(e.to_string()))?,
+                    None => self.config_path.clone(),
+                };
+                mounts::mount_rootfs(mounts, rootfs)
+                    .map_err(|e| ShimError::internal("rootfs", e))?;
+                match PodSandbox::start(&self.namespace, id, &config_path, rootfs) {
+                    Ok(sandbox) => Ok((Arc::new(sandbox), true)),
+                    Err(err) => {
+                        if !mounts.is_empty() {
+                            let _ = mounts::unmount_rootfs(rootfs);
+                        }
+                        Err(ShimError::Internal(err.to_string()))
+                    }
+                }
+            }
+            PodRole::Container { sandbox_id } => {
+                let sandbox = self.sandbox()?;
+                if sandbox.id() != sandbox_id {
+                    return Err(ShimError::FailedPrecondition(format!(
+                        "container {id} names sandbox {sandbox_id}, this shim serves {}",
+                        sandbox.id()
+                    )));
+                }
+                sandbox
+                    .mount_rootfs(mounts, rootfs)
+                    .map_err(|e| ShimError::internal("rootfs", e))?;
+                Ok((sandbox, false))
+            }
+        }
+    }
+
     fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         let _serial = lock(&self.lifecycle);
         let id = req.id.clone();
@@ -213,46 +266,8 @@ impl Service {
             bundle.join(root)
         };
 
-        let (sandbox, owns_sandbox) = match &role {
-            PodRole::Sandbox { .. } => {
-                if let Some(existing) = &lock(&self.pod).sandbox {
-                    return Err(ShimError::FailedPrecondition(format!(
-                        "this shim serves sandbox {}; container {id} does not name it in {}",
-                        existing.id(),
-                        crate::pod::SANDBOX_ID
-                    )));
-                }
-                let config_path = match req.options.as_ref() {
-                    Some(options) => config::config_path(Some(options))
-                        .map_err(|e| ShimError::InvalidArgument(e.to_string()))?,
-                    None => self.config_path.clone(),
-                };
-                mounts::mount_rootfs(&req.rootfs, &rootfs)
-                    .map_err(|e| ShimError::internal("rootfs", e))?;
-                match PodSandbox::start(&self.namespace, &id, &config_path, &rootfs) {
-                    Ok(sandbox) => (Arc::new(sandbox), true),
-                    Err(err) => {
-                        if mounted {
-                            let _ = mounts::unmount_rootfs(&rootfs);
-                        }
-                        return Err(ShimError::Internal(err.to_string()));
-                    }
-                }
-            }
-            PodRole::Container { sandbox_id } => {
-                let sandbox = self.sandbox()?;
-                if sandbox.id() != sandbox_id {
-                    return Err(ShimError::FailedPrecondition(format!(
-                        "container {id} names sandbox {sandbox_id}, this shim serves {}",
-                        sandbox.id()
-                    )));
-                }
-                sandbox
-                    .mount_rootfs(&req.rootfs, &rootfs)
-                    .map_err(|e| ShimError::internal("rootfs", e))?;
-                (sandbox, false)
-            }
-        };
+        let (sandbox, owns_sandbox) =
+            self.sandbox_for(&role, &id, req.options.as_ref(), &req.rootfs, &rootfs)?;
         let container = Container {
             id: id.clone(),
             bundle: req.bundle.clone(),

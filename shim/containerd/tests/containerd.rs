@@ -483,3 +483,65 @@ fn terminal_mode() {
         "no terminal in the container: {stdout}"
     );
 }
+
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn task_events_reach_containerd() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("events");
+    let log = ctd.dir.join("events.log");
+    let mut events = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .arg("events")
+        .stdout(fs::File::create(&log).expect("events log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    // Let the subscription reach containerd before anything happens.
+    thread::sleep(Duration::from_millis(500));
+
+    run_detached(&ctd, "ev", &[]);
+    let out = ctd.ctr_ok(&["task", "exec", "--exec-id", "ex1", "ev", "true"]);
+    assert_eq!(out, "");
+    remove(&ctd, "ev");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    loop {
+        let seen = fs::read_to_string(&log).unwrap_or_default();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|topic| {
+                !seen
+                    .lines()
+                    .any(|l| l.contains(topic) && l.contains("\"ev\""))
+            })
+            .collect();
+        if missing.is_empty() {
+            // The exec's exit names the exec, the init's exit the container.
+            assert!(
+                seen.lines()
+                    .any(|l| l.contains("/tasks/exit") && l.contains("\"ex1\"")),
+                "{seen}"
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = events.kill();
+            let _ = events.wait();
+            panic!("events {missing:?} never reached containerd:\n{seen}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+}
