@@ -26,6 +26,7 @@ use shim::protos::protobuf::well_known_types::any::Any;
 use shim::protos::protobuf::Message;
 use shim::protos::shim::shim_ttrpc::create_task;
 use shim::protos::ttrpc::{MethodHandler, Server};
+use shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use shim::publisher::RemotePublisher;
 use shim::{ExitSignal, Flags};
 
@@ -60,6 +61,9 @@ pub fn run() -> Result<()> {
         println!("  Runtime: {RUNTIME_ID}");
         return Ok(());
     }
+    if flags.info {
+        return info();
+    }
     if flags.namespace.is_empty() {
         bail!("-namespace is required");
     }
@@ -72,6 +76,24 @@ pub fn run() -> Result<()> {
         "" => serve(&flags),
         other => bail!("unknown action `{other}` (expected `start`, `delete` or none)"),
     }
+}
+
+/// `-info` (containerd 2.x asks before any shim runs): who we are, as `RuntimeInfo`.
+fn info() -> Result<()> {
+    let info = RuntimeInfo {
+        name: RUNTIME_ID.to_owned(),
+        version: Some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let mut stdout = std::io::stdout().lock();
+    info.write_to_writer(&mut stdout)
+        .context("write the runtime info")?;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// `start`: runs in the bundle directory. Prints the address of the shim daemon that will serve
@@ -351,6 +373,19 @@ mod tests {
 
     struct NopTask;
     impl shim::Task for NopTask {}
+
+    #[test]
+    fn runtime_info_names_the_runtime() {
+        let info = RuntimeInfo {
+            name: RUNTIME_ID.to_owned(),
+            ..Default::default()
+        };
+        let bytes = info.write_to_bytes().unwrap();
+        assert_eq!(
+            RuntimeInfo::parse_from_bytes(&bytes).unwrap().name,
+            RUNTIME_ID
+        );
+    }
 
     #[test]
     fn socket_path_strips_scheme() {

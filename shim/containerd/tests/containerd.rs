@@ -468,7 +468,10 @@ fn terminal_mode() {
     let ctd = Containerd::start("tty");
     // ctr -t needs a console on its stdin: script(1) gives it one.
     let cmd = format!(
-        "ctr --address {} run --rm -t --cpu-shares 0 --runtime {RUNTIME} {IMAGE} tty1 sh -c 'test -t 0 && test -t 1 && echo on-a-terminal; stty size'",
+        // The outer terminal's size reaches the container through ResizePty (ctr sends it
+        // after start, hence the pause).
+        "stty rows 33 cols 101; ctr --address {} run --rm -t --cpu-shares 0 --runtime {RUNTIME} \
+         {IMAGE} tty1 sh -c 'test -t 0 && test -t 1 && echo on-a-terminal; sleep 1; stty size'",
         ctd.socket.display()
     );
     let out = std::process::Command::new("script")
@@ -481,6 +484,46 @@ fn terminal_mode() {
     assert!(
         stdout.contains("on-a-terminal"),
         "no terminal in the container: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "33 101"),
+        "the terminal was not resized to 33x101: {stdout}"
+    );
+}
+
+#[test]
+#[ignore = "needs containerd"]
+fn kubernetes_config_snippet_registers_the_runtime() {
+    // containerd parses the documented snippet and shows the runtime in its effective config.
+    let snippet = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/kubernetes/containerd-config.toml");
+    let out = std::process::Command::new("containerd")
+        .arg("--config")
+        .arg(&snippet)
+        .args(["config", "dump"])
+        .output()
+        .expect("run containerd config dump");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let section = stdout
+        .split("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust-vm]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rust-vm runtime in the effective config:\n{stdout}"));
+    let section: String = section
+        .lines()
+        .take_while(|l| {
+            !l.trim_start()
+                .starts_with("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        section.contains("runtime_type = \"io.containerd.rust-vm.v2\""),
+        "{section}"
+    );
+    assert!(
+        section.contains("ConfigPath = \"/etc/rust-vm/config.toml\""),
+        "{section}"
     );
 }
 
