@@ -19,13 +19,16 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use containerd_shim as shim;
 use shim::protos::protobuf::well_known_types::any::Any;
 use shim::protos::protobuf::Message;
+use shim::protos::shim::shim::ConnectRequest;
 use shim::protos::shim::shim_ttrpc::create_task;
-use shim::protos::ttrpc::{MethodHandler, Server};
+use shim::protos::shim::shim_ttrpc::TaskClient;
+use shim::protos::ttrpc::{self, MethodHandler, Server};
 use shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use shim::publisher::RemotePublisher;
 use shim::{ExitSignal, Flags};
@@ -48,6 +51,9 @@ const LISTENER_ENV: &str = "RUST_VM_SHIM_LISTENER_FD";
 const MAX_OPTIONS_SIZE: u64 = 1 << 20;
 /// The exit status reported for a task whose shim is gone (killed: 128 + SIGKILL).
 const DEAD_SHIM_EXIT_STATUS: u32 = 128 + 9;
+
+/// How long a shim socket may take to answer before its shim counts as dead.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 const TASK_SERVICE_V3: &str = "/containerd.task.v3.Task/";
 const TASK_SERVICE_V2: &str = "/containerd.task.v2.Task/";
@@ -105,7 +111,7 @@ fn start(flags: &Flags) -> Result<()> {
     let address = shim::socket_address(&flags.address, &flags.namespace, &grouping);
     let socket_path = PathBuf::from(socket_path(&address));
 
-    let shim_pid = match live_shim_pid(&socket_path) {
+    let shim_pid = match live_shim_pid(&address) {
         Some(pid) => pid,
         None => {
             if let PodRole::Container { sandbox_id } = &role {
@@ -133,12 +139,20 @@ fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
 
-/// The pid of the shim daemon serving `path`, if one answers there.
-fn live_shim_pid(path: &Path) -> Option<u32> {
-    let stream = UnixStream::connect(path).ok()?;
-    let cred =
-        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
-    u32::try_from(cred.pid()).ok()
+/// The pid of the shim daemon serving `address`, if one answers there. (Asked through the task
+/// API: the socket's peer credentials name whoever called listen(), which is the `start`
+/// process that bound it, not the daemon.)
+fn live_shim_pid(address: &str) -> Option<u32> {
+    // Nothing listening: answer at once instead of through ttrpc's retries.
+    UnixStream::connect(socket_path(address)).ok()?;
+    let client = TaskClient::new(ttrpc::Client::connect(address).ok()?);
+    let response = client
+        .connect(
+            ttrpc::context::with_duration(LIVENESS_TIMEOUT),
+            &ConnectRequest::default(),
+        )
+        .ok()?;
+    Some(response.shim_pid)
 }
 
 /// The runtime options containerd passes on stdin (a protobuf `Any`), if any.
@@ -253,6 +267,8 @@ fn serve(flags: &Flags) -> Result<()> {
     if let Err(err) = shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id) {
         eprintln!("no containerd log FIFO ({err}); logging to stderr is disabled");
     }
+    // The daemon's stderr is /dev/null: a panic must reach containerd's log instead.
+    std::panic::set_hook(Box::new(|info| log::error!("shim panicked: {info}")));
     let ttrpc_address =
         env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS (containerd's event socket) is unset")?;
     let publisher = RemotePublisher::new(&ttrpc_address)
@@ -339,9 +355,8 @@ fn delete(flags: &Flags) -> Result<()> {
     });
     let grouping = role.sandbox_id();
     let address = shim::socket_address(&flags.address, &flags.namespace, grouping);
-    let socket = Path::new(socket_path(&address));
-    if live_shim_pid(socket).is_none() {
-        let _ = remove_stale_socket(socket);
+    if live_shim_pid(&address).is_none() {
+        let _ = remove_stale_socket(Path::new(socket_path(&address)));
         sandbox::remove_state(&flags.namespace, grouping)
             .with_context(|| format!("remove sandbox state of {grouping}"))?;
     }

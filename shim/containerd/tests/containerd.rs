@@ -285,6 +285,9 @@ fn pod_containers_share_one_sandbox() {
     let shims = ctd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim per pod, found {shims:?}");
     let shim = shims[0];
+    for id in ["pod1", "app1", "app2"] {
+        assert_eq!(ctd.shim_pid(id), shim, "shim.pid of {id}");
+    }
     // One sandbox: the shim has one direct child (the namespaces sandbox), and every
     // container's processes are its descendants.
     let children: Vec<u32> = common::processes()
