@@ -221,7 +221,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         .arg("vm2")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("rust-vm run");
     let root_text = root.path().display().to_string();
@@ -229,7 +229,12 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
     let vmm_pid = loop {
         let vmms: Vec<u32> = processes_mentioning(&root_text)
             .into_iter()
-            .filter(|(_, cmd)| cmd.contains("rust-vm-vmm"))
+            // The VMM itself, not `rust-vm --vmm .../rust-vm-vmm run` (argv[0] decides).
+            .filter(|(_, cmd)| {
+                cmd.split(' ')
+                    .next()
+                    .is_some_and(|argv0| argv0.ends_with("rust-vm-vmm"))
+            })
             .map(|(pid, _)| pid)
             .collect();
         if let Some(pid) = vmms.first() {
@@ -239,7 +244,13 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         std::thread::sleep(Duration::from_millis(20));
     };
     child.kill().expect("SIGKILL rust-vm run");
-    child.wait().expect("reap");
+    let run = child.wait_with_output().expect("reap");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&run.status),
+        Some(libc::SIGKILL),
+        "run ended by itself before the kill: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while common::process_exists(vmm_pid) {
         assert!(
@@ -255,7 +266,13 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         .args(["state", "vm2"])
         .output()
         .expect("state");
-    let state: serde_json::Value = serde_json::from_slice(&state.stdout).expect("state json");
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap_or_else(|e| {
+        panic!(
+            "state: {e}: {}{}",
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&state.stderr)
+        )
+    });
     assert_eq!(state["status"], "stopped");
     let deleted = std::process::Command::new(rust_vm())
         .arg("--root")

@@ -19,6 +19,7 @@ mod vm;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -313,17 +314,21 @@ impl Sandbox {
                 source,
             })?;
         }
-        fs::create_dir(&paths.dir).map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                SandboxError::StateDirInUse(paths.dir.clone())
-            } else {
-                SandboxError::Io {
-                    what: "creating the state directory",
-                    path: paths.dir.clone(),
-                    source,
+        // Only root may reach the agent's socket: it controls every container in the sandbox.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&paths.dir)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    SandboxError::StateDirInUse(paths.dir.clone())
+                } else {
+                    SandboxError::Io {
+                        what: "creating the state directory",
+                        path: paths.dir.clone(),
+                        source,
+                    }
                 }
-            }
-        })?;
+            })?;
         let address = match config.backend {
             Backend::Vm => Address::VsockUds {
                 path: paths.socket.clone(),
@@ -343,11 +348,12 @@ impl Sandbox {
             agent: None,
             finished: false,
         };
-        let started = Instant::now();
         let (child, pid) = match sandbox.config.backend {
             Backend::Vm => vm::launch(&sandbox.config, &sandbox.paths)?,
             Backend::Namespaces => namespaces::launch(&sandbox.config, &sandbox.paths)?,
         };
+        // The agent's time starts with the VMM (or agent) process, not with the image build.
+        let started = Instant::now();
         sandbox.child = Some(child);
         sandbox.pid = pid;
         log::info!(
@@ -706,6 +712,52 @@ mod tests {
         let err = Sandbox::start(cfg).err().expect("must fail");
         assert!(matches!(err, SandboxError::StateDirInUse(_)), "{err}");
         assert!(state.join("keep").exists());
+    }
+
+    #[test]
+    fn silent_agent_times_out_with_its_log_and_is_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("sb");
+        let script = dir.path().join("mute-agent");
+        fs::write(
+            &script,
+            "#!/bin/sh\necho 'mute agent: booting' >&2\nexec sleep 987.654\n",
+        )
+        .expect("write");
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut cfg = SandboxConfig::new(Backend::Namespaces, "sb", &state);
+        cfg.agent_path = script;
+        cfg.agent_timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        match Sandbox::start(cfg) {
+            Err(SandboxError::AgentTimeout { logs, timeout, .. }) => {
+                assert_eq!(timeout, Duration::from_secs(1));
+                assert!(started.elapsed() < Duration::from_secs(5));
+                assert!(logs.to_string().contains("mute agent: booting"), "{logs}");
+            }
+            Err(SandboxError::Spawn { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                return; // not root: the namespaces back-end needs root
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a mute agent cannot answer"),
+        }
+        assert!(!state.exists(), "state directory left behind");
+        // The agent (a sleep with a telltale duration) is gone with its namespace.
+        let telltale = b"sleep\0987.654\0";
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while process::proc_statuses().iter().any(|(pid, status)| {
+            !status.contains("State:\tZ")
+                && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == telltale)
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the mute agent outlived its sandbox"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

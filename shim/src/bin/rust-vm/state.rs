@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -112,7 +113,7 @@ impl Root {
         fs::create_dir_all(&self.path)
             .with_context(|| format!("creating state root {}", self.path.display()))?;
         let dir = self.container(id);
-        match fs::create_dir(&dir.path) {
+        match fs::DirBuilder::new().mode(0o700).create(&dir.path) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 bail!(
