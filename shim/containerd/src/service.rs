@@ -144,6 +144,12 @@ impl Service {
             (pod.sandbox.take(), std::mem::take(&mut pod.containers))
         };
         for container in containers.values() {
+            let execs: Vec<_> = container.execs().values().cloned().collect();
+            for process in execs.iter().chain([&container.init]) {
+                if let Some(io) = process.io() {
+                    io.release();
+                }
+            }
             self.unmount(container, sandbox.as_deref());
         }
         if let Some(sandbox) = sandbox {
@@ -476,6 +482,9 @@ impl Service {
             status: 0,
             at: events::now(),
         });
+        if let Some(io) = process.io() {
+            io.release();
+        }
         let response = DeleteResponse {
             pid: process.pid(),
             exit_status: exit.status,

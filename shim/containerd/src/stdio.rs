@@ -2,12 +2,19 @@
 //!
 //! The agent serves each stream of a process on its own connection (`attach`). Streams are
 //! attached before the process can write (before `start`), so no output is lost; one thread
-//! per stream copies bytes. stdout/stderr copiers drain the agent's stream even when the FIFO
-//! reader went away, so a process never blocks on output nobody reads.
+//! per stream copies bytes.
+//!
+//! An output FIFO is opened for writing together with a read end the shim keeps, as
+//! containerd's own shims do: while containerd is away (restarting, or `ctr` detached), writes
+//! land in the FIFO's buffer instead of failing, and a reader that comes back (containerd
+//! reopens CRI log FIFOs after a restart) continues where the last one stopped. When nobody
+//! reads, the process eventually blocks on output, as under runc. The kept read end is released
+//! when the process is deleted, which unblocks a copier stuck on a full FIFO.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
@@ -25,6 +32,13 @@ pub enum StdioError {
         field: &'static str,
         uri: String,
         scheme: String,
+    },
+    #[error("open {field} {path}: {source}")]
+    Open {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("attach {stream} of {process}: {source}")]
     Attach {
@@ -94,6 +108,8 @@ pub struct ProcessIo {
     stdin: Option<Arc<UnixStream>>,
     outputs: usize,
     finished: Mutex<Receiver<()>>,
+    /// Read ends of the output FIFOs, kept so that writes never fail for want of a reader.
+    keep_open: Mutex<Vec<File>>,
 }
 
 impl ProcessIo {
@@ -119,13 +135,17 @@ impl ProcessIo {
                 })
         };
         let mut outputs = Vec::new();
-        if let Some(sink) = sink("stdout", &paths.stdout)? {
-            outputs.push((open(StreamKind::Stdout)?, sink, "stdout"));
-        }
+        let mut keep_open = Vec::new();
+        let mut streams = vec![("stdout", &paths.stdout, StreamKind::Stdout)];
         // With a terminal, stderr is merged into the terminal's output.
         if !paths.terminal {
-            if let Some(sink) = sink("stderr", &paths.stderr)? {
-                outputs.push((open(StreamKind::Stderr)?, sink, "stderr"));
+            streams.push(("stderr", &paths.stderr, StreamKind::Stderr));
+        }
+        for (field, uri, kind) in streams {
+            if let Some(sink) = sink(field, uri)? {
+                let (out, keep) = open_sink(field, &sink)?;
+                keep_open.extend(keep);
+                outputs.push((open(kind)?, out, field));
             }
         }
         let stdin = if paths.stdin.is_empty() {
@@ -136,11 +156,11 @@ impl ProcessIo {
 
         let (done_tx, finished) = mpsc::channel();
         let count = outputs.len();
-        for (stream, sink, name) in outputs {
+        for (stream, out, name) in outputs {
             let done = done_tx.clone();
             let label = format!("{process} {name}");
             spawn_named(&format!("{name}-copy"), move || {
-                copy_output(stream, &sink, &label);
+                copy_output(stream, out, &label);
                 let _ = done.send(());
             });
         }
@@ -154,6 +174,7 @@ impl ProcessIo {
             stdin,
             outputs: count,
             finished: Mutex::new(finished),
+            keep_open: Mutex::new(keep_open),
         })
     }
 
@@ -162,6 +183,15 @@ impl ProcessIo {
         if let Some(stream) = &self.stdin {
             let _ = stream.shutdown(Shutdown::Write);
         }
+    }
+
+    /// Lets go of the output FIFOs' kept read ends (the process is being deleted): a copier
+    /// blocked on a FIFO nobody reads gets an error and finishes.
+    pub fn release(&self) {
+        self.keep_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Waits until the output copiers have delivered everything, at most `timeout`: a process
@@ -185,22 +215,44 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-fn open_sink(sink: &Sink) -> io::Result<File> {
+/// Opens an output sink for writing; for a FIFO, also the read end the shim keeps.
+fn open_sink(field: &'static str, sink: &Sink) -> Result<(File, Option<File>), StdioError> {
+    let error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StdioError::Open {
+            field,
+            path,
+            source,
+        }
+    };
     match sink {
-        // Blocks until containerd's reader has the FIFO open, which it has before create.
-        Sink::Fifo(path) => OpenOptions::new().write(true).open(path),
-        Sink::File(path) => OpenOptions::new().append(true).create(true).open(path),
+        Sink::Fifo(path) => {
+            // Opening a FIFO's read end without O_NONBLOCK would wait for a writer; with it,
+            // the open returns at once, and then the write end opens without waiting either.
+            let keep = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(error(path))?;
+            let out = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(error(path))?;
+            Ok((out, Some(keep)))
+        }
+        Sink::File(path) => {
+            let out = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(error(path))?;
+            Ok((out, None))
+        }
     }
 }
 
-fn copy_output(mut stream: UnixStream, sink: &Sink, label: &str) {
-    let mut out = match open_sink(sink) {
-        Ok(file) => Some(file),
-        Err(err) => {
-            log::warn!("{label}: cannot open {sink:?}: {err}; discarding output");
-            None
-        }
-    };
+fn copy_output(mut stream: UnixStream, out: File, label: &str) {
+    let mut out = Some(out);
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = match stream.read(&mut buf) {
@@ -214,8 +266,8 @@ fn copy_output(mut stream: UnixStream, sink: &Sink, label: &str) {
         };
         if let Some(file) = out.as_mut() {
             if let Err(err) = file.write_all(&buf[..n]) {
-                // The reader is gone (e.g. `ctr` detached); keep draining the process.
-                log::debug!("{label}: output reader gone: {err}");
+                // The sink is gone for good (deleted); drain so the process never blocks.
+                log::debug!("{label}: output sink failed: {err}");
                 out = None;
             }
         }
@@ -270,13 +322,47 @@ mod tests {
     }
 
     #[test]
+    fn fifo_output_waits_for_a_late_reader() {
+        let dir = std::env::temp_dir().join(format!("rvm-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("stdout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No reader yet (containerd restarting): opening and writing neither block nor fail.
+        let (mut out, keep) = open_sink("stdout", &Sink::Fifo(fifo.clone())).unwrap();
+        assert!(keep.is_some());
+        out.write_all(b"while away\n").unwrap();
+        // A reader that comes later gets what was written meanwhile.
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        drop(keep);
+        let mut got = vec![0u8; 64];
+        let n = reader.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"while away\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_fifo_is_named() {
+        let err = open_sink("stderr", &Sink::Fifo("/nonexistent/fifo".into())).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("stderr") && text.contains("/nonexistent/fifo"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn output_is_copied_and_drained_after_the_reader_goes() {
         let dir = std::env::temp_dir().join(format!("rvm-stdio-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("out.log");
         let (mut agent, shim) = UnixStream::pair().unwrap();
-        let sink = Sink::File(log.clone());
-        let copier = thread::spawn(move || copy_output(shim, &sink, "test"));
+        let (out, keep) = open_sink("stdout", &Sink::File(log.clone())).unwrap();
+        assert!(keep.is_none());
+        let copier = thread::spawn(move || copy_output(shim, out, "test"));
         agent.write_all(b"hello\n").unwrap();
         drop(agent);
         copier.join().unwrap();
