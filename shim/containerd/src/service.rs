@@ -13,10 +13,11 @@ use std::thread;
 use std::time::Duration;
 
 use containerd_shim::api::{
-    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
-    PidsResponse, ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
-    StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::cgroups_v2::metrics::{
     CPUStat, MemoryEvents, MemoryStat, Metrics, PidsStat,
@@ -796,6 +797,32 @@ impl containerd_shim::Task for Service {
     fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
         self.do_update(req)?;
         Ok(Empty::new())
+    }
+
+    fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        self.container(&req.id)?;
+        Err(
+            ShimError::Unimplemented(format!("pause of {}: rust-vm does not pause tasks", req.id))
+                .into(),
+        )
+    }
+
+    fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        self.container(&req.id)?;
+        Err(ShimError::Unimplemented(format!(
+            "resume of {}: rust-vm does not pause tasks",
+            req.id
+        ))
+        .into())
+    }
+
+    fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
+        self.container(&req.id)?;
+        Err(ShimError::Unimplemented(format!(
+            "checkpoint of {}: rust-vm does not checkpoint tasks",
+            req.id
+        ))
+        .into())
     }
 
     fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {

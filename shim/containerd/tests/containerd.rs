@@ -220,6 +220,24 @@ fn exec_ps_kill_delete() {
         "exec not in ps:\n{ps2}"
     );
 
+    // Operations this back-end or rust-vm cannot do fail, by name, without harm.
+    let paused = ctd.ctr(&["task", "pause", "app"]);
+    let (_, stderr) = text(&paused);
+    assert!(
+        !paused.status.success() && stderr.contains("does not pause"),
+        "{stderr}"
+    );
+    // containerd logs why it got no metrics: the agent's refusal, named.
+    let metrics = ctd.ctr(&["task", "metrics", "app"]);
+    assert!(!metrics.status.success());
+    assert!(
+        ctd.log()
+            .contains("stats of app: agent refused `stats`: unsupported"),
+        "{}",
+        common::tail(&ctd.log(), 10)
+    );
+    assert_eq!(ctd.task_status("app").as_deref(), Some("RUNNING"));
+
     ctd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "app"]);
     ctd.wait_for_status("app", Some("STOPPED"), Duration::from_secs(20));
     let deleted = ctd.ctr(&["task", "delete", "app"]);
