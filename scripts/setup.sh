@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One set-up command for a fresh Debian 12 machine (run as root from anywhere):
-#   scripts/setup.sh
+#   scripts/setup.sh                 # everything, then the main job
+#   scripts/setup.sh --prepare-only  # everything but the main job (scripts/test.sh uses this)
 # Installs the Debian packages in scripts/debian-packages.txt, builds the guest kernel
 # (cached; see guest-kernel/build.sh), builds the Rust workspace, then the later steps below.
 # Safe to run again: every step is skipped or cheap when its result is already there.
@@ -43,10 +44,23 @@ build_initramfs() {
     rootfs/build-initramfs.sh >/dev/null
 }
 
-# Steps run in this order. The initramfs build and the main job are added here as functions
-# of their own (build_initramfs, run_main_job) when their parts exist.
+run_main_job() {
+    step "main job: a busybox container in its own microVM (scripts/hello-microvm.sh)"
+    scripts/hello-microvm.sh
+}
+
+prepare_only=false
+case "${1:-}" in
+    --prepare-only) prepare_only=true ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--prepare-only]" >&2; exit 2 ;;
+esac
+
 install_packages
 build_guest_kernel
 build_rust
 build_initramfs
 step "set-up done"
+if ! $prepare_only; then
+    run_main_job
+fi
