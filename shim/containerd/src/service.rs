@@ -42,6 +42,8 @@ use crate::stdio::{ProcessIo, StdioPaths};
 
 /// How long an exited process's output may take to drain before its exit is reported.
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+/// How often the running containers' OOM-kill counts are read.
+const OOM_POLL: Duration = Duration::from_secs(2);
 /// Reported when the agent can no longer tell how a process ended (the sandbox died).
 const UNKNOWN_EXIT: u32 = 255;
 const METRICS_V2_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
@@ -62,6 +64,11 @@ struct Container {
 }
 
 impl Container {
+    /// Records the agent's OOM-kill count; true when it rose since last seen.
+    fn note_oom_kills(&self, kills: u64) -> bool {
+        kills > self.oom_kills.fetch_max(kills, Ordering::SeqCst)
+    }
+
     fn execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
         self.execs.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -87,7 +94,7 @@ pub struct Service {
     config_path: PathBuf,
     events: Arc<EventSender>,
     exit: Arc<ExitSignal>,
-    pod: Mutex<Pod>,
+    pod: Arc<Mutex<Pod>>,
     /// Serialises create and delete: they start and stop the sandbox, which takes a while, and
     /// must not interleave; state queries meanwhile only take `pod` briefly.
     lifecycle: Mutex<()>,
@@ -117,7 +124,7 @@ impl Service {
             config_path,
             events: Arc::new(events),
             exit,
-            pod: Mutex::new(Pod::default()),
+            pod: Arc::new(Mutex::new(Pod::default())),
             lifecycle: Mutex::new(()),
         }
     }
@@ -336,6 +343,9 @@ impl Service {
             }
             pod.containers.insert(id.clone(), Arc::clone(&container));
         }
+        if owns_sandbox {
+            self.watch_oom(&sandbox);
+        }
         self.events.task_create(TaskCreate {
             container_id: id.clone(),
             bundle: req.bundle.clone(),
@@ -359,6 +369,55 @@ impl Service {
             pid,
             ..Default::default()
         })
+    }
+
+    /// Reports OOM kills in the pod's running containers as they happen (the agent counts them
+    /// from cgroup v2 `memory.events`), until the sandbox is gone. An agent without cgroups has
+    /// no such count; then the exit-time check in [`Service::watch`] is all there is.
+    fn watch_oom(&self, sandbox: &Arc<PodSandbox>) {
+        let sandbox = Arc::downgrade(sandbox);
+        let pod = Arc::clone(&self.pod);
+        let events = Arc::clone(&self.events);
+        let spawned = thread::Builder::new()
+            .name("oom-watch".into())
+            .spawn(move || loop {
+                thread::sleep(OOM_POLL);
+                let Some(sandbox) = sandbox.upgrade() else {
+                    return;
+                };
+                let running: Vec<Arc<Container>> = {
+                    let pod = lock(&pod);
+                    if !pod
+                        .sandbox
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, &sandbox))
+                    {
+                        return;
+                    }
+                    pod.containers
+                        .values()
+                        .filter(|c| c.init.phase() == Phase::Running)
+                        .cloned()
+                        .collect()
+                };
+                for container in running {
+                    match sandbox.client().stats(&container.id) {
+                        Ok(stats) => {
+                            if container.note_oom_kills(stats.oom_kills) {
+                                events.task_oom(&container.id);
+                            }
+                        }
+                        Err(err) if err.code() == Some(ErrorCode::Unsupported) => {
+                            log::info!("sandbox {}: no OOM counts ({err})", sandbox.id());
+                            return;
+                        }
+                        Err(err) => log::debug!("OOM count of {}: {err}", container.id),
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            log::warn!("no OOM watch for sandbox: {err}");
+        }
     }
 
     /// Waits for `process` in the agent on a thread of its own and reports its exit.
@@ -385,10 +444,7 @@ impl Service {
             }
             // containerd (CRI) reads an OOM event before the exit as "OOMKilled".
             if let Ok(stats) = client.stats(&container.id) {
-                let seen = container
-                    .oom_kills
-                    .fetch_max(stats.oom_kills, Ordering::SeqCst);
-                if stats.oom_kills > seen {
+                if container.note_oom_kills(stats.oom_kills) {
                     events.task_oom(&container.id);
                 }
             }
@@ -867,6 +923,28 @@ mod tests {
         assert_eq!(m.memory_events.oom_kill, 1);
         let bytes = m.write_to_bytes().unwrap();
         assert_eq!(Metrics::parse_from_bytes(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn oom_kills_are_reported_once_per_rise() {
+        let c = Container {
+            id: "c".into(),
+            bundle: String::new(),
+            rootfs: PathBuf::new(),
+            mounted: false,
+            owns_sandbox: true,
+            init: Arc::new(Process::new("c", None, StdioPaths::default(), None)),
+            execs: Mutex::new(HashMap::new()),
+            oom_kills: AtomicU64::new(0),
+        };
+        assert!(!c.note_oom_kills(0));
+        assert!(c.note_oom_kills(1));
+        assert!(!c.note_oom_kills(1), "the same count twice is one event");
+        assert!(c.note_oom_kills(3));
+        assert!(
+            !c.note_oom_kills(2),
+            "a lower count (stale reply) is no event"
+        );
     }
 
     fn service() -> Service {
