@@ -386,6 +386,8 @@ impl Sandbox {
 
     fn wait_for_agent(&mut self, deadline: Instant) -> Result<VersionInfo, SandboxError> {
         let mut last_error = String::from("no attempt made");
+        // A host agent listens within milliseconds, a guest within seconds: poll fast at first.
+        let mut pause = Duration::from_millis(1);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -411,9 +413,8 @@ impl Sandbox {
                 Ok(info) => return Ok(info),
                 Err(e) => last_error = e,
             }
-            std::thread::sleep(
-                Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
-            );
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -583,10 +584,14 @@ fn probe_agent(address: &Address, budget: Duration) -> Result<VersionInfo, Strin
 
 fn wait_with_deadline(child: &mut Child, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
     while Instant::now() < deadline {
         match child.try_wait() {
             Ok(Some(_)) | Err(_) => return,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
         }
     }
 }
