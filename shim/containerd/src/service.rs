@@ -500,8 +500,16 @@ impl Service {
                         stdin: !process.stdio.stdin.is_empty(),
                     })
                     .map_err(|e| ShimError::agent(format!("exec {exec_id} in {}", req.id), e))?;
-                let io = ProcessIo::attach(client, &req.id, Some(exec_id), &process.stdio)
-                    .map_err(|e| ShimError::Internal(e.to_string()))?;
+                let io = match ProcessIo::attach(client, &req.id, Some(exec_id), &process.stdio) {
+                    Ok(io) => io,
+                    Err(err) => {
+                        // No stdio, no exec: do not leave it running unseen in the sandbox.
+                        let _ = client.signal(&req.id, Some(exec_id), libc::SIGKILL, false);
+                        let _ = client.wait(&req.id, Some(exec_id));
+                        let _ = client.remove_exec(&req.id, exec_id);
+                        return Err(ShimError::Internal(err.to_string()));
+                    }
+                };
                 let pid = pid_u32(started.pid);
                 process.set_created(pid, io);
                 pid
