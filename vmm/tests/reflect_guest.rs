@@ -1,7 +1,9 @@
 //! KVM tests of emulation-failure reflection with a hand-written 64-bit guest.
 //!
-//! The guest installs #BP and #UD handlers, then runs in ring 0: `int3`, `lock cmpxchg16b`
-//! (CPUID.CX16 hidden by the conservative template) and `xrstor` (CR4.OSXSAVE clear). On an
+//! The guest installs #BP, #UD and #NM handlers, then runs in ring 0: `int3`, `lock cmpxchg16b`
+//! (CPUID.CX16 hidden by the conservative template), `xrstor` (CR4.OSXSAVE clear), `fwait` with
+//! nothing pending (it completes) and `fwait` with CR0.TS and MP set (#NM; the handler clears TS
+//! and the `fwait` runs again). On an
 //! instruction-emulating host (PVM) KVM's emulator fails on all three and the VMM delivers the
 //! exception each architecturally raises; the guest's handlers print `#BP` / `#UD`, and the
 //! #UD handler moves past the faulting instruction (the guest's choice, like a kernel's fixup).
@@ -29,8 +31,11 @@ rvm_reflect_guest_start:
     lea rax, [rip + ud_handler]
     mov rdi, 0x300060
     call set_gate
+    lea rax, [rip + nm_handler]
+    mov rdi, 0x300070
+    call set_gate
     mov rdi, 0x301000
-    mov word ptr [rdi], 0x6f
+    mov word ptr [rdi], 0x7f
     mov rax, 0x300000
     mov qword ptr [rdi + 2], rax
     lidt [rdi]
@@ -48,6 +53,17 @@ rvm_reflect_guest_start:
     mov r15, 3
     .byte 0x0f, 0xae, 0x2f
     lea rsi, [rip + msg_after_xrstor]
+    call print_str
+
+    .byte 0x9b
+    lea rsi, [rip + msg_after_fwait]
+    call print_str
+
+    mov rax, cr0
+    or rax, 0xa
+    mov cr0, rax
+    .byte 0x9b
+    lea rsi, [rip + msg_after_fwait_ts]
     call print_str
 
     mov al, 0xfe
@@ -97,11 +113,22 @@ ud_handler:
     add qword ptr [rsp], r15
     iretq
 
+nm_handler:
+    push rsi
+    lea rsi, [rip + msg_nm]
+    call print_str
+    pop rsi
+    clts
+    iretq
+
 msg_bp: .asciz "#BP\n"
 msg_ud: .asciz "#UD\n"
 msg_after_int3: .asciz "after int3\n"
 msg_after_cmpxchg16b: .asciz "after cmpxchg16b\n"
 msg_after_xrstor: .asciz "after xrstor\n"
+msg_after_fwait: .asciz "after fwait\n"
+msg_nm: .asciz "#NM\n"
+msg_after_fwait_ts: .asciz "after fwait with TS\n"
 rvm_reflect_guest_end:
     .popsection
 "##
@@ -137,7 +164,9 @@ fn run(test: &str, extra: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-const ALL_HANDLED: &str = "#BP\nafter int3\n#UD\nafter cmpxchg16b\n#UD\nafter xrstor\n";
+const FWAIT_PART: &str = "after fwait\n#NM\nafter fwait with TS\n";
+const ALL_HANDLED: &str = "#BP\nafter int3\n#UD\nafter cmpxchg16b\n#UD\nafter xrstor\n\
+                           after fwait\n#NM\nafter fwait with TS\n";
 
 #[test]
 #[ignore = "needs /dev/kvm"]
@@ -153,10 +182,9 @@ fn int3_and_hidden_instructions_reach_the_guest_handlers() {
     if detect_emulating_host().is_none() {
         // A real CPU runs cmpxchg16b whatever CPUID says.
         assert_eq!(code, Some(0), "{log}");
-        assert_eq!(
-            serial,
-            "#BP\nafter int3\nafter cmpxchg16b\n#UD\nafter xrstor\n"
-        );
+        let expected =
+            format!("#BP\nafter int3\nafter cmpxchg16b\n#UD\nafter xrstor\n{FWAIT_PART}");
+        assert_eq!(serial, expected);
         return;
     }
     assert_eq!(code, Some(0), "{log}");
@@ -168,7 +196,9 @@ fn int3_and_hidden_instructions_reach_the_guest_handlers() {
         "(bytes [f0, 48, 0f, c7, 0f]); delivered vector 6 to the guest (fault: CPUID.0x1.0:Ecx.cx16[bit 13] is 0 for this vCPU)",
         "cannot run xrstor at 0x1",
         "(bytes [0f, ae, 2f]); delivered vector 6 to the guest (fault: CR4.OSXSAVE is clear)",
-        "3 emulation failure(s) reflected: int3 at 0x1",
+        "(bytes [9b]); on this vCPU it changes nothing but RIP: RIP moved past it",
+        "delivered vector 7 to the guest (fault: CR0.MP and CR0.TS are set)",
+        "6 emulation failure(s) reflected: int3 at 0x1",
     ] {
         assert!(log.contains(expected), "no {expected:?} in {log}");
     }
@@ -212,14 +242,9 @@ fn an_instruction_the_vcpu_supports_is_not_reflected() {
         ],
     );
     if detect_emulating_host().is_none() {
-        assert_eq!(
-            (code, serial.as_str()),
-            (
-                Some(0),
-                "#BP\nafter int3\nafter cmpxchg16b\n#UD\nafter xrstor\n"
-            ),
-            "{log}"
-        );
+        let expected =
+            format!("#BP\nafter int3\nafter cmpxchg16b\n#UD\nafter xrstor\n{FWAIT_PART}");
+        assert_eq!((code, serial), (Some(0), expected), "{log}");
         return;
     }
     assert_eq!(code, Some(2), "{log}");

@@ -240,9 +240,15 @@ impl Reflector {
             source,
         })?;
         let bytes = &bytes[..insn.len];
+        let fsw = fd
+            .get_fpu()
+            .map_err(|e| ReflectError::Ioctl("KVM_GET_FPU", e))?
+            .fsw;
         let cpu = GuestCpu {
             cpuid: &self.cpuid,
             cr4: sregs.cr4,
+            cr0: sregs.cr0,
+            fsw,
             cpl: current_privilege_level(&sregs),
         };
         let (vector, what) = match classify(&insn, &cpu) {
@@ -253,6 +259,20 @@ impl Reflector {
                 (vector, "trap".to_string())
             }
             Outcome::InvalidOpcode(cause) => (UD_VECTOR, format!("fault: {cause}")),
+            Outcome::Fault { vector, cause } => (vector, format!("fault: {cause}")),
+            Outcome::NoEffect { len } => {
+                regs.rip = next_ip(mode, regs.rip, len);
+                fd.set_regs(&regs)
+                    .map_err(|e| ReflectError::Ioctl("KVM_SET_REGS", e))?;
+                if self.log.record(linear, insn.mnemonic) {
+                    log::warn!(
+                        "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes \
+                         {bytes:02x?}); on this vCPU it changes nothing but RIP: RIP moved past it",
+                        insn.mnemonic
+                    );
+                }
+                return Ok(());
+            }
             Outcome::NotReflectable(reason) => {
                 return Err(ReflectError::NotReflectable {
                     mnemonic: insn.mnemonic,

@@ -13,6 +13,14 @@ use super::insn::{Instruction, Mnemonic, Operand};
 
 pub const BP_VECTOR: u8 = 3;
 pub const UD_VECTOR: u8 = 6;
+pub const NM_VECTOR: u8 = 7;
+pub const MF_VECTOR: u8 = 16;
+
+const CR0_MP: u64 = 1 << 1;
+const CR0_TS: u64 = 1 << 3;
+const CR0_NE: u64 = 1 << 5;
+/// FSW.ES: an unmasked x87 exception is pending.
+const FSW_ES: u16 = 1 << 7;
 
 const CR4_FSGSBASE: u64 = 1 << 16;
 const CR4_OSXSAVE: u64 = 1 << 18;
@@ -86,7 +94,7 @@ const CR4_FSGSBASE_SET: Requirement = Requirement::Cr4 {
 fn requirements(mnemonic: Mnemonic) -> &'static [Requirement] {
     use Requirement::Cpuid;
     match mnemonic {
-        Mnemonic::Int3 => &[],
+        Mnemonic::Int3 | Mnemonic::Fwait => &[],
         Mnemonic::Cmpxchg8b => &[Cpuid(CX8)],
         Mnemonic::Cmpxchg16b => &[Cpuid(CX16)],
         Mnemonic::Rdrand => &[Cpuid(RDRAND)],
@@ -113,6 +121,9 @@ pub struct GuestCpu<'a> {
     /// The CPUID the guest sees (what KVM reports for the vCPU, not only what the VMM set).
     pub cpuid: &'a [kvm_cpuid_entry2],
     pub cr4: u64,
+    pub cr0: u64,
+    /// x87 status word (FSW.ES: an unmasked exception is pending).
+    pub fsw: u16,
     /// Current privilege level.
     pub cpl: u8,
 }
@@ -173,6 +184,12 @@ pub enum Outcome {
     Trap { vector: u8, len: usize },
     /// #UD, a fault: delivered with RIP on the instruction.
     InvalidOpcode(UdCause),
+    /// Another fault: `vector` is delivered with RIP on the instruction.
+    Fault { vector: u8, cause: &'static str },
+    /// The instruction completes, and on this vCPU its whole architectural effect is the next
+    /// RIP (`fwait` with no x87 exception pending): RIP moves `len` bytes on. Nothing is skipped:
+    /// there is nothing else for it to do.
+    NoEffect { len: usize },
     /// No exception to deliver: on this vCPU the instruction would execute (only a real CPU can
     /// do that), or its delivery depends on more than this module checks.
     NotReflectable(String),
@@ -199,6 +216,7 @@ fn memory_only(mnemonic: Mnemonic) -> bool {
             | Mnemonic::Rdgsbase
             | Mnemonic::Wrfsbase
             | Mnemonic::Wrgsbase
+            | Mnemonic::Fwait
     )
 }
 
@@ -213,6 +231,29 @@ pub fn classify(insn: &Instruction, cpu: &GuestCpu) -> Outcome {
     }
     if let Some(unmet) = requirements(mnemonic).iter().find(|r| !cpu.meets(r)) {
         return Outcome::InvalidOpcode(UdCause::Unmet(*unmet));
+    }
+    if mnemonic == Mnemonic::Fwait {
+        // SDM WAIT/FWAIT: #NM if CR0.MP and CR0.TS; #MF if an unmasked x87 exception is
+        // pending (CR0.NE=1); otherwise it completes with no effect but the next RIP.
+        if cpu.cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+            return Outcome::Fault {
+                vector: NM_VECTOR,
+                cause: "CR0.MP and CR0.TS are set",
+            };
+        }
+        if cpu.fsw & FSW_ES != 0 {
+            if cpu.cr0 & CR0_NE != 0 {
+                return Outcome::Fault {
+                    vector: MF_VECTOR,
+                    cause: "an unmasked x87 exception is pending (FSW.ES)",
+                };
+            }
+            return Outcome::NotReflectable(
+                "fwait with an x87 exception pending and CR0.NE clear (reported through FERR#)"
+                    .into(),
+            );
+        }
+        return Outcome::NoEffect { len: insn.len };
     }
     if mnemonic == Mnemonic::Int3 {
         if cpu.cpl != 0 {
@@ -275,7 +316,16 @@ mod tests {
 
     fn outcome(bytes: &[u8], cpuid: &[kvm_cpuid_entry2], cr4: u64) -> Outcome {
         let insn = decode(bytes, CodeMode::Bits64).unwrap();
-        classify(&insn, &GuestCpu { cpuid, cr4, cpl: 0 })
+        classify(
+            &insn,
+            &GuestCpu {
+                cpuid,
+                cr4,
+                cr0: 0,
+                fsw: 0,
+                cpl: 0,
+            },
+        )
     }
 
     fn unmet(name: &str) -> impl Fn(&Outcome) -> bool + '_ {
@@ -311,6 +361,8 @@ mod tests {
         let ring3 = GuestCpu {
             cpuid: &cpuid,
             cr4: 0,
+            cr0: 0,
+            fsw: 0,
             cpl: 3,
         };
         assert!(matches!(
@@ -432,6 +484,53 @@ mod tests {
             outcome(&rdgsbase, &cpuid, CR4_FSGSBASE),
             Outcome::NotReflectable(_)
         ));
+    }
+
+    #[test]
+    fn fwait_waits_for_nothing_or_raises_nm_or_mf() {
+        let cpuid = conservative_cpuid();
+        let insn = decode(&[0x9b], CodeMode::Bits64).unwrap();
+        let cpu = |cr0, fsw| GuestCpu {
+            cpuid: &cpuid,
+            cr4: 0,
+            cr0,
+            fsw,
+            cpl: 0,
+        };
+        // Linux: CR0 = PG|WP|NE|ET|MP|PE, nothing pending.
+        let linux_cr0 = 0x8005_0033;
+        assert_eq!(
+            classify(&insn, &cpu(linux_cr0, 0)),
+            Outcome::NoEffect { len: 1 }
+        );
+        assert!(matches!(
+            classify(&insn, &cpu(linux_cr0 | CR0_TS, 0)),
+            Outcome::Fault {
+                vector: NM_VECTOR,
+                ..
+            }
+        ));
+        // TS without MP: fwait does not fault.
+        assert_eq!(
+            classify(&insn, &cpu(CR0_TS, 0)),
+            Outcome::NoEffect { len: 1 }
+        );
+        assert!(matches!(
+            classify(&insn, &cpu(linux_cr0, FSW_ES | 1)),
+            Outcome::Fault {
+                vector: MF_VECTOR,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&insn, &cpu(linux_cr0 & !CR0_NE, FSW_ES | 1)),
+            Outcome::NotReflectable(_)
+        ));
+        let locked = decode(&[0xf0, 0x9b], CodeMode::Bits64).unwrap();
+        assert_eq!(
+            classify(&locked, &cpu(linux_cr0, 0)),
+            Outcome::InvalidOpcode(UdCause::LockPrefix)
+        );
     }
 
     #[test]

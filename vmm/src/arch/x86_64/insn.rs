@@ -75,6 +75,7 @@ pub enum Mnemonic {
     Rdgsbase,
     Wrfsbase,
     Wrgsbase,
+    Fwait,
 }
 
 impl Mnemonic {
@@ -102,6 +103,7 @@ impl Mnemonic {
             Mnemonic::Rdgsbase => "rdgsbase",
             Mnemonic::Wrfsbase => "wrfsbase",
             Mnemonic::Wrgsbase => "wrgsbase",
+            Mnemonic::Fwait => "fwait",
         }
     }
 }
@@ -245,6 +247,14 @@ pub fn decode(bytes: &[u8], mode: CodeMode) -> Result<Instruction, DecodeError> 
     if opcode == 0xcc {
         return Ok(Instruction {
             mnemonic: Mnemonic::Int3,
+            prefixes,
+            operand: Operand::None,
+            len: at + 1,
+        });
+    }
+    if opcode == 0x9b {
+        return Ok(Instruction {
+            mnemonic: Mnemonic::Fwait,
             prefixes,
             operand: Operand::None,
             len: at + 1,
@@ -450,6 +460,14 @@ mod tests {
         );
         // Only 64-bit mode has them.
         assert!(decode(&[0xf3, 0x0f, 0xae, 0xc0], CodeMode::Bits32).is_err());
+    }
+
+    #[test]
+    fn fwait() {
+        assert_eq!(decode64(&[0x9b, 0x31, 0xc0]).mnemonic, Mnemonic::Fwait);
+        assert_eq!(decode64(&[0x9b]).len, 1);
+        // 9b in front of an x87 opcode is a separate instruction (fwait, then the no-wait form).
+        assert_eq!(decode64(&[0x9b, 0xdb, 0xe3]).len, 1);
     }
 
     #[test]
