@@ -13,7 +13,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_regs, kvm_sregs, kvm_vcpu_events, KVM_MAX_CPUID_ENTRIES,
+    KVM_VCPUEVENT_VALID_SHADOW,
+};
 use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +27,8 @@ use crate::GuestMemory;
 
 const CR0_PE: u64 = 1;
 const EFER_LMA: u64 = 1 << 10;
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Whether the VMM reflects emulation failures (`reflect_emulation_failures`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,47 +256,116 @@ impl Reflector {
             fsw,
             cpl: current_privilege_level(&sregs),
         };
-        let (vector, what) = match classify(&insn, &cpu) {
-            Outcome::Trap { vector, len } => {
-                regs.rip = next_ip(mode, regs.rip, len);
-                fd.set_regs(&regs)
-                    .map_err(|e| ReflectError::Ioctl("KVM_SET_REGS", e))?;
-                (vector, "trap".to_string())
-            }
-            Outcome::InvalidOpcode(cause) => (UD_VECTOR, format!("fault: {cause}")),
-            Outcome::Fault { vector, cause } => (vector, format!("fault: {cause}")),
-            Outcome::NoEffect { len } => {
-                regs.rip = next_ip(mode, regs.rip, len);
-                fd.set_regs(&regs)
-                    .map_err(|e| ReflectError::Ioctl("KVM_SET_REGS", e))?;
-                if self.log.record(linear, insn.mnemonic) {
-                    log::warn!(
-                        "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes \
-                         {bytes:02x?}); on this vCPU it changes nothing but RIP: RIP moved past it",
-                        insn.mnemonic
-                    );
-                }
-                return Ok(());
-            }
-            Outcome::NotReflectable(reason) => {
-                return Err(ReflectError::NotReflectable {
-                    mnemonic: insn.mnemonic,
-                    linear,
-                    bytes: bytes.to_vec(),
-                    reason,
-                })
-            }
+        let outcome = classify(&insn, &cpu);
+        let not_reflected = |reason: String| ReflectError::NotReflectable {
+            mnemonic: insn.mnemonic,
+            linear,
+            bytes: bytes.to_vec(),
+            reason,
         };
-        inject_exception(fd, vector)?;
+        let (vector, len, what) = match outcome {
+            Outcome::Trap { vector, len } => (Some(vector), Some(len), "trap".to_string()),
+            Outcome::InvalidOpcode(cause) => (Some(UD_VECTOR), None, format!("fault: {cause}")),
+            Outcome::Fault { vector, cause } => (Some(vector), None, format!("fault: {cause}")),
+            Outcome::NoEffect { len } => (None, Some(len), String::new()),
+            Outcome::NotReflectable(reason) => return Err(not_reflected(reason)),
+        };
+        let mut events = fd
+            .get_vcpu_events()
+            .map_err(|e| ReflectError::Ioctl("KVM_GET_VCPU_EVENTS", e))?;
+        let regs_changed =
+            next_state(&mut regs, &mut events, mode, len, vector).map_err(not_reflected)?;
+        // KVM_SET_REGS drops a pending exception, so the events go in after it.
+        if regs_changed {
+            fd.set_regs(&regs)
+                .map_err(|e| ReflectError::Ioctl("KVM_SET_REGS", e))?;
+        }
+        fd.set_vcpu_events(&events)
+            .map_err(|e| ReflectError::Ioctl("KVM_SET_VCPU_EVENTS", e))?;
         if self.log.record(linear, insn.mnemonic) {
-            log::warn!(
-                "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes {bytes:02x?}); \
-                 delivered vector {vector} to the guest ({what})",
-                insn.mnemonic
-            );
+            match vector {
+                Some(vector) => log::warn!(
+                    "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes \
+                     {bytes:02x?}); delivered vector {vector} to the guest ({what})",
+                    insn.mnemonic
+                ),
+                None => log::warn!(
+                    "vCPU {index}: KVM's emulator cannot run {} at {linear:#x} (bytes \
+                     {bytes:02x?}); on this vCPU it changes nothing but RIP: RIP moved past it",
+                    insn.mnemonic
+                ),
+            }
         }
         Ok(())
     }
+}
+
+/// The vCPU state after the VMM reflects an emulation failure: RIP moved `len` bytes on when
+/// the instruction completed (`Some(len)`: a trap, or an instruction with no other effect), then
+/// `vector` (no error code) made the exception the vCPU takes on its next entry. Returns whether
+/// the registers changed.
+///
+/// Refused, with the reason, where the CPU would do more than this models:
+/// * an event is already being delivered (an injected interrupt, NMI or exception other than the
+///   #UD KVM itself queues at CPL 0 before it reports the failure): moving RIP or adding an
+///   exception would reorder or lose it;
+/// * the instruction completes with RFLAGS.TF set: the single-step #DB trap would be due after
+///   it as well, which the VMM does not fake.
+///
+/// What completing or delivering implies is applied: the KVM-queued #UD is dropped, an STI /
+/// MOV SS interrupt shadow ends (it covers one instruction boundary, now passed), and RF is
+/// cleared once an instruction completes.
+fn next_state(
+    regs: &mut kvm_regs,
+    events: &mut kvm_vcpu_events,
+    mode: CodeMode,
+    len: Option<usize>,
+    vector: Option<u8>,
+) -> Result<bool, String> {
+    if events.interrupt.injected != 0 {
+        return Err(format!(
+            "interrupt {:#x} is being delivered to the vCPU",
+            events.interrupt.nr
+        ));
+    }
+    if events.nmi.injected != 0 {
+        return Err("an NMI is being delivered to the vCPU".to_string());
+    }
+    let queued = events.exception.injected != 0 || events.exception.pending != 0;
+    if queued && events.exception.nr != UD_VECTOR {
+        return Err(format!(
+            "exception {} is being delivered to the vCPU",
+            events.exception.nr
+        ));
+    }
+    if queued {
+        log::debug!("dropping the #UD KVM queued for the emulation failure");
+    }
+    let regs_changed = match len {
+        Some(len) => {
+            if regs.rflags & RFLAGS_TF != 0 {
+                return Err(
+                    "RFLAGS.TF is set: a single-step #DB trap would also be due after the \
+                     instruction, and the VMM does not deliver it"
+                        .to_string(),
+                );
+            }
+            regs.rip = next_ip(mode, regs.rip, len);
+            regs.rflags &= !RFLAGS_RF;
+            true
+        }
+        None => false,
+    };
+    events.exception.injected = u8::from(vector.is_some());
+    events.exception.pending = 0;
+    events.exception.nr = vector.unwrap_or(0);
+    events.exception.has_error_code = 0;
+    events.exception.error_code = 0;
+    events.exception_has_payload = 0;
+    events.exception_payload = 0;
+    events.interrupt.shadow = 0;
+    events.flags |= KVM_VCPUEVENT_VALID_SHADOW;
+    Ok(regs_changed)
 }
 
 /// Our page walk reads what the guest wrote; KVM_TRANSLATE asks KVM's MMU. They must agree
@@ -308,29 +382,6 @@ fn cross_check_translation(fd: &VcpuFd, mem: &GuestMemory, paging: &PagingRegs, 
             "guest page walk and KVM_TRANSLATE disagree on {linear:#x}: {ours:x?} vs {kvm:x?}"
         );
     }
-}
-
-/// Makes `vector` (no error code) the exception the vCPU takes on its next entry. It replaces
-/// whatever KVM queued: at CPL 0 KVM queues #UD before reporting an emulation failure.
-fn inject_exception(fd: &VcpuFd, vector: u8) -> Result<(), ReflectError> {
-    let mut events = fd
-        .get_vcpu_events()
-        .map_err(|e| ReflectError::Ioctl("KVM_GET_VCPU_EVENTS", e))?;
-    if events.exception.injected != 0 || events.exception.pending != 0 {
-        log::debug!(
-            "replacing the exception KVM queued (vector {}) with vector {vector}",
-            events.exception.nr
-        );
-    }
-    events.exception.injected = 1;
-    events.exception.pending = 0;
-    events.exception.nr = vector;
-    events.exception.has_error_code = 0;
-    events.exception.error_code = 0;
-    events.exception_has_payload = 0;
-    events.exception_payload = 0;
-    fd.set_vcpu_events(&events)
-        .map_err(|e| ReflectError::Ioctl("KVM_SET_VCPU_EVENTS", e))
 }
 
 #[cfg(test)]
@@ -405,5 +456,94 @@ mod tests {
             next_ip(CodeMode::Bits64, 0xffff_ffff_8100_0000, 5),
             0xffff_ffff_8100_0005
         );
+    }
+
+    /// The state KVM leaves after an emulation failure at CPL 0: #UD queued, STI shadow.
+    fn after_failure() -> (kvm_regs, kvm_vcpu_events) {
+        let regs = kvm_regs {
+            rip: 0xffff_ffff_8101_82a5,
+            rflags: 0x2 | RFLAGS_RF | (1 << 9),
+            ..Default::default()
+        };
+        let mut events = kvm_vcpu_events::default();
+        events.exception.injected = 1;
+        events.exception.nr = UD_VECTOR;
+        events.interrupt.shadow = 1;
+        (regs, events)
+    }
+
+    #[test]
+    fn completing_an_instruction_moves_rip_and_ends_the_shadow() {
+        let (mut regs, mut events) = after_failure();
+        let changed = next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), None);
+        assert_eq!(changed, Ok(true));
+        assert_eq!(regs.rip, 0xffff_ffff_8101_82a6);
+        assert_eq!(regs.rflags, 0x2 | (1 << 9), "RF cleared, IF kept");
+        assert_eq!(events.exception.injected, 0, "KVM's #UD dropped");
+        assert_eq!(events.exception.pending, 0);
+        assert_eq!(events.interrupt.shadow, 0);
+        assert_ne!(events.flags & KVM_VCPUEVENT_VALID_SHADOW, 0);
+    }
+
+    #[test]
+    fn traps_and_faults_replace_the_queued_ud() {
+        let (mut regs, mut events) = after_failure();
+        let rip = regs.rip;
+        assert_eq!(
+            next_state(&mut regs, &mut events, CodeMode::Bits64, None, Some(7)),
+            Ok(false)
+        );
+        assert_eq!(regs.rip, rip, "a fault leaves RIP on the instruction");
+        assert_eq!((events.exception.injected, events.exception.nr), (1, 7));
+        assert_eq!(events.exception.has_error_code, 0);
+
+        let (mut regs, mut events) = after_failure();
+        assert_eq!(
+            next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), Some(3)),
+            Ok(true)
+        );
+        assert_eq!(regs.rip, rip + 1, "a trap is delivered with RIP past it");
+        assert_eq!((events.exception.injected, events.exception.nr), (1, 3));
+    }
+
+    #[test]
+    fn single_step_is_not_faked() {
+        let (mut regs, mut events) = after_failure();
+        regs.rflags |= RFLAGS_TF;
+        let before = (regs, events);
+        let err = next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), None).unwrap_err();
+        assert!(err.contains("RFLAGS.TF is set"), "{err}");
+        assert!(err.contains("single-step #DB"), "{err}");
+        assert_eq!((regs, events), before, "nothing changed when refused");
+        // int3 moves RIP too: refused alike.
+        assert!(next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), Some(3)).is_err());
+        // A fault does not complete the instruction: no single-step trap is due.
+        assert_eq!(
+            next_state(&mut regs, &mut events, CodeMode::Bits64, None, Some(6)),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn events_in_flight_are_not_reordered() {
+        let (mut regs, mut events) = after_failure();
+        events.interrupt.injected = 1;
+        events.interrupt.nr = 0xec;
+        let err = next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), None).unwrap_err();
+        assert!(err.contains("interrupt 0xec"), "{err}");
+
+        let (mut regs, mut events) = after_failure();
+        events.nmi.injected = 1;
+        assert!(
+            next_state(&mut regs, &mut events, CodeMode::Bits64, None, Some(6))
+                .unwrap_err()
+                .contains("NMI")
+        );
+
+        let (mut regs, mut events) = after_failure();
+        events.exception.nr = 14;
+        let err =
+            next_state(&mut regs, &mut events, CodeMode::Bits64, Some(1), Some(3)).unwrap_err();
+        assert!(err.contains("exception 14"), "{err}");
     }
 }
