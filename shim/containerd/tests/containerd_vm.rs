@@ -136,3 +136,89 @@ fn vm_backend_boots_the_guest_then_fails_cleanly() {
     }
     let _ = ctd.ctr(&["containers", "rm", "vm1"]);
 }
+
+#[test]
+#[ignore = "needs root, /dev/kvm, containerd and the guest kernel (guest-kernel/build.sh)"]
+fn killed_shim_takes_its_vmm_along() {
+    assert!(
+        Path::new(KERNEL).is_file(),
+        "{KERNEL} missing: run guest-kernel/build.sh"
+    );
+    let _serial = common::serial();
+    let ctd = Containerd::start("vmkill");
+    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
+    let config = ctd.dir.join("vm.toml");
+    // Long enough for the test to find the booting VMM and kill the shim under it.
+    std::fs::write(
+        &config,
+        format!(
+            "backend = \"vm\"\nkernel = \"{KERNEL}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n\
+             agent_timeout_secs = 60\n",
+            initramfs(&ctd.dir).display(),
+            vmm.display()
+        ),
+    )
+    .expect("write vm.toml");
+    let mut run = Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .args(["run", "--rm", "--runtime", RUNTIME])
+        .args(NO_CPU_SHARES)
+        .arg("--runtime-config-path")
+        .arg(&config)
+        .args([IMAGE, "vmk", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+
+    // The sandbox's VMM is up when a process names the sandbox's state directory.
+    let state = common::sandbox_state_dir("default", "vmk");
+    let state_text = state.to_string_lossy().into_owned();
+    let vmm_pids = || -> Vec<u32> {
+        common::processes()
+            .into_iter()
+            .filter(|(pid, argv)| {
+                common::alive(*pid)
+                    && argv.first().is_some_and(|a| a.ends_with("rust-vm-vmm"))
+                    && argv.iter().any(|a| a.contains(&state_text))
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vmms = loop {
+        let found = vmm_pids();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no VMM started for the sandbox");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // SAFETY: kill(2) of the shim this test started through containerd.
+    unsafe { libc::kill(shims[0] as i32, libc::SIGKILL) };
+
+    // The VMM dies with the shim (parent-death signal), and `ctr run` fails.
+    let status = run.wait().expect("wait for ctr");
+    assert!(!status.success(), "ctr run succeeded without a shim");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = vmms.iter().copied().filter(|&p| common::alive(p)).collect();
+        let shims = ctd.shim_pids();
+        let mounts = ctd.mounts();
+        if left.is_empty() && shims.is_empty() && mounts.is_empty() && !state.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: VMM {left:?}, shims {shims:?}, mounts {mounts:?}, state {}\n{}",
+            state.exists(),
+            common::tail(&ctd.log(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = ctd.ctr(&["containers", "rm", "vmk"]);
+}
