@@ -299,6 +299,10 @@ pub fn validate_id(id: &str) -> Result<(), SandboxError> {
 
 impl Sandbox {
     /// Starts the sandbox and waits (up to `agent_timeout`) for its agent to answer.
+    ///
+    /// Call it from a thread that lives as long as the sandbox (the main thread, or a dedicated
+    /// one): the VMM or agent is started with `PR_SET_PDEATHSIG`, which the kernel fires when
+    /// the *thread* that spawned it exits, not only when the process does.
     pub fn start(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
         validate_id(&config.id)?;
         let paths = Paths::new(&config.state_dir, config.backend);
