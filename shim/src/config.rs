@@ -123,6 +123,28 @@ pub struct RuntimeConfig {
     /// Seconds to wait for the agent to answer after the sandbox starts.
     pub agent_timeout_secs: u64,
     pub log_level: LogLevel,
+    /// Extra guest kernel command-line words. Absent: [`EMULATING_HOST_KERNEL_ARGS`] on a host
+    /// that emulates guest ring 0 (PVM without vmx/svm), nothing elsewhere; `""` adds nothing.
+    pub kernel_args: Option<String>,
+}
+
+/// What our guest kernel needs on a host whose KVM emulates guest ring 0 (PVM without hardware
+/// virtualization) to reach user space: hide the instructions the emulator lacks, and the
+/// `syscall` entry fix-up (guest-kernel patch 0002). See docs/pvm-host-boot.md.
+pub const EMULATING_HOST_KERNEL_ARGS: &str =
+    "noxsave nokaslr clearcpuid=smap,smep,popcnt syscall_pf_fixup";
+
+/// Whether this host's KVM runs guest ring 0 in its instruction emulator: the `kvm_pvm` module
+/// is loaded and the CPU has no `vmx`/`svm`.
+pub fn host_emulates_guest_ring0() -> bool {
+    if !Path::new("/sys/module/kvm_pvm").exists() {
+        return false;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    !cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
 impl Default for RuntimeConfig {
@@ -138,6 +160,7 @@ impl Default for RuntimeConfig {
             cpu_template: DEFAULT_CPU_TEMPLATE.to_string(),
             agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
             log_level: LogLevel::default(),
+            kernel_args: None,
         }
     }
 }
@@ -208,6 +231,11 @@ impl RuntimeConfig {
             log_level: self.log_level,
             rootfs: None,
             console_log: None,
+            kernel_args: match &self.kernel_args {
+                Some(args) => args.clone(),
+                None if host_emulates_guest_ring0() => EMULATING_HOST_KERNEL_ARGS.to_string(),
+                None => String::new(),
+            },
         }
     }
 }
@@ -302,6 +330,26 @@ mod tests {
         assert!(RuntimeConfig::load(p, false).is_ok());
         let err = RuntimeConfig::load(p, true).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/rust-vm/config.toml"));
+    }
+
+    #[test]
+    fn kernel_args_default_follows_the_host_and_can_be_emptied() {
+        let cfg = RuntimeConfig::parse("", Path::new("c.toml")).expect("parse");
+        let sb = cfg.sandbox_config("x", Path::new("/run/x"));
+        let expected = if host_emulates_guest_ring0() {
+            EMULATING_HOST_KERNEL_ARGS
+        } else {
+            ""
+        };
+        assert_eq!(sb.kernel_args, expected);
+        let cfg = RuntimeConfig::parse("kernel_args = \"\"\n", Path::new("c.toml")).expect("parse");
+        assert_eq!(cfg.sandbox_config("x", Path::new("/run/x")).kernel_args, "");
+        let cfg =
+            RuntimeConfig::parse("kernel_args = \"quiet\"\n", Path::new("c.toml")).expect("parse");
+        assert_eq!(
+            cfg.sandbox_config("x", Path::new("/run/x")).kernel_args,
+            "quiet"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `rust-vm` with the `vm` back-end (the product) on this host: the VMM boots our guest kernel
 //! with the initramfs, the rootfs image on virtio-blk and vsock, and the kernel's early log
-//! reaches the runtime's log. On a PVM host a stock guest kernel never reaches user space (see
-//! docs/pvm.md), so the agent never answers: `run` must fail within the configured time, say so,
-//! quote the guest console, and leave nothing behind.
+//! reaches the runtime's log. The initramfs here holds a stand-in `/init` that never answers
+//! (on this PVM host the kernel needs about a minute to reach `/init` at all, see
+//! docs/pvm-host-boot.md), so `run` must fail within the configured time, say so, quote the guest
+//! console, and leave nothing behind.
 
 mod common;
 

@@ -109,6 +109,8 @@ pub struct SandboxConfig {
     /// Where to append the guest console (or agent log) when the sandbox ends; it is otherwise
     /// deleted with the state directory.
     pub console_log: Option<PathBuf>,
+    /// `vm`: extra guest kernel command-line words (see `RuntimeConfig::kernel_args`).
+    pub kernel_args: String,
 }
 
 impl SandboxConfig {
@@ -254,7 +256,7 @@ pub(crate) struct Paths {
 }
 
 impl Paths {
-    fn new(dir: &Path, backend: Backend) -> Paths {
+    pub(crate) fn new(dir: &Path, backend: Backend) -> Paths {
         Paths {
             dir: dir.to_path_buf(),
             socket: dir.join(match backend {

@@ -18,23 +18,27 @@ use super::{
 pub const ROOTFS_DEVICE: &str = "/dev/vda";
 
 /// The guest kernel command line: serial console with early output, no reboot loop on panic
-/// (the VMM ends with the guest), the agent as init from the initramfs. With the conservative
-/// CPU template the kernel is also told not to use the xsave family, which that template hides
-/// but KVM on an instruction-emulating host (PVM) may still report.
+/// (the VMM ends with the guest), the agent as init from the initramfs, the configured extra
+/// words (on an emulating host, what lets the kernel reach user space), and after ` -- ` the
+/// agent's own options.
 pub fn kernel_cmdline(config: &SandboxConfig) -> String {
     use crate::config::LogLevel;
     let mut cmdline = String::from(
         "console=ttyS0 earlyprintk=serial,ttyS0,115200 reboot=k panic=-1 \
-         i8042.noaux i8042.nomux i8042.dumbkbd pci=off rdinit=/init",
+         i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init",
     );
     match config.log_level {
         LogLevel::Error => cmdline.push_str(" loglevel=3"),
         LogLevel::Warn | LogLevel::Info => {}
         LogLevel::Debug | LogLevel::Trace => cmdline.push_str(" ignore_loglevel"),
     }
-    if config.cpu_template == "conservative" {
-        cmdline.push_str(" noxsave");
+    let extra = config.kernel_args.trim();
+    if !extra.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
     }
+    cmdline.push_str(" -- --log-level ");
+    cmdline.push_str(config.log_level.as_str());
     cmdline
 }
 
@@ -112,4 +116,43 @@ pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u3
     })?;
     let pid = child.id();
     Ok((child, pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Backend;
+
+    #[test]
+    fn cmdline_has_console_init_extra_words_and_agent_options_last() {
+        let mut cfg = SandboxConfig::new(Backend::Vm, "x", std::path::Path::new("/run/x"));
+        cfg.kernel_args = "noxsave  syscall_pf_fixup ".into();
+        let cmdline = kernel_cmdline(&cfg);
+        assert!(cmdline.starts_with("console=ttyS0 "), "{cmdline}");
+        assert!(cmdline.contains(" rdinit=/init "), "{cmdline}");
+        assert!(
+            cmdline.contains(" noxsave  syscall_pf_fixup -- "),
+            "{cmdline}"
+        );
+        assert!(cmdline.ends_with(" -- --log-level warn"), "{cmdline}");
+        cfg.kernel_args = String::new();
+        assert!(!kernel_cmdline(&cfg).contains("  "));
+    }
+
+    #[test]
+    fn vmm_config_names_every_device() {
+        let cfg = SandboxConfig::new(Backend::Vm, "x", std::path::Path::new("/run/x"));
+        let paths = crate::sandbox::Paths::new(std::path::Path::new("/run/x"), Backend::Vm);
+        let json = vmm_config(&cfg, &paths, true);
+        assert_eq!(json["block"][0]["path"], "/run/x/rootfs.ext4");
+        assert_eq!(json["block"][0]["read_only"], false);
+        assert_eq!(json["vsock"]["uds_path"], "/run/x/vsock.sock");
+        assert_eq!(json["vsock"]["guest_cid"], 3);
+        assert_eq!(json["serial"], "/run/x/console.log");
+        assert_eq!(json["initrd"], cfg.initramfs.display().to_string());
+        assert_eq!(
+            vmm_config(&cfg, &paths, false)["block"],
+            serde_json::json!([])
+        );
+    }
 }

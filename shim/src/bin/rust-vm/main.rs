@@ -75,6 +75,10 @@ pub struct Global {
     /// Seconds to wait for the agent to answer [config: agent_timeout_secs].
     #[arg(long, global = true)]
     pub agent_timeout: Option<u64>,
+    /// Extra guest kernel command-line words [config: kernel_args; default: those an
+    /// emulating (PVM) host needs, none on hardware KVM].
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    pub kernel_args: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +148,9 @@ impl Global {
         }
         if let Some(v) = self.agent_timeout {
             cfg.agent_timeout_secs = v;
+        }
+        if let Some(v) = &self.kernel_args {
+            cfg.kernel_args = Some(v.clone());
         }
         if let Some(v) = self.log_level {
             cfg.log_level = v;

@@ -79,8 +79,9 @@ pub fn check(g: &Global) -> Result<i32> {
         (None, true) => line(
             Level::Warn,
             "virtualization",
-            "PVM (software, kvm_pvm): guests run at native speed only with a PVM guest kernel \
-             (CONFIG_PVM_GUEST); a stock kernel prints its early log and stops (docs/guest-kernel.md)",
+            "PVM (software, kvm_pvm): guest ring 0 is emulated; our guest kernel needs the \
+             kernel_args rust-vm adds by default here and boots in about a minute, a PVM guest \
+             kernel (CONFIG_PVM_GUEST) at native speed (docs/pvm-host-boot.md)",
         ),
         (None, false) => line(
             Level::Fail,
