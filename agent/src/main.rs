@@ -66,8 +66,8 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 fn main() -> ExitCode {
     let pid1 = nix::unistd::getpid().as_raw() == 1;
-    let (args, ignored) = match Args::try_parse() {
-        Ok(args) => (args, None),
+    let (args, notes) = match Args::try_parse() {
+        Ok(args) => (args, Vec::new()),
         Err(_) if pid1 => init_args(std::env::args().collect()),
         Err(e) => e.exit(),
     };
@@ -89,8 +89,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Some(ignored) = ignored {
-        log::info!("{ignored}");
+    for (level, note) in notes {
+        log::log!(level, "{note}");
     }
     match run(args, guest) {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,28 +104,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// Options of PID 1, which the kernel starts with every word of its command line it did not
-/// understand, followed by what came after ` -- `. The leading words are skipped; PID 1 must not
-/// exit over a bad command line (the kernel would panic), so if the rest is wrong too, defaults.
-fn init_args(argv: Vec<String>) -> (Args, Option<String>) {
-    let first_option = argv
-        .iter()
-        .skip(1)
-        .position(|a| a.starts_with("--"))
-        .map_or(argv.len(), |i| i + 1);
-    let skipped = argv.get(1..first_option).unwrap_or_default().join(" ");
-    let rest =
-        std::iter::once("rust-vm-agent".to_owned()).chain(argv.into_iter().skip(first_option));
-    match Args::try_parse_from(rest) {
-        Ok(args) => {
-            let note = (!skipped.is_empty())
-                .then(|| format!("ignoring kernel command line words passed to init: {skipped}"));
-            (args, note)
-        }
+/// Options of PID 1. The kernel starts init with every word of its command line it did not
+/// understand (`noxsave`, ...), followed by the words after ` -- ` (without the `--` itself):
+/// the agent's options start at the first word that looks like one (or after a literal `--`).
+/// The kernel's words are no concern of the agent's: they are only noted at debug level. PID 1
+/// must not exit over a bad option (the kernel would panic): that is an error on the console,
+/// and the agent goes on with every default. Returns the notes to log once logging is set up.
+fn init_args(argv: Vec<String>) -> (Args, Vec<(log::Level, String)>) {
+    let words = argv.get(1..).unwrap_or_default();
+    let (kernel_words, options) = match words.iter().position(|w| w == "--") {
+        Some(i) => (&words[..i], &words[i + 1..]),
+        None => words.split_at(
+            words
+                .iter()
+                .position(|w| w.starts_with("--"))
+                .unwrap_or(words.len()),
+        ),
+    };
+    let mut notes = Vec::new();
+    if !kernel_words.is_empty() {
+        notes.push((
+            log::Level::Debug,
+            format!(
+                "kernel command line words passed to init, not ours: {}",
+                kernel_words.join(" ")
+            ),
+        ));
+    }
+    let argv = std::iter::once("rust-vm-agent").chain(options.iter().map(String::as_str));
+    match Args::try_parse_from(argv) {
+        Ok(args) => (args, notes),
         Err(e) => {
             let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
-            let note = format!("ignoring the command line, using defaults: {first_line}");
-            (Args::parse_from(["rust-vm-agent"]), Some(note))
+            notes.push((
+                log::Level::Error,
+                format!(
+                    "bad agent options after ` -- ` on the kernel command line ({}): \
+                     {first_line}; using defaults for all of them",
+                    options.join(" ")
+                ),
+            ));
+            (Args::parse_from(["rust-vm-agent"]), notes)
         }
     }
 }
@@ -218,8 +237,8 @@ mod tests {
     }
 
     #[test]
-    fn init_skips_kernel_words_before_its_options() {
-        let (args, note) = init_args(argv(&[
+    fn init_skips_kernel_words_before_its_options_quietly() {
+        let (args, notes) = init_args(argv(&[
             "/init",
             "noxsave",
             "syscall_pf_fixup",
@@ -230,25 +249,52 @@ mod tests {
         ]));
         assert_eq!(args.log_level, LevelFilter::Debug);
         assert_eq!(args.hostname, "pod");
-        assert!(note.unwrap().contains("noxsave syscall_pf_fixup"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].0, log::Level::Debug, "{notes:?}");
+        assert!(notes[0].1.contains("noxsave syscall_pf_fixup"), "{notes:?}");
     }
 
     #[test]
-    fn init_without_options_uses_defaults() {
-        let (args, note) = init_args(argv(&["/init", "noxsave"]));
+    fn init_without_options_uses_defaults_quietly() {
+        let (args, notes) = init_args(argv(&["/init", "noxsave"]));
         assert_eq!(args.hostname, "rust-vm");
-        assert!(note.unwrap().contains("noxsave"));
-        let (_, note) = init_args(argv(&["/init"]));
-        assert_eq!(note, None);
+        assert!(
+            notes.iter().all(|(level, _)| *level == log::Level::Debug),
+            "{notes:?}"
+        );
+        let (_, notes) = init_args(argv(&["/init"]));
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]
-    fn init_survives_bad_options() {
-        let (args, note) = init_args(argv(&["/init", "--log-level", "loud"]));
+    fn init_reports_a_bad_option_as_an_error_and_keeps_defaults() {
+        let (args, notes) = init_args(argv(&["/init", "noxsave", "--log-level", "loud"]));
         assert_eq!(args.log_level, LevelFilter::Info);
+        let errors: Vec<_> = notes
+            .iter()
+            .filter(|(level, _)| *level == log::Level::Error)
+            .collect();
+        assert_eq!(errors.len(), 1, "{notes:?}");
+        assert!(errors[0].1.contains("loud"), "{notes:?}");
+        assert!(errors[0].1.contains("using defaults"), "{notes:?}");
+
+        let (args, notes) = init_args(argv(&["/init", "--hostname", "pod", "--bogus"]));
+        assert_eq!(args.hostname, "rust-vm", "nothing half-applied");
         assert!(
-            note.unwrap().contains("using defaults"),
-            "bad value reported"
+            notes
+                .iter()
+                .any(|(l, m)| *l == log::Level::Error && m.contains("--bogus")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn init_splits_at_a_literal_double_dash() {
+        let (args, notes) = init_args(argv(&["/init", "quiet", "--", "--hostname", "pod"]));
+        assert_eq!(args.hostname, "pod");
+        assert!(
+            notes.iter().all(|(level, _)| *level == log::Level::Debug),
+            "{notes:?}"
         );
     }
 }
