@@ -536,18 +536,26 @@ pub struct Processes {
     pub pids: Vec<i32>,
 }
 
+/// Figures whose controller is not enabled in the container's cgroup are absent (`None`,
+/// left out of the JSON). A reply from an older agent, which always sent them, still parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContainerStats {
     /// Total CPU time consumed, in nanoseconds.
     pub cpu_usage_ns: u64,
-    pub memory_usage_bytes: u64,
-    /// `None` when unlimited.
+    /// `None` without the memory controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_bytes: Option<u64>,
+    /// `None` when unlimited, or without the memory controller (`memory_usage_bytes` absent).
     pub memory_limit_bytes: Option<u64>,
-    pub pids_current: u64,
-    /// `None` when unlimited.
+    /// `None` without the pids controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_current: Option<u64>,
+    /// `None` when unlimited, or without the pids controller (`pids_current` absent).
     pub pids_limit: Option<u64>,
-    /// Times the kernel's OOM killer killed a process of the container.
-    pub oom_kills: u64,
+    /// Times the kernel's OOM killer killed a process of the container; `None` without the
+    /// memory controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -842,5 +850,30 @@ mod tests {
             wrong.into_result::<ExitStatus>(),
             Err(ResponseError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn stats_leave_out_what_the_cgroup_lacks_and_read_older_replies() {
+        let partial = ContainerStats {
+            cpu_usage_ns: 5000,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(partial).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"cpu_usage_ns": 5000, "memory_limit_bytes": null, "pids_limit": null})
+        );
+        assert_eq!(
+            serde_json::from_value::<ContainerStats>(json).unwrap(),
+            partial
+        );
+        let older = serde_json::json!({
+            "cpu_usage_ns": 1, "memory_usage_bytes": 2, "memory_limit_bytes": 3,
+            "pids_current": 4, "pids_limit": null, "oom_kills": 0
+        });
+        let stats: ContainerStats = serde_json::from_value(older).unwrap();
+        assert_eq!(stats.memory_usage_bytes, Some(2));
+        assert_eq!(stats.pids_current, Some(4));
+        assert_eq!(stats.oom_kills, Some(0));
     }
 }

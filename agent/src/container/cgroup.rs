@@ -23,13 +23,16 @@ pub struct CgroupStats {
     pub cpu_usage_usec: u64,
     pub cpu_user_usec: u64,
     pub cpu_system_usec: u64,
-    pub memory_usage_bytes: u64,
-    /// `None` when unlimited.
+    /// `None` without the memory controller.
+    pub memory_usage_bytes: Option<u64>,
+    /// `None` when unlimited (or without the memory controller).
     pub memory_limit_bytes: Option<u64>,
-    pub pids_current: u64,
-    /// `None` when unlimited.
+    /// `None` without the pids controller.
+    pub pids_current: Option<u64>,
+    /// `None` when unlimited (or without the pids controller).
     pub pids_limit: Option<u64>,
-    pub oom_kills: u64,
+    /// `None` without the memory controller.
+    pub oom_kills: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -197,6 +200,15 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).map_err(io_err(path, "reading"))
 }
 
+/// A controller's file: `None` when the controller is not enabled for the cgroup.
+fn read_if_present(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, "reading")(e)),
+    }
+}
+
 /// `key value` lines (cpu.stat, memory.events) to the value of `key`.
 fn keyed(content: &str, key: &str) -> Option<u64> {
     content.lines().find_map(|l| {
@@ -255,25 +267,26 @@ impl Cgroup {
             .collect())
     }
 
-    pub fn oom_kills(&self) -> Result<u64> {
-        let events = read(&self.path.join("memory.events"))?;
-        Ok(keyed(&events, "oom_kill").unwrap_or(0))
+    /// `None` without the memory controller.
+    pub fn oom_kills(&self) -> Result<Option<u64>> {
+        let events = read_if_present(&self.path.join("memory.events"))?;
+        Ok(events.map(|e| keyed(&e, "oom_kill").unwrap_or(0)))
     }
 
+    /// cpu.stat is a core file of every cgroup2 cgroup; memory and pids figures exist only
+    /// where their controller is enabled, and are `None` otherwise.
     pub fn stats(&self) -> Result<CgroupStats> {
         let cpu = read(&self.path.join("cpu.stat"))?;
-        let mem_current = read(&self.path.join("memory.current"))?;
-        let mem_max = read(&self.path.join("memory.max"))?;
-        let pids_current = read(&self.path.join("pids.current"))?;
-        let pids_max = read(&self.path.join("pids.max"))?;
+        let file = |name: &str| read_if_present(&self.path.join(name));
+        let number = |s: String| s.trim().parse().ok();
         Ok(CgroupStats {
             cpu_usage_usec: keyed(&cpu, "usage_usec").unwrap_or(0),
             cpu_user_usec: keyed(&cpu, "user_usec").unwrap_or(0),
             cpu_system_usec: keyed(&cpu, "system_usec").unwrap_or(0),
-            memory_usage_bytes: mem_current.trim().parse().unwrap_or(0),
-            memory_limit_bytes: max_or_number(&mem_max),
-            pids_current: pids_current.trim().parse().unwrap_or(0),
-            pids_limit: max_or_number(&pids_max),
+            memory_usage_bytes: file("memory.current")?.and_then(number),
+            memory_limit_bytes: file("memory.max")?.and_then(|s| max_or_number(&s)),
+            pids_current: file("pids.current")?.and_then(number),
+            pids_limit: file("pids.max")?.and_then(|s| max_or_number(&s)),
             oom_kills: self.oom_kills()?,
         })
     }
@@ -503,11 +516,29 @@ mod tests {
         assert_eq!(s.cpu_usage_usec, 1500);
         assert_eq!(s.cpu_user_usec, 1000);
         assert_eq!(s.cpu_system_usec, 500);
-        assert_eq!(s.memory_usage_bytes, 4096);
+        assert_eq!(s.memory_usage_bytes, Some(4096));
         assert_eq!(s.memory_limit_bytes, None);
-        assert_eq!(s.pids_current, 3);
+        assert_eq!(s.pids_current, Some(3));
         assert_eq!(s.pids_limit, Some(64));
-        assert_eq!(s.oom_kills, 2);
+        assert_eq!(s.oom_kills, Some(2));
+    }
+
+    /// A cgroup2 hierarchy without the memory and pids controllers (like this host's
+    /// /sys/fs/cgroup/unified): only the core files and cpu.stat exist.
+    #[test]
+    fn stats_report_what_exists_without_memory_and_pids_controllers() {
+        let t = TempTree::new("stats-partial");
+        let cg = Cgroup::create(&t.0.join("rust-vm"), Path::new("c4")).expect("create");
+        fs::write(cg.path().join("cpu.stat"), "usage_usec 900
+user_usec 600
+").expect("w");
+        let s = cg.stats().expect("stats without memory and pids files");
+        assert_eq!(s.cpu_usage_usec, 900);
+        assert_eq!((s.cpu_user_usec, s.cpu_system_usec), (600, 0));
+        assert_eq!((s.memory_usage_bytes, s.memory_limit_bytes), (None, None));
+        assert_eq!((s.pids_current, s.pids_limit), (None, None));
+        assert_eq!(s.oom_kills, None);
+        assert_eq!(cg.oom_kills().expect("oom kills"), None);
     }
 
     #[test]

@@ -23,7 +23,8 @@ impl Container {
             .map_err(|e| self.cgroup_err(e))
     }
 
-    pub fn oom_kills(&self) -> Result<u64, ContainerError> {
+    /// `None` without the memory controller.
+    pub fn oom_kills(&self) -> Result<Option<u64>, ContainerError> {
         self.cgroup_or("the OOM kill count")?
             .oom_kills()
             .map_err(|e| self.cgroup_err(e))

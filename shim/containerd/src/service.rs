@@ -403,7 +403,7 @@ impl Service {
                 for container in running {
                     match sandbox.client().stats(&container.id) {
                         Ok(stats) => {
-                            if container.note_oom_kills(stats.oom_kills) {
+                            if container.note_oom_kills(stats.oom_kills.unwrap_or(0)) {
                                 events.task_oom(&container.id);
                             }
                         }
@@ -444,7 +444,7 @@ impl Service {
             }
             // containerd (CRI) reads an OOM event before the exit as "OOMKilled".
             if let Ok(stats) = client.stats(&container.id) {
-                if container.note_oom_kills(stats.oom_kills) {
+                if container.note_oom_kills(stats.oom_kills.unwrap_or(0)) {
                     events.task_oom(&container.id);
                 }
             }
@@ -776,28 +776,34 @@ impl Service {
 /// Agent stats as containerd's cgroup v2 metrics (the guest runs cgroup v2).
 fn metrics(stats: &ContainerStats) -> Metrics {
     Metrics {
-        pids: Some(PidsStat {
-            current: stats.pids_current,
-            limit: stats.pids_limit.unwrap_or(0),
-            ..Default::default()
-        })
-        .into(),
+        pids: stats
+            .pids_current
+            .map(|current| PidsStat {
+                current,
+                limit: stats.pids_limit.unwrap_or(0),
+                ..Default::default()
+            })
+            .into(),
         cpu: Some(CPUStat {
             usage_usec: stats.cpu_usage_ns / 1000,
             ..Default::default()
         })
         .into(),
-        memory: Some(MemoryStat {
-            usage: stats.memory_usage_bytes,
-            usage_limit: stats.memory_limit_bytes.unwrap_or(u64::MAX),
-            ..Default::default()
-        })
-        .into(),
-        memory_events: Some(MemoryEvents {
-            oom_kill: stats.oom_kills,
-            ..Default::default()
-        })
-        .into(),
+        memory: stats
+            .memory_usage_bytes
+            .map(|usage| MemoryStat {
+                usage,
+                usage_limit: stats.memory_limit_bytes.unwrap_or(u64::MAX),
+                ..Default::default()
+            })
+            .into(),
+        memory_events: stats
+            .oom_kills
+            .map(|oom_kill| MemoryEvents {
+                oom_kill,
+                ..Default::default()
+            })
+            .into(),
         ..Default::default()
     }
 }
@@ -917,11 +923,11 @@ mod tests {
     fn metrics_from_agent_stats() {
         let stats = ContainerStats {
             cpu_usage_ns: 2_500_000,
-            memory_usage_bytes: 4096,
+            memory_usage_bytes: Some(4096),
             memory_limit_bytes: Some(1 << 20),
-            pids_current: 3,
+            pids_current: Some(3),
             pids_limit: None,
-            oom_kills: 1,
+            oom_kills: Some(1),
         };
         let m = metrics(&stats);
         assert_eq!(m.cpu.usage_usec, 2500);
