@@ -197,7 +197,7 @@ fn a_terminal_process() {
     let bundle = Bundle::new();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
-    let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; read line; echo got:$line";
+    let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; tty; stty size; read line; echo got:$line";
     let mut req = create_request(&bundle, "tty", &spec_json(&["sh", "-c", script]));
     req.terminal = true;
     req.console_size = Some(ConsoleSize {
@@ -218,6 +218,10 @@ fn a_terminal_process() {
     assert_eq!(client.wait("tty", None).unwrap().exit_code, 0);
     let text = read_all(out);
     assert!(text.contains("is-a-tty"), "{text:?}");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the container's own pty: {text:?}"
+    );
     assert!(text.contains("40 132"), "{text:?}");
     assert!(text.contains("got:over the pty"), "{text:?}");
     client.remove_container("tty", false).unwrap();
@@ -309,7 +313,11 @@ fn stats_from_a_real_cgroup2_hierarchy() {
     // Each figure is there exactly when its controller is (here memory and pids are bound to
     // the v1 hierarchies, so both are absent).
     let has = |c: &str| controllers.split_whitespace().any(|w| w == c);
-    assert_eq!(stats.memory_usage_bytes.is_some(), has("memory"), "{stats:?}");
+    assert_eq!(
+        stats.memory_usage_bytes.is_some(),
+        has("memory"),
+        "{stats:?}"
+    );
     assert_eq!(stats.oom_kills.is_some(), has("memory"), "{stats:?}");
     assert_eq!(stats.pids_current.is_some(), has("pids"), "{stats:?}");
     if !has("memory") {

@@ -529,9 +529,13 @@ mod tests {
     fn stats_report_what_exists_without_memory_and_pids_controllers() {
         let t = TempTree::new("stats-partial");
         let cg = Cgroup::create(&t.0.join("rust-vm"), Path::new("c4")).expect("create");
-        fs::write(cg.path().join("cpu.stat"), "usage_usec 900
+        fs::write(
+            cg.path().join("cpu.stat"),
+            "usage_usec 900
 user_usec 600
-").expect("w");
+",
+        )
+        .expect("w");
         let s = cg.stats().expect("stats without memory and pids files");
         assert_eq!(s.cpu_usage_usec, 900);
         assert_eq!((s.cpu_user_usec, s.cpu_system_usec), (600, 0));

@@ -15,7 +15,7 @@ use super::channel::{Channel, Message};
 use super::config::{CgroupConfig, RuntimeConfig};
 use super::destroy::{unmount_with_retry, wait_exited};
 use super::error::{ContainerError, SpecError};
-use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
+use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role, TerminalSize};
 use super::namespaces::NamespacePlan;
 use super::process::ProcessPlan;
 use super::spec::{validate, Capabilities};
@@ -50,13 +50,19 @@ pub(crate) fn validate_id(id: &str) -> Result<(), ContainerError> {
     Ok(())
 }
 
-/// Stdio ends for the child plus what goes back to the caller.
+/// Stdio ends for the child until the fork.
 pub(crate) struct PreparedStdio {
     /// Owned here until the fork; the child gets copies.
     owned: Vec<OwnedFd>,
     pub fds: [RawFd; 3],
-    pub terminal: bool,
-    pub pty_master: Option<OwnedFd>,
+    /// The container process opens its pty itself, in the container's devpts.
+    pub terminal: Option<TerminalSize>,
+}
+
+fn dev_null(id: &str) -> Result<OwnedFd, ContainerError> {
+    fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| ContainerError::sys(id, "opening /dev/null", e))
 }
 
 pub(crate) fn prepare_stdio(id: &str, stdio: StdioSpec) -> Result<PreparedStdio, ContainerError> {
@@ -68,38 +74,22 @@ pub(crate) fn prepare_stdio(id: &str, stdio: StdioSpec) -> Result<PreparedStdio,
         } => {
             let stdin = match stdin {
                 Some(fd) => fd,
-                None => fs::File::open("/dev/null")
-                    .map(OwnedFd::from)
-                    .map_err(|e| ContainerError::sys(id, "opening /dev/null for stdin", e))?,
+                None => dev_null(id)?,
             };
             let fds = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
             Ok(PreparedStdio {
                 owned: vec![stdin, stdout, stderr],
                 fds,
-                terminal: false,
-                pty_master: None,
+                terminal: None,
             })
         }
         StdioSpec::Terminal { rows, cols } => {
-            let size = nix::pty::Winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            let pty = nix::pty::openpty(Some(&size), None)
-                .map_err(|e| ContainerError::sys(id, "allocating a pty", e))?;
-            nix::fcntl::fcntl(
-                &pty.master,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(|e| ContainerError::sys(id, "pty master FD_CLOEXEC", e))?;
-            let slave = pty.slave.as_raw_fd();
+            // Stdio during setup, until the pty replaces it.
+            let null = dev_null(id)?;
             Ok(PreparedStdio {
-                owned: vec![pty.slave],
-                fds: [slave; 3],
-                terminal: true,
-                pty_master: Some(pty.master),
+                fds: [null.as_raw_fd(); 3],
+                owned: vec![null],
+                terminal: Some(TerminalSize { rows, cols }),
             })
         }
     }
@@ -116,6 +106,19 @@ impl PreparedStdio {
     /// The child holds its copies now.
     pub fn release_child_ends(&mut self) {
         self.owned.clear();
+    }
+}
+
+/// A `Terminal` message with the pty master, where one is expected.
+pub(crate) fn terminal_master(
+    id: &str,
+    expected: bool,
+    master: Option<OwnedFd>,
+    have: &Option<OwnedFd>,
+) -> Result<OwnedFd, ContainerError> {
+    match master {
+        Some(m) if expected && have.is_none() => Ok(m),
+        _ => Err(unexpected(id, Some(Message::Terminal), "a pty master")),
     }
 }
 
@@ -288,7 +291,7 @@ impl Container {
             &mut partial,
         );
         match started {
-            Ok((init_pid, chan, init_pidfd)) => {
+            Ok((init_pid, chan, init_pidfd, pty_master)) => {
                 let container = Container {
                     init_pidfd,
                     id: id.clone(),
@@ -308,7 +311,7 @@ impl Container {
                     container,
                     ProcessHandle {
                         pid: init_pid,
-                        pty_master: stdio.pty_master.take(),
+                        pty_master,
                     },
                 ))
             }
@@ -331,7 +334,7 @@ fn setup(
     seccomp: Option<&libseccomp::ScmpFilterContext>,
     stdio: &mut PreparedStdio,
     partial: &mut Partial,
-) -> Result<(i32, Channel, OwnedFd), ContainerError> {
+) -> Result<(i32, Channel, OwnedFd, Option<OwnedFd>), ContainerError> {
     let sys = partial.sys;
     let rootfs_dir = match rootfs {
         RootfsSource::Directory(dir) => {
@@ -460,7 +463,7 @@ fn setup(
             unshare: namespaces.unshare,
             stdio: ChildStdio {
                 fds: moved,
-                terminal: stdio.terminal,
+                ..stdio.child()
             },
             chan: child_chan.raw(),
             seccomp,
@@ -481,12 +484,11 @@ fn setup(
     agent_chan
         .send(&Message::Go)
         .map_err(step("starting the intermediate"))?;
-    let mut next = agent_chan
-        .recv()
-        .map_err(step("waiting for the intermediate"))?;
+    let recv = |what: &str| agent_chan.recv_with_fd().map_err(step(what));
+    let mut next = recv("waiting for the intermediate")?;
     if namespaces.new_user {
-        if next != Some(Message::NeedIdMaps) {
-            return Err(unexpected(id, next, "id map request"));
+        if !matches!(next, Some((Message::NeedIdMaps, None))) {
+            return Err(unexpected(id, next.map(|(m, _)| m), "id map request"));
         }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         sys.write_file(&proc_dir.join("uid_map"), id_map_text(uid_maps).as_bytes())
@@ -496,32 +498,42 @@ fn setup(
         agent_chan
             .send(&Message::IdMapsDone)
             .map_err(step("confirming id maps"))?;
-        next = agent_chan
-            .recv()
-            .map_err(step("waiting for the init pid"))?;
+        next = recv("waiting for the init pid")?;
     }
-    // The intermediate's `Pid` and the init's `Ready` race on the same channel.
+    // The intermediate's `Pid` races with the init's `Terminal` (first, with a terminal)
+    // and `Ready` on the same channel.
+    let terminal = stdio.terminal.is_some();
     let mut init_pid = None;
+    let mut pty_master = None;
     let mut ready = false;
     loop {
         match next {
-            Some(Message::Pid(p)) if init_pid.is_none() => {
+            Some((Message::Pid(p), None)) if init_pid.is_none() => {
                 init_pid = Some(p);
                 partial.pids.push(p);
             }
-            Some(Message::Ready) if !ready => ready = true,
-            other => return Err(unexpected(id, other, "the init pid and ready")),
+            Some((Message::Terminal, fd)) => {
+                pty_master = Some(terminal_master(id, terminal, fd, &pty_master)?);
+            }
+            Some((Message::Ready, None)) if !ready && pty_master.is_some() == terminal => {
+                ready = true
+            }
+            other => {
+                return Err(unexpected(
+                    id,
+                    other.map(|(m, _)| m),
+                    "the init pid and ready",
+                ))
+            }
         }
         if let (Some(pid), true) = (init_pid, ready) {
             // The init is blocked before exec, so this pid is still the init's.
             let pidfd = sys
                 .pidfd_open(pid)
                 .map_err(step("pidfd_open of the init"))?;
-            return Ok((pid, agent_chan, pidfd));
+            return Ok((pid, agent_chan, pidfd, pty_master));
         }
-        next = agent_chan
-            .recv()
-            .map_err(step("waiting for the init to be ready"))?;
+        next = recv("waiting for the init to be ready")?;
     }
 }
 

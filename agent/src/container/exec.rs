@@ -2,12 +2,12 @@
 //! container's namespaces (the pid namespace applies to its children), enters the cgroup,
 //! and clones the process with CLONE_PARENT so the agent is its parent.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use oci_spec::runtime::Process;
 
 use super::channel::{Channel, Message};
-use super::create::{prepare_stdio, unexpected, STEP_TIMEOUT};
+use super::create::{prepare_stdio, terminal_master, unexpected, STEP_TIMEOUT};
 use super::error::ContainerError;
 use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
 use super::namespaces::NamespacePlan;
@@ -93,7 +93,7 @@ impl Container {
                 unshare: nix::sched::CloneFlags::empty(),
                 stdio: ChildStdio {
                     fds: moved,
-                    terminal: stdio.terminal,
+                    ..stdio.child()
                 },
                 chan: child_chan.raw(),
                 seccomp: seccomp.as_ref(),
@@ -102,16 +102,16 @@ impl Container {
         }
         drop(child_chan);
         stdio.release_child_ends();
-        let result = self.finish_exec(pid, &agent_chan);
+        let result = self.finish_exec(pid, &agent_chan, stdio.terminal.is_some());
         match result {
-            Ok(exec_pid) => {
+            Ok((exec_pid, pty_master)) => {
                 // Forget exec'd processes that are gone (their pids may be reused).
                 let current = self.pids().unwrap_or_default();
                 self.exec_pids.retain(|p| current.contains(p));
                 self.exec_pids.push(exec_pid);
                 Ok(ProcessHandle {
                     pid: exec_pid,
-                    pty_master: stdio.pty_master.take(),
+                    pty_master,
                 })
             }
             Err((e, child)) => {
@@ -123,12 +123,13 @@ impl Container {
         }
     }
 
-    /// Agent side of exec: cgroup, go, pid, then EOF (exec done) or an error.
+    /// Agent side of exec: cgroup, go, pid (and pty master), then EOF (exec done) or an error.
     fn finish_exec(
         &self,
         intermediate: i32,
         chan: &Channel,
-    ) -> Result<i32, (ContainerError, Option<i32>)> {
+        terminal: bool,
+    ) -> Result<(i32, Option<OwnedFd>), (ContainerError, Option<i32>)> {
         let id = &self.id;
         if let Some(cg) = &self.cgroup {
             cg.add_process(intermediate)
@@ -140,15 +141,24 @@ impl Container {
                 None,
             )
         })?;
-        // The intermediate's `Pid` and the process's exec (EOF) or error race.
+        // The intermediate's `Pid` and the process's pty master, exec (EOF) or error race.
         let mut pid = None;
+        let mut pty_master = None;
         loop {
-            match chan.recv() {
-                Ok(Some(Message::Pid(p))) if pid.is_none() => pid = Some(p),
-                Ok(None) => {
-                    return pid.ok_or_else(|| (unexpected(id, None, "exec pid"), None));
+            match chan.recv_with_fd() {
+                Ok(Some((Message::Pid(p), None))) if pid.is_none() => pid = Some(p),
+                Ok(Some((Message::Terminal, fd))) => {
+                    pty_master =
+                        Some(terminal_master(id, terminal, fd, &pty_master).map_err(|e| (e, pid))?);
                 }
-                Ok(other) => return Err((unexpected(id, other, "exec"), pid)),
+                Ok(None) => {
+                    let pid = pid.ok_or_else(|| (unexpected(id, None, "exec pid"), None))?;
+                    if pty_master.is_some() != terminal {
+                        return Err((unexpected(id, None, "a pty master"), Some(pid)));
+                    }
+                    return Ok((pid, pty_master));
+                }
+                Ok(other) => return Err((unexpected(id, other.map(|(m, _)| m), "exec"), pid)),
                 Err(e) => return Err((ContainerError::sys(id, "waiting for exec", e), pid)),
             }
         }

@@ -13,14 +13,14 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 use libseccomp::ScmpFilterContext;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::Spec;
 
-use super::channel::{recv_raw, send_raw, Message};
+use super::channel::{recv_raw, send_raw, send_raw_with_fd, Message};
 use super::process::ProcessPlan;
 use super::rootfs::RootfsSetup;
 use super::syscalls::Syscalls;
@@ -61,8 +61,16 @@ impl<T> Context<T> for io::Result<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct ChildStdio {
     pub fds: [RawFd; 3],
-    /// fds are all the pty slave: make it the controlling terminal.
-    pub terminal: bool,
+    /// A terminal of this size: the process opens a pty in the container's own devpts once
+    /// it sees the container's /dev (`fds` are /dev/null until then) and passes its master to
+    /// the agent.
+    pub terminal: Option<TerminalSize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// Which process the intermediate clones.
@@ -183,15 +191,33 @@ fn child_main(args: &ChildArgs) -> ! {
 
 pub fn setup_stdio(sys: &dyn Syscalls, stdio: &ChildStdio) -> Result<(), StepError> {
     sys.setsid().ctx(|| "setsid".to_string())?;
-    if stdio.terminal {
-        sys.set_controlling_terminal(stdio.fds[0])
-            .ctx(|| "making the pty the controlling terminal".to_string())?;
-    }
     for (target, &fd) in stdio.fds.iter().enumerate() {
         sys.dup2(fd, target as RawFd)
             .ctx(|| format!("dup2 of stdio {target}"))?;
     }
     Ok(())
+}
+
+/// For a terminal process, in the container's mount namespace and root: a pty from the
+/// container's /dev/ptmx becomes the controlling terminal and stdio (so it has a name there,
+/// /dev/pts/N), and its master goes to the agent over the channel. Both ends are closed here
+/// afterwards: the agent holds the only master.
+pub fn attach_terminal(args: &ChildArgs) -> Result<(), StepError> {
+    let Some(size) = args.stdio.terminal else {
+        return Ok(());
+    };
+    let sys = args.sys;
+    let (master, slave) = sys
+        .open_pty(size.rows, size.cols)
+        .ctx(|| "process.terminal: a pty in the container".to_string())?;
+    sys.set_controlling_terminal(slave.as_raw_fd())
+        .ctx(|| "making the pty the controlling terminal".to_string())?;
+    for target in 0..3 {
+        sys.dup2(slave.as_raw_fd(), target)
+            .ctx(|| format!("dup2 of the pty onto stdio {target}"))?;
+    }
+    send_raw_with_fd(args.chan, &Message::Terminal, Some(master.as_raw_fd()))
+        .ctx(|| "passing the pty master to the agent".to_string())
 }
 
 /// Everything the container init does, in order, up to exec. Returns only on failure.
@@ -220,6 +246,7 @@ pub fn init_steps(args: &ChildArgs, spec: &Spec, rootfs: &Path) -> Result<Infall
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         sys.setdomainname(d).ctx(|| "domainname".to_string())?;
     }
+    attach_terminal(args)?;
     let exe = finish_process(args)?;
     send_raw(args.chan, &Message::Ready).ctx(|| "reporting ready".to_string())?;
     expect(args.chan, Message::Start)?;
@@ -228,6 +255,7 @@ pub fn init_steps(args: &ChildArgs, spec: &Spec, rootfs: &Path) -> Result<Infall
 
 pub fn exec_steps(args: &ChildArgs) -> Result<Infallible, StepError> {
     setup_stdio(args.sys, &args.stdio)?;
+    attach_terminal(args)?;
     let exe = finish_process(args)?;
     exec(args, &exe)
 }

@@ -3,7 +3,7 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -257,6 +257,47 @@ impl Syscalls for LinuxSyscalls {
 
     fn setsid(&self) -> io::Result<()> {
         nix::unistd::setsid().map(|_| ()).map_err(errno_io)
+    }
+
+    fn open_pty(&self, rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+        let open = |path: &Path| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(path)
+                .map(OwnedFd::from)
+        };
+        let ioctl_err = |what: &str| {
+            let e = io::Error::last_os_error();
+            io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
+        let master = open(Path::new("/dev/ptmx"))
+            .map_err(|e| io::Error::new(e.kind(), format!("opening /dev/ptmx: {e}")))?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads an int through the pointer, which is valid for the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+            return Err(ioctl_err("unlocking the pty"));
+        }
+        let mut index: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes an unsigned int through the pointer, valid for the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut index) } != 0 {
+            return Err(ioctl_err("reading the pty number"));
+        }
+        let slave_path = format!("/dev/pts/{index}");
+        let slave = open(Path::new(&slave_path))
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {slave_path}: {e}")))?;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize through the pointer, valid for the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(ioctl_err("setting the terminal size"));
+        }
+        Ok((master, slave))
     }
 
     fn set_controlling_terminal(&self, fd: RawFd) -> io::Result<()> {

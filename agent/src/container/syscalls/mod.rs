@@ -76,6 +76,10 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
     fn umask(&self, mask: u32);
 
     fn setsid(&self) -> io::Result<()>;
+    /// Opens a new pty through `/dev/ptmx` as this process sees it (inside the container: its
+    /// own devpts instance), unlocks it and opens its slave, both without becoming the
+    /// controlling terminal, and sets its size. Returns (master, slave), close-on-exec.
+    fn open_pty(&self, rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)>;
     fn set_controlling_terminal(&self, fd: RawFd) -> io::Result<()>;
     fn dup2(&self, old: RawFd, new: RawFd) -> io::Result<()>;
     /// Marks every fd from `first` up close-on-exec.

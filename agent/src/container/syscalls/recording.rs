@@ -49,6 +49,7 @@ pub enum Call {
     Setresuid(u32),
     Umask(u32),
     Setsid,
+    OpenPty(u16, u16),
     SetControllingTerminal(RawFd),
     Dup2(RawFd, RawFd),
     CloexecFrom(RawFd),
@@ -253,6 +254,12 @@ impl Syscalls for RecordingSyscalls {
     }
     fn setsid(&self) -> io::Result<()> {
         self.record(Call::Setsid)
+    }
+    /// Two descriptors of /dev/null stand in for the pty's ends.
+    fn open_pty(&self, rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+        self.record(Call::OpenPty(rows, cols))?;
+        let null = || std::fs::File::open("/dev/null").map(OwnedFd::from);
+        Ok((null()?, null()?))
     }
     fn set_controlling_terminal(&self, fd: RawFd) -> io::Result<()> {
         self.record(Call::SetControllingTerminal(fd))

@@ -194,7 +194,7 @@ fn exec_joins_the_running_container() {
 #[ignore = "needs root"]
 fn a_terminal_process_gets_a_controlling_pty() {
     let rootfs = BusyboxRootfs::new("tty");
-    let mut spec = spec_json(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty-ok"]);
+    let mut spec = spec_json(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty-ok; tty"]);
     spec["process"]["terminal"] = true.into();
     let (mut c, h) = create(
         &rootfs,
@@ -209,10 +209,10 @@ fn a_terminal_process_gets_a_controlling_pty() {
     // EIO once the slave side is closed.
     let _ = fs::File::from(master).read_to_end(&mut text);
     assert_eq!(wait(h.pid), WaitStatus::Exited(Pid::from_raw(h.pid), 0));
-    assert!(
-        String::from_utf8_lossy(&text).contains("tty-ok"),
-        "{text:?}"
-    );
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    assert!(text.contains("tty-ok"), "{text:?}");
+    // The pty is the container's own (its devpts instance), so it has a name in there.
+    assert!(text.contains("\n/dev/pts/0\n"), "{text:?}");
     c.destroy().expect("destroy");
 }
 
@@ -506,7 +506,8 @@ fn userns_spec(args: &[&str]) -> serde_json::Value {
         serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     spec["linux"]["gidMappings"] =
         serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    spec["mounts"].as_array_mut().expect("mounts").truncate(2);
+    // proc, /dev and the container's devpts (a terminal's pty comes from it).
+    spec["mounts"].as_array_mut().expect("mounts").truncate(3);
     spec
 }
 
@@ -521,7 +522,7 @@ fn exec_with_a_terminal_into_a_user_namespace_container() {
     let mut process = spec_from(&userns_spec(&[
         "sh",
         "-c",
-        "[ -t 0 ] && echo tty; id -u; cat /proc/self/uid_map; hostname",
+        "[ -t 0 ] && echo tty; tty; id -u; cat /proc/self/uid_map; hostname",
     ]))
     .process()
     .clone()
@@ -548,6 +549,7 @@ fn exec_with_a_terminal_into_a_user_namespace_container() {
         lines,
         [
             vec!["tty"],
+            vec!["/dev/pts/0"],
             vec!["0"],
             vec!["0", "200000", "65536"],
             vec!["box"]

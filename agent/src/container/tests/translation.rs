@@ -79,7 +79,7 @@ fn run_init(v: &serde_json::Value, sys: &RecordingSyscalls, new_user: bool) -> (
         unshare: CloneFlags::empty(),
         stdio: ChildStdio {
             fds: [10, 11, 12],
-            terminal: false,
+            terminal: None,
         },
         chan: child.raw(),
         seccomp: seccomp.as_ref(),
