@@ -10,6 +10,7 @@
 //! and an exit of an unrelated, reaped-and-reused pid is never mistaken for it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ impl ExitCell {
         *lock(&self.status)
     }
 
+    #[cfg(test)]
     pub fn wait(&self) -> ExitStatus {
         let mut status = lock(&self.status);
         loop {
@@ -48,6 +50,28 @@ impl ExitCell {
             }
             status = self.exited.wait(status).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Like [`ExitCell::wait`], but gives up (`None`) once `gone` is set and [`ExitCell::wake`]
+    /// called: the one who asked has gone away.
+    pub fn wait_unless(&self, gone: &AtomicBool) -> Option<ExitStatus> {
+        let mut status = lock(&self.status);
+        loop {
+            if let Some(status) = *status {
+                return Some(status);
+            }
+            // Checked under the lock that `wake` takes, so a wake-up is never missed.
+            if gone.load(Ordering::SeqCst) {
+                return None;
+            }
+            status = self.exited.wait(status).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Wakes every waiter to look at its `gone` flag again.
+    pub fn wake(&self) {
+        let _status = lock(&self.status);
+        self.exited.notify_all();
     }
 
     pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {

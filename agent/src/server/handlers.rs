@@ -13,7 +13,7 @@ use rust_vm_protocol::{
 use super::process::{ContainerEntry, ProcessEntry};
 use super::runtime::{CreateParams, Rootfs, Spawned};
 use super::stdio::{self, AttachFlag, ParentEnds};
-use super::{lock, Server};
+use super::{lock, Hangup, Server};
 
 /// How long a forced removal waits for the init process to die after SIGKILL.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,9 +255,15 @@ impl Server {
         Ok(Empty {})
     }
 
-    pub(super) fn wait(&self, req: &ProcessRef) -> Result<ExitStatus, ProtocolError> {
+    /// `None` when the client hung up first.
+    pub(super) fn wait(
+        &self,
+        req: &ProcessRef,
+        hangup: &Hangup,
+    ) -> Result<Option<ExitStatus>, ProtocolError> {
         let process = self.process(&req.container_id, req.exec_id.as_deref())?;
-        Ok(process.exit.wait())
+        let _in_flight = self.wait_started();
+        Ok(hangup.wait(&process.exit))
     }
 
     pub(super) fn write_stdin(&self, req: &WriteStdin) -> Result<Empty, ProtocolError> {

@@ -11,7 +11,8 @@ pub mod stdio;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 
 use rust_vm_protocol::{
@@ -22,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::listener::{Conn, Listener};
-use crate::reaper::Reaper;
+use crate::reaper::{ExitCell, Reaper};
 use process::ContainerEntry;
 use runtime::Runtime;
 
@@ -49,9 +50,59 @@ pub struct Server {
     mode: AgentMode,
     registry: Mutex<Registry>,
     on_shutdown: ShutdownHook,
+    /// `wait` requests being waited on (threads), for tests and the shutdown log.
+    waits_in_flight: AtomicUsize,
 }
 
 type Reply = Result<Value, ProtocolError>;
+
+/// A connection's client is gone: the `wait`s it asked for stop waiting (their threads end)
+/// instead of lasting until their process exits, which may be never.
+#[derive(Default)]
+struct Hangup {
+    gone: AtomicBool,
+    waiting: Mutex<Vec<Weak<ExitCell>>>,
+}
+
+impl Hangup {
+    fn watch(&self, cell: &Arc<ExitCell>) {
+        let mut waiting = lock(&self.waiting);
+        waiting.retain(|w| w.strong_count() > 0);
+        waiting.push(Arc::downgrade(cell));
+    }
+
+    fn wait(&self, cell: &Arc<ExitCell>) -> Option<rust_vm_protocol::ExitStatus> {
+        self.watch(cell);
+        cell.wait_unless(&self.gone)
+    }
+
+    /// Set before the wake-ups: a wait registered after them sees the flag.
+    fn hang_up(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        for cell in lock(&self.waiting).drain(..) {
+            if let Some(cell) = cell.upgrade() {
+                cell.wake();
+            }
+        }
+    }
+}
+
+/// Hangs up when the connection's reader returns, whichever way.
+struct HangUpOnDrop(Arc<Hangup>);
+
+impl Drop for HangUpOnDrop {
+    fn drop(&mut self) {
+        self.0.hang_up();
+    }
+}
+
+struct WaitInFlight<'a>(&'a AtomicUsize);
+
+impl Drop for WaitInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 fn to_reply(result: Result<impl Serialize, ProtocolError>) -> Reply {
     result.and_then(|value| {
@@ -108,6 +159,7 @@ impl Server {
             mode,
             registry: Mutex::new(Registry::default()),
             on_shutdown,
+            waits_in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -154,6 +206,7 @@ impl Server {
         let replier = Replier {
             conn: Arc::new(Mutex::new(conn)),
         };
+        let hangup = HangUpOnDrop(Arc::default());
         let mut first = true;
         loop {
             let body = match read_frame(&mut reader) {
@@ -204,9 +257,25 @@ impl Server {
                     replier.reply(id, Ok(Value::Object(Default::default())));
                     self.shutdown();
                 }
-                op @ (Operation::Wait(_)
-                | Operation::WriteStdin(_)
-                | Operation::RemoveContainer(_)) => {
+                Operation::Wait(req) => {
+                    let server = Arc::clone(&self);
+                    let replier = replier.clone();
+                    let hangup = Arc::clone(&hangup.0);
+                    let spawned = thread::Builder::new().name("wait".into()).spawn(move || {
+                        match server.wait(&req, &hangup) {
+                            Ok(Some(status)) => replier.reply(id, to_reply(Ok(status))),
+                            Ok(None) => log::debug!(
+                                "request {id}: wait for {}: the client went away",
+                                req.container_id
+                            ),
+                            Err(e) => replier.reply(id, Err(e)),
+                        }
+                    });
+                    if let Err(e) = spawned {
+                        log::error!("cannot start a wait thread: {e}");
+                    }
+                }
+                op @ (Operation::WriteStdin(_) | Operation::RemoveContainer(_)) => {
                     let server = Arc::clone(&self);
                     let replier = replier.clone();
                     let spawned = thread::Builder::new()
@@ -230,7 +299,6 @@ impl Server {
             Operation::Start(req) => to_reply(self.start(&req.container_id)),
             Operation::Exec(req) => to_reply(self.exec(req)),
             Operation::Signal(req) => to_reply(self.signal(&req)),
-            Operation::Wait(req) => to_reply(self.wait(&req)),
             Operation::WriteStdin(req) => to_reply(self.write_stdin(&req)),
             Operation::CloseStdin(req) => to_reply(self.close_stdin(&req)),
             Operation::ResizeTty(req) => to_reply(self.resize_tty(&req)),
@@ -240,10 +308,12 @@ impl Server {
             Operation::State(req) => to_reply(self.state(&req.container_id)),
             Operation::RemoveContainer(req) => to_reply(self.remove(&req)),
             Operation::RemoveExec(req) => to_reply(self.remove_exec(&req)),
-            Operation::Shutdown(_) | Operation::Attach(_) => Err(ProtocolError::new(
-                ErrorCode::Internal,
-                "operation dispatched to the wrong handler",
-            )),
+            Operation::Wait(_) | Operation::Shutdown(_) | Operation::Attach(_) => {
+                Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "operation dispatched to the wrong handler",
+                ))
+            }
         }
     }
 
@@ -328,6 +398,16 @@ impl Server {
         }
     }
 
+    pub fn waits_in_flight(&self) -> usize {
+        self.waits_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a `wait` until the returned guard drops.
+    fn wait_started(&self) -> WaitInFlight<'_> {
+        self.waits_in_flight.fetch_add(1, Ordering::SeqCst);
+        WaitInFlight(&self.waits_in_flight)
+    }
+
     fn version(&self) -> rust_vm_protocol::VersionInfo {
         rust_vm_protocol::VersionInfo {
             protocol: rust_vm_protocol::PROTOCOL_VERSION,
@@ -339,7 +419,10 @@ impl Server {
 
     /// Removes every container (killing what runs), then runs the shutdown hook.
     pub fn shutdown(&self) {
-        log::info!("shutdown requested");
+        log::info!(
+            "shutdown requested ({} wait requests pending)",
+            self.waits_in_flight()
+        );
         let ids: Vec<String> = lock(&self.registry).containers.keys().cloned().collect();
         for id in ids {
             let req = rust_vm_protocol::RemoveContainer {

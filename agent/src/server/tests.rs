@@ -21,6 +21,7 @@ use crate::reaper;
 
 struct TestAgent {
     _dir: tempfile::TempDir,
+    server: Arc<Server>,
     addr: String,
     path: std::path::PathBuf,
     shut_down: Arc<AtomicBool>,
@@ -39,8 +40,10 @@ impl TestAgent {
             AgentMode::Host,
             Box::new(move || flag.store(true, Ordering::SeqCst)),
         );
-        thread::spawn(move || server.serve(listener));
+        let serving = Arc::clone(&server);
+        thread::spawn(move || serving.serve(listener));
         TestAgent {
+            server,
             addr: format!("unix:{}", path.display()),
             path,
             _dir: dir,
@@ -439,6 +442,54 @@ fn wait_does_not_block_other_requests() {
     assert!(!waiter.is_finished());
     client.signal("slow", None, libc::SIGTERM, false).unwrap();
     assert_eq!(waiter.join().unwrap().unwrap().signal, Some(libc::SIGTERM));
+}
+
+/// A client that sends `wait` and goes away must not leave a thread behind until the process
+/// exits (which may be never).
+#[test]
+fn a_wait_whose_client_went_away_ends() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    client
+        .create_container(create("long", &["/bin/sleep", "100"]))
+        .unwrap();
+    client.start("long").unwrap();
+    let mut conns = Vec::new();
+    for id in 1..=3 {
+        let mut conn = agent.raw();
+        let wait = rust_vm_protocol::Request {
+            id,
+            op: rust_vm_protocol::Operation::Wait(rust_vm_protocol::ProcessRef {
+                container_id: "long".into(),
+                exec_id: None,
+            }),
+        };
+        write_frame(&mut conn, &wait.encode().unwrap()).unwrap();
+        conns.push(conn);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while agent.server.waits_in_flight() < 3 {
+        assert!(Instant::now() < deadline, "the waits never started");
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while agent.server.waits_in_flight() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} wait threads outlived their clients",
+            agent.server.waits_in_flight()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // A wait whose client stays is still answered.
+    let waiter = thread::spawn(move || client.wait("long", None).map(|s| (s, client)));
+    thread::sleep(Duration::from_millis(50));
+    let other = agent.client();
+    other.signal("long", None, libc::SIGKILL, false).unwrap();
+    let (status, _client) = waiter.join().unwrap().unwrap();
+    assert_eq!(status.signal, Some(libc::SIGKILL));
+    other.remove_container("long", false).unwrap();
 }
 
 #[test]
