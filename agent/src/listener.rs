@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -114,6 +114,12 @@ impl Conn {
         })
     }
 
+    /// A probe for [`peer_gone`] on this connection, for use while it is borrowed elsewhere.
+    pub fn hangup_probe(&self) -> impl Fn() -> bool + '_ {
+        let fd = self.fd.as_fd();
+        move || peer_gone(fd)
+    }
+
     pub fn shutdown_write(&self) {
         let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
     }
@@ -141,6 +147,19 @@ impl Conn {
             }
         }
     }
+}
+
+/// The peer closed the connection (both directions: POLLHUP). A peer that only shut down its
+/// writing side is still there to read.
+fn peer_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is one valid pollfd; a zero timeout does not block.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    rc > 0 && fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 impl Read for Conn {

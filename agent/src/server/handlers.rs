@@ -44,7 +44,7 @@ fn check_id(what: &str, id: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> ProtocolError {
+pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> ProtocolError {
     error(ErrorCode::Internal, format!("{what}: {e}"))
 }
 

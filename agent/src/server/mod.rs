@@ -353,8 +353,15 @@ impl Server {
                     Ok(attachment) => attachment,
                     Err(e) => return replier.reply(id, Err(e)),
                 };
+                let watch = match conn.try_clone() {
+                    Ok(watch) => watch,
+                    Err(e) => {
+                        return replier
+                            .reply(id, Err(handlers::internal("duplicating a connection", e)))
+                    }
+                };
                 replier.reply(id, ok());
-                if let Err(e) = attachment.deliver(&mut conn) {
+                if let Err(e) = attachment.deliver(&mut conn, watch.hangup_probe()) {
                     log::debug!("{label}: {} client went away: {e}", attach.stream);
                 }
                 conn.shutdown_write();

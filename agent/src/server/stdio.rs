@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -23,6 +24,8 @@ use super::runtime::StdioRequest;
 /// Output buffered per stream while no client reads it.
 pub const OUTPUT_BUFFER_SIZE: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
+/// How often an attachment waiting for output looks whether its client is still there.
+const HANGUP_CHECK: Duration = Duration::from_millis(500);
 /// The character a terminal's line discipline turns into end-of-file (VEOF, ^D).
 const TERMINAL_EOF: u8 = 0x04;
 
@@ -116,15 +119,27 @@ pub struct OutputAttachment<'a> {
 
 impl OutputAttachment<'_> {
     /// Copies the stream to `sink` until the process side reaches EOF. Bytes are consumed only
-    /// once `sink` accepted them, so a client that goes away loses nothing.
-    pub fn deliver(&self, sink: &mut impl Write) -> io::Result<()> {
+    /// once `sink` accepted them, so a client that goes away loses nothing. While there is
+    /// nothing to send, `gone` is asked now and then whether the client left: then the stream
+    /// is let go (`BrokenPipe`) rather than held for output that may never come.
+    pub fn deliver(&self, sink: &mut impl Write, gone: impl Fn() -> bool) -> io::Result<()> {
         let output = self.output;
         let mut chunk = Vec::with_capacity(CHUNK);
         loop {
             {
                 let mut state = lock(&output.state);
                 while state.buf.is_empty() && !state.eof {
-                    state = output.wait(state);
+                    let (next, waited) = output
+                        .changed
+                        .wait_timeout(state, HANGUP_CHECK)
+                        .unwrap_or_else(|e| e.into_inner());
+                    state = next;
+                    if waited.timed_out() && gone() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "the client closed the connection",
+                        ));
+                    }
                 }
                 if state.buf.is_empty() {
                     return Ok(());
@@ -378,7 +393,11 @@ mod tests {
         drop(w);
         wait_for(|| output.snapshot().1);
         let mut got = Vec::new();
-        output.attach().unwrap().deliver(&mut got).unwrap();
+        output
+            .attach()
+            .unwrap()
+            .deliver(&mut got, || false)
+            .unwrap();
         assert_eq!(got, b"early bird");
     }
 
@@ -398,7 +417,11 @@ mod tests {
         assert_eq!(output.snapshot().0.len(), OUTPUT_BUFFER_SIZE);
         assert!(!writer.is_finished());
         let mut got = Vec::new();
-        output.attach().unwrap().deliver(&mut got).unwrap();
+        output
+            .attach()
+            .unwrap()
+            .deliver(&mut got, || false)
+            .unwrap();
         writer.join().unwrap();
         assert_eq!(got.len(), total);
         assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
@@ -423,11 +446,15 @@ mod tests {
                     Ok(())
                 }
             }
-            assert!(first.deliver(&mut Broken).is_err());
+            assert!(first.deliver(&mut Broken, || false).is_err());
         }
         drop(w);
         let mut got = Vec::new();
-        output.attach().unwrap().deliver(&mut got).unwrap();
+        output
+            .attach()
+            .unwrap()
+            .deliver(&mut got, || false)
+            .unwrap();
         assert_eq!(
             got, b"abc",
             "bytes a failed client did not take are still there"

@@ -492,6 +492,44 @@ fn a_wait_whose_client_went_away_ends() {
     other.remove_container("long", false).unwrap();
 }
 
+/// A client that attached to a silent process's output and went away frees the stream (and
+/// its thread) without waiting for output that may never come.
+#[test]
+fn an_abandoned_output_attachment_is_released() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    client
+        .create_container(create("quiet", &["/bin/sleep", "100"]))
+        .unwrap();
+    client.start("quiet").unwrap();
+    drop(client.attach("quiet", None, StreamKind::Stdout).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        match client.attach("quiet", None, StreamKind::Stdout) {
+            Ok(stream) => break stream,
+            Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
+                assert!(Instant::now() < deadline, "still attached: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("attach: {e}"),
+        }
+    };
+    // A client that only half-closes (shutdown of its write side) is still attached.
+    again.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        code(client.attach("quiet", None, StreamKind::Stdout)),
+        ErrorCode::AlreadyExists
+    );
+    client.signal("quiet", None, libc::SIGKILL, false).unwrap();
+    assert_eq!(read_all(again), "");
+    assert_eq!(
+        client.wait("quiet", None).unwrap().signal,
+        Some(libc::SIGKILL)
+    );
+    client.remove_container("quiet", false).unwrap();
+}
+
 #[test]
 fn slow_output_reader_does_not_block_control() {
     let agent = TestAgent::start();
