@@ -38,6 +38,9 @@ pub struct CgroupStats {
 #[derive(Debug)]
 pub struct Cgroup {
     path: PathBuf,
+    /// The agent's parent cgroup: levels between it and `path` are removed with the container
+    /// once empty.
+    root: PathBuf,
 }
 
 /// An error with the file it happened on.
@@ -237,12 +240,55 @@ impl Cgroup {
             Err(e) => return Err(io_err(root, "creating the rust-vm parent cgroup")(e)),
         }
         enable_controllers(root);
-        let path = root.join(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent, "creating"))?;
+        let cgroup = Cgroup {
+            path: root.join(name),
+            root: root.to_path_buf(),
+        };
+        // Another container's removal may take away an empty level just created: try again.
+        let mut tries = 3;
+        loop {
+            match cgroup.create_levels(name) {
+                Ok(()) => return Ok(cgroup),
+                Err(e) if e.source.kind() == io::ErrorKind::NotFound && tries > 1 => tries -= 1,
+                Err(e) => {
+                    cgroup.remove_empty_levels();
+                    return Err(e);
+                }
+            }
         }
-        fs::create_dir(&path).map_err(io_err(&path, "creating"))?;
-        Ok(Cgroup { path })
+    }
+
+    /// Each level below the root in turn, with the controllers enabled for the next one (as
+    /// for the root), the container's own level last: it must not exist yet.
+    fn create_levels(&self, name: &Path) -> Result<()> {
+        let mut dir = self.root.clone();
+        let mut levels = name.components().peekable();
+        while let Some(level) = levels.next() {
+            dir.push(level);
+            if levels.peek().is_none() {
+                return fs::create_dir(&dir).map_err(io_err(&dir, "creating"));
+            }
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&dir, "creating")(e)),
+            }
+            enable_controllers(&dir);
+        }
+        Ok(())
+    }
+
+    /// Removes the levels between the container's cgroup and the root that no other
+    /// container uses (rmdir fails on a cgroup with children: that one stays).
+    fn remove_empty_levels(&self) {
+        for dir in self.path.ancestors().skip(1) {
+            if dir == self.root || !dir.starts_with(&self.root) {
+                break;
+            }
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -317,8 +363,14 @@ impl Cgroup {
         let deadline = Instant::now() + timeout;
         loop {
             match fs::remove_dir(&self.path) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Ok(()) => {
+                    self.remove_empty_levels();
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.remove_empty_levels();
+                    return Ok(());
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(10));
                 }
@@ -543,6 +595,29 @@ user_usec 600
         assert_eq!((s.pids_current, s.pids_limit), (None, None));
         assert_eq!(s.oom_kills, None);
         assert_eq!(cg.oom_kills().expect("oom kills"), None);
+    }
+
+    /// containerd and Kubernetes nest cgroupsPath (`/default/ID`, `kubepods/.../ID`): the
+    /// levels created for a container go with it, unless another container still uses them.
+    #[test]
+    fn nested_cgroup_paths_leave_nothing_behind() {
+        let t = TempTree::new("nested");
+        let root = t.0.join("rust-vm");
+        let cg = Cgroup::create(&root, Path::new("pod/a/c5")).expect("create");
+        assert!(cg.path().is_dir());
+        cg.remove(Duration::from_millis(100)).expect("remove");
+        assert!(
+            !root.join("pod").exists(),
+            "intermediate cgroups outlived their container"
+        );
+        assert!(root.is_dir(), "the agent's parent cgroup stays");
+
+        let a = Cgroup::create(&root, Path::new("pod2/a")).expect("create a");
+        let b = Cgroup::create(&root, Path::new("pod2/b")).expect("create b");
+        a.remove(Duration::from_millis(100)).expect("remove a");
+        assert!(root.join("pod2/b").is_dir(), "b's parent is still in use");
+        b.remove(Duration::from_millis(100)).expect("remove b");
+        assert!(!root.join("pod2").exists());
     }
 
     #[test]
