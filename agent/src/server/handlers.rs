@@ -1,6 +1,6 @@
 //! One function per operation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -147,6 +147,7 @@ impl Server {
             init: Arc::new(init),
             started: Mutex::new(false),
             execs: Mutex::new(HashMap::new()),
+            execs_starting: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -185,17 +186,15 @@ impl Server {
                 ),
             ));
         }
-        if let Some(existing) = lock(&container.execs).get(&req.exec_id) {
-            if existing.running() {
-                return Err(error(
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "exec `{}` already runs in container `{}`",
-                        req.exec_id, req.container_id
-                    ),
-                ));
-            }
-        }
+        let _reserved = ExecReservation::take(&container, &req.exec_id).ok_or_else(|| {
+            error(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "exec `{}` already runs in container `{}`",
+                    req.exec_id, req.container_id
+                ),
+            )
+        })?;
         let terminal = req.process.terminal().unwrap_or(false);
         let (request, parent) =
             stdio::prepare(terminal, req.console_size.unwrap_or_default(), req.stdin)
@@ -382,6 +381,34 @@ impl Server {
         }
         execs.remove(&req.exec_id);
         Ok(Empty {})
+    }
+}
+
+/// An exec id held from the check that it is free until its process is registered (or the
+/// exec failed).
+struct ExecReservation<'a> {
+    container: &'a ContainerEntry,
+    exec_id: &'a str,
+}
+
+impl<'a> ExecReservation<'a> {
+    /// `None` when a running process or a starting exec has the id.
+    fn take(container: &'a ContainerEntry, exec_id: &'a str) -> Option<Self> {
+        // Lock order: execs, then execs_starting.
+        let execs = lock(&container.execs);
+        if execs.get(exec_id).is_some_and(|e| e.running()) {
+            return None;
+        }
+        if !lock(&container.execs_starting).insert(exec_id.to_owned()) {
+            return None;
+        }
+        Some(ExecReservation { container, exec_id })
+    }
+}
+
+impl Drop for ExecReservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.container.execs_starting).remove(self.exec_id);
     }
 }
 

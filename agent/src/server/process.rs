@@ -1,6 +1,6 @@
 //! What the server knows about each container and process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rust_vm_protocol::{ContainerStatus, ErrorCode, ProtocolError};
@@ -31,6 +31,8 @@ pub struct ContainerEntry {
     pub init: Arc<ProcessEntry>,
     pub started: Mutex<bool>,
     pub execs: Mutex<HashMap<String, Arc<ProcessEntry>>>,
+    /// Exec ids being started (not in `execs` yet), so that two execs cannot take one id.
+    pub execs_starting: Mutex<HashSet<String>>,
 }
 
 impl ContainerEntry {

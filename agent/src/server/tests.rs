@@ -333,6 +333,47 @@ fn exec_into_a_running_container() {
     assert_eq!(client.wait("e", None).unwrap().signal, Some(9));
 }
 
+/// Execs racing for one id: one runs, the others are refused; none runs untracked.
+#[test]
+fn concurrent_execs_with_one_id_start_one_process() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    client
+        .create_container(create("race", &["/bin/sleep", "100"]))
+        .unwrap();
+    client.start("race").unwrap();
+    let clients: Vec<Client> = (0..12).map(|_| agent.client()).collect();
+    let barrier = Arc::new(std::sync::Barrier::new(clients.len()));
+    let racers: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                c.exec(Exec {
+                    container_id: "race".into(),
+                    exec_id: "same".into(),
+                    process: Box::new(process(&["/bin/sleep", "100"])),
+                    console_size: None,
+                    stdin: false,
+                })
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let started = results.iter().filter(|r| r.is_ok()).count();
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Some(ErrorCode::AlreadyExists), "{refused}");
+    }
+    let pids = client.list_processes("race").unwrap();
+    assert_eq!(
+        (started, pids.len()),
+        (1, 2),
+        "the init and one exec: {pids:?}"
+    );
+    client.remove_container("race", true).unwrap();
+}
+
 #[test]
 fn terminal_process() {
     let agent = TestAgent::start();
