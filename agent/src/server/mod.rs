@@ -65,10 +65,16 @@ struct Hangup {
 }
 
 impl Hangup {
+    /// One entry per live cell, however many waits a long-lived connection sends.
     fn watch(&self, cell: &Arc<ExitCell>) {
         let mut waiting = lock(&self.waiting);
         waiting.retain(|w| w.strong_count() > 0);
-        waiting.push(Arc::downgrade(cell));
+        if !waiting
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(cell)))
+        {
+            waiting.push(Arc::downgrade(cell));
+        }
     }
 
     fn wait(&self, cell: &Arc<ExitCell>) -> Option<rust_vm_protocol::ExitStatus> {

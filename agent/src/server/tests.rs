@@ -699,3 +699,22 @@ fn shutdown_replies_then_runs_the_hook() {
     }
     assert_eq!(code(client.state("sd")), ErrorCode::NotFound);
 }
+
+#[test]
+fn a_hangup_remembers_each_process_once_and_wakes_its_waits() {
+    let hangup = Arc::new(super::Hangup::default());
+    let cell = Arc::new(crate::reaper::ExitCell::default());
+    for _ in 0..100 {
+        hangup.watch(&cell);
+    }
+    assert_eq!(super::lock(&hangup.waiting).len(), 1);
+    let waiter = {
+        let (hangup, cell) = (Arc::clone(&hangup), Arc::clone(&cell));
+        thread::spawn(move || hangup.wait(&cell))
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished());
+    hangup.hang_up();
+    assert_eq!(waiter.join().unwrap(), None);
+    assert!(super::lock(&hangup.waiting).is_empty());
+}
