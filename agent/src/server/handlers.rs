@@ -261,13 +261,18 @@ impl Server {
         hangup: &Hangup,
     ) -> Result<Option<ExitStatus>, ProtocolError> {
         let process = self.process(&req.container_id, req.exec_id.as_deref())?;
-        let _in_flight = self.wait_started();
+        let _waiting = self.waiting_started();
         Ok(hangup.wait(&process.exit))
     }
 
-    pub(super) fn write_stdin(&self, req: &WriteStdin) -> Result<Empty, ProtocolError> {
+    pub(super) fn write_stdin(
+        &self,
+        req: &WriteStdin,
+        hangup: &Hangup,
+    ) -> Result<Empty, ProtocolError> {
         let process = self.process(&req.container_id, req.exec_id.as_deref())?;
-        process.stdio.stdin.write(&req.data)?;
+        let _waiting = self.waiting_started();
+        process.stdio.stdin.write(&req.data, &|| hangup.is_gone())?;
         Ok(Empty {})
     }
 

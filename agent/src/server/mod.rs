@@ -50,8 +50,9 @@ pub struct Server {
     mode: AgentMode,
     registry: Mutex<Registry>,
     on_shutdown: ShutdownHook,
-    /// `wait` requests being waited on (threads), for tests and the shutdown log.
-    waits_in_flight: AtomicUsize,
+    /// Requests waiting on a process (`wait`, a blocked `write_stdin`), for tests and the
+    /// shutdown log.
+    requests_waiting: AtomicUsize,
 }
 
 type Reply = Result<Value, ProtocolError>;
@@ -82,6 +83,10 @@ impl Hangup {
         cell.wait_unless(&self.gone)
     }
 
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
     /// Set before the wake-ups: a wait registered after them sees the flag.
     fn hang_up(&self) {
         self.gone.store(true, Ordering::SeqCst);
@@ -102,9 +107,9 @@ impl Drop for HangUpOnDrop {
     }
 }
 
-struct WaitInFlight<'a>(&'a AtomicUsize);
+struct Waiting<'a>(&'a AtomicUsize);
 
-impl Drop for WaitInFlight<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -165,7 +170,7 @@ impl Server {
             mode,
             registry: Mutex::new(Registry::default()),
             on_shutdown,
-            waits_in_flight: AtomicUsize::new(0),
+            requests_waiting: AtomicUsize::new(0),
         })
     }
 
@@ -281,7 +286,24 @@ impl Server {
                         log::error!("cannot start a wait thread: {e}");
                     }
                 }
-                op @ (Operation::WriteStdin(_) | Operation::RemoveContainer(_)) => {
+                Operation::WriteStdin(req) => {
+                    let server = Arc::clone(&self);
+                    let replier = replier.clone();
+                    let hangup = Arc::clone(&hangup.0);
+                    let spawned =
+                        thread::Builder::new()
+                            .name("write_stdin".into())
+                            .spawn(move || {
+                                let reply = to_reply(server.write_stdin(&req, &hangup));
+                                if !hangup.is_gone() {
+                                    replier.reply(id, reply);
+                                }
+                            });
+                    if let Err(e) = spawned {
+                        log::error!("cannot start a write_stdin thread: {e}");
+                    }
+                }
+                op @ Operation::RemoveContainer(_) => {
                     let server = Arc::clone(&self);
                     let replier = replier.clone();
                     let spawned = thread::Builder::new()
@@ -305,7 +327,6 @@ impl Server {
             Operation::Start(req) => to_reply(self.start(&req.container_id)),
             Operation::Exec(req) => to_reply(self.exec(req)),
             Operation::Signal(req) => to_reply(self.signal(&req)),
-            Operation::WriteStdin(req) => to_reply(self.write_stdin(&req)),
             Operation::CloseStdin(req) => to_reply(self.close_stdin(&req)),
             Operation::ResizeTty(req) => to_reply(self.resize_tty(&req)),
             Operation::ListProcesses(req) => to_reply(self.list_processes(&req.container_id)),
@@ -314,12 +335,13 @@ impl Server {
             Operation::State(req) => to_reply(self.state(&req.container_id)),
             Operation::RemoveContainer(req) => to_reply(self.remove(&req)),
             Operation::RemoveExec(req) => to_reply(self.remove_exec(&req)),
-            Operation::Wait(_) | Operation::Shutdown(_) | Operation::Attach(_) => {
-                Err(ProtocolError::new(
-                    ErrorCode::Internal,
-                    "operation dispatched to the wrong handler",
-                ))
-            }
+            Operation::Wait(_)
+            | Operation::WriteStdin(_)
+            | Operation::Shutdown(_)
+            | Operation::Attach(_) => Err(ProtocolError::new(
+                ErrorCode::Internal,
+                "operation dispatched to the wrong handler",
+            )),
         }
     }
 
@@ -386,13 +408,21 @@ impl Server {
                         )),
                     );
                 }
+                let watch = match conn.try_clone() {
+                    Ok(watch) => watch,
+                    Err(e) => {
+                        return replier
+                            .reply(id, Err(handlers::internal("duplicating a connection", e)))
+                    }
+                };
+                let gone = watch.hangup_probe();
                 replier.reply(id, ok());
                 let mut chunk = vec![0u8; 64 * 1024];
                 loop {
                     match conn.read(&mut chunk) {
                         Ok(0) => break,
                         Ok(n) => {
-                            if let Err(e) = process.stdio.stdin.write(&chunk[..n]) {
+                            if let Err(e) = process.stdio.stdin.write(&chunk[..n], &gone) {
                                 log::debug!("{label}: stdin: {e}");
                                 break;
                             }
@@ -411,14 +441,14 @@ impl Server {
         }
     }
 
-    pub fn waits_in_flight(&self) -> usize {
-        self.waits_in_flight.load(Ordering::SeqCst)
+    pub fn requests_waiting(&self) -> usize {
+        self.requests_waiting.load(Ordering::SeqCst)
     }
 
-    /// Counts a `wait` until the returned guard drops.
-    fn wait_started(&self) -> WaitInFlight<'_> {
-        self.waits_in_flight.fetch_add(1, Ordering::SeqCst);
-        WaitInFlight(&self.waits_in_flight)
+    /// Counts a request waiting on a process until the returned guard drops.
+    fn waiting_started(&self) -> Waiting<'_> {
+        self.requests_waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.requests_waiting)
     }
 
     fn version(&self) -> rust_vm_protocol::VersionInfo {
@@ -433,8 +463,8 @@ impl Server {
     /// Removes every container (killing what runs), then runs the shutdown hook.
     pub fn shutdown(&self) {
         log::info!(
-            "shutdown requested ({} wait requests pending)",
-            self.waits_in_flight()
+            "shutdown requested ({} requests waiting on processes)",
+            self.requests_waiting()
         );
         let ids: Vec<String> = lock(&self.registry).containers.keys().cloned().collect();
         for id in ids {

@@ -193,7 +193,9 @@ pub enum Stdin {
 }
 
 impl Stdin {
-    pub fn write(&self, data: &[u8]) -> Result<(), ProtocolError> {
+    /// Writes all of `data`. A pipe that stays full is waited on only while `gone` (asked
+    /// now and then) says the client is still there.
+    pub fn write(&self, data: &[u8], gone: &dyn Fn() -> bool) -> Result<(), ProtocolError> {
         let file = match self {
             Stdin::None => {
                 return Err(ProtocolError::new(
@@ -206,7 +208,7 @@ impl Stdin {
             })?,
             Stdin::Terminal(master) => Arc::clone(master),
         };
-        (&*file).write_all(data).map_err(|e| {
+        write_unless_gone(&file, data, gone).map_err(|e| {
             let code = if e.kind() == io::ErrorKind::BrokenPipe {
                 ErrorCode::FailedPrecondition
             } else {
@@ -216,7 +218,9 @@ impl Stdin {
         })
     }
 
-    /// Closes stdin: the pipe's write end, or for a terminal the EOF character.
+    /// Closes stdin: the pipe's write end, or for a terminal the EOF character. A terminal
+    /// whose input queue is full blocks here (its master is shared with the output pump, so
+    /// it stays a blocking descriptor).
     pub fn close(&self) -> Result<(), ProtocolError> {
         match self {
             Stdin::None => Ok(()),
@@ -224,9 +228,40 @@ impl Stdin {
                 lock(pipe).take();
                 Ok(())
             }
-            Stdin::Terminal(_) => self.write(&[TERMINAL_EOF]),
+            Stdin::Terminal(_) => self.write(&[TERMINAL_EOF], &|| false),
         }
     }
+}
+
+/// Our stdin pipe end is non-blocking: a full pipe makes the writer poll for room, looking at
+/// `gone` between polls. (A blocking descriptor, the pty master, simply blocks in write.)
+fn write_unless_gone(file: &File, mut data: &[u8], gone: &dyn Fn() -> bool) -> io::Result<()> {
+    while !data.is_empty() {
+        match (&*file).write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                }];
+                // SAFETY: one valid pollfd for the duration of the call.
+                let ready = unsafe {
+                    libc::poll(fds.as_mut_ptr(), 1, HANGUP_CHECK.as_millis() as libc::c_int)
+                };
+                if ready == 0 && gone() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the client went away while the process did not read its stdin",
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The agent's side of a process's stdio, once the process exists.
@@ -264,6 +299,8 @@ pub fn prepare(
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from);
     let (child_stdin, parent_stdin) = if with_stdin {
         let (read, write) = pipe()?;
+        // Only our end (its own open file description): see `write_unless_gone`.
+        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         (read, Some(File::from(write)))
     } else {
         let null = open(
@@ -465,13 +502,13 @@ mod tests {
     fn stdin_pipe_write_and_close() {
         let (mut r, w) = pipe_pair();
         let stdin = Stdin::Pipe(Mutex::new(Some(Arc::new(w))));
-        stdin.write(b"hello").unwrap();
+        stdin.write(b"hello", &|| false).unwrap();
         stdin.close().unwrap();
         let mut got = String::new();
         r.read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello");
         assert_eq!(
-            stdin.write(b"x").unwrap_err().code,
+            stdin.write(b"x", &|| false).unwrap_err().code,
             ErrorCode::FailedPrecondition
         );
     }
@@ -481,15 +518,50 @@ mod tests {
         let (r, w) = pipe_pair();
         drop(r);
         let stdin = Stdin::Pipe(Mutex::new(Some(Arc::new(w))));
-        let err = stdin.write(b"x").unwrap_err();
+        let err = stdin.write(b"x", &|| false).unwrap_err();
         assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
     }
 
     #[test]
     fn no_stdin_is_refused() {
         assert_eq!(
-            Stdin::None.write(b"x").unwrap_err().code,
+            Stdin::None.write(b"x", &|| false).unwrap_err().code,
             ErrorCode::FailedPrecondition
         );
+    }
+
+    #[test]
+    fn stdin_waits_for_a_slow_reader_and_gives_up_when_the_client_is_gone() {
+        let (request, parent) = prepare(false, ConsoleSize::default(), true).unwrap();
+        let (StdioRequest::Pipes { stdin: child, .. }, ParentEnds::Pipes { stdin, .. }) =
+            (request, parent)
+        else {
+            panic!("pipes expected");
+        };
+        let stdin = Stdin::Pipe(Mutex::new(Some(Arc::new(stdin.unwrap()))));
+        let reader = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            let mut got = Vec::new();
+            File::from(child).read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        let data = vec![7u8; 1024 * 1024];
+        stdin.write(&data, &|| false).unwrap();
+        stdin.close().unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            data.len(),
+            "every byte, in spite of EAGAIN"
+        );
+
+        let (request, parent) = prepare(false, ConsoleSize::default(), true).unwrap();
+        let (StdioRequest::Pipes { stdin: _child, .. }, ParentEnds::Pipes { stdin, .. }) =
+            (request, parent)
+        else {
+            panic!("pipes expected");
+        };
+        let stdin = Stdin::Pipe(Mutex::new(Some(Arc::new(stdin.unwrap()))));
+        let err = stdin.write(&data, &|| true).unwrap_err();
+        assert!(err.message.contains("went away"), "{err}");
     }
 }

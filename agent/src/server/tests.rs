@@ -509,17 +509,17 @@ fn a_wait_whose_client_went_away_ends() {
         conns.push(conn);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while agent.server.waits_in_flight() < 3 {
+    while agent.server.requests_waiting() < 3 {
         assert!(Instant::now() < deadline, "the waits never started");
         thread::sleep(Duration::from_millis(10));
     }
     drop(conns);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while agent.server.waits_in_flight() > 0 {
+    while agent.server.requests_waiting() > 0 {
         assert!(
             Instant::now() < deadline,
             "{} wait threads outlived their clients",
-            agent.server.waits_in_flight()
+            agent.server.requests_waiting()
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -569,6 +569,43 @@ fn an_abandoned_output_attachment_is_released() {
         Some(libc::SIGKILL)
     );
     client.remove_container("quiet", false).unwrap();
+}
+
+/// `write_stdin` to a process that does not read blocks once the pipe is full; when its client
+/// goes away the write is given up, so no thread stays behind.
+#[test]
+fn a_blocked_stdin_write_whose_client_went_away_ends() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    client
+        .create_container(create("deaf", &["/bin/sleep", "100"]))
+        .unwrap();
+    client.start("deaf").unwrap();
+    let mut conn = agent.raw();
+    let write = rust_vm_protocol::Request {
+        id: 1,
+        op: rust_vm_protocol::Operation::WriteStdin(rust_vm_protocol::WriteStdin {
+            container_id: "deaf".into(),
+            exec_id: None,
+            data: vec![b'x'; 256 * 1024],
+        }),
+    };
+    write_frame(&mut conn, &write.encode().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while agent.server.requests_waiting() < 1 {
+        assert!(Instant::now() < deadline, "the write never blocked");
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while agent.server.requests_waiting() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a stdin write outlived its client"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    client.remove_container("deaf", true).unwrap();
 }
 
 #[test]
