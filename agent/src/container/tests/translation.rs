@@ -11,7 +11,7 @@ use nix::sys::stat::SFlag;
 
 use super::support::{spec_from, spec_json};
 use crate::container::channel::{Channel, Message};
-use crate::container::init::{init_steps, ChildArgs, ChildStdio, Role};
+use crate::container::init::{init_steps, ChildArgs, ChildStdio, Role, TerminalSize};
 use crate::container::process::ProcessPlan;
 use crate::container::rootfs::RootfsSetup;
 use crate::container::syscalls::recording::{Call, RecordingSyscalls};
@@ -56,6 +56,19 @@ fn position(calls: &[Call], pred: impl Fn(&Call) -> bool) -> usize {
 /// Runs the whole init sequence against the recording syscalls; `Start` is already queued,
 /// so it ends at the (recorded, failing) execve.
 fn run_init(v: &serde_json::Value, sys: &RecordingSyscalls, new_user: bool) -> (Vec<Call>, String) {
+    let (calls, err, messages) = run_init_with(v, sys, new_user, None);
+    assert_eq!(messages, [Message::Ready]);
+    (calls, err)
+}
+
+/// [`run_init`] with an optional terminal; also returns the messages the agent got, and
+/// checks that a `Terminal` message carries a descriptor.
+fn run_init_with(
+    v: &serde_json::Value,
+    sys: &RecordingSyscalls,
+    new_user: bool,
+    terminal: Option<TerminalSize>,
+) -> (Vec<Call>, String, Vec<Message>) {
     let spec = spec_from(v);
     let plan =
         ProcessPlan::new(spec.process().as_ref().expect("process"), "process").expect("plan");
@@ -79,20 +92,57 @@ fn run_init(v: &serde_json::Value, sys: &RecordingSyscalls, new_user: bool) -> (
         unshare: CloneFlags::empty(),
         stdio: ChildStdio {
             fds: [10, 11, 12],
-            terminal: None,
+            terminal,
         },
         chan: child.raw(),
         seccomp: seccomp.as_ref(),
     };
     let err = init_steps(&args, &spec, Path::new(ROOTFS)).expect_err("execve is recorded, not run");
-    assert_eq!(agent.recv().expect("recv"), Some(Message::Ready));
-    (sys.calls(), err.to_string())
+    drop(child);
+    let mut messages = Vec::new();
+    while let Some((m, fd)) = agent.recv_with_fd().expect("recv") {
+        assert_eq!(fd.is_some(), m == Message::Terminal, "{m:?}");
+        messages.push(m);
+    }
+    (sys.calls(), err.to_string(), messages)
 }
 
 fn busybox_sys() -> RecordingSyscalls {
     let sys = RecordingSyscalls::new();
     sys.add_file("/bin/sh", FileKind::File);
     sys
+}
+
+/// The pty comes from the container's /dev/ptmx: opened after pivot_root, made the controlling
+/// terminal and stdio, and its master sent to the agent before `Ready`, all before the
+/// process drops privileges.
+#[test]
+fn a_terminal_is_opened_inside_the_container_after_pivot_root() {
+    let mut v = spec_json(&["sh"]);
+    v["process"]["terminal"] = true.into();
+    v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    let sys = busybox_sys();
+    let size = TerminalSize {
+        rows: 40,
+        cols: 132,
+    };
+    let (calls, err, messages) = run_init_with(&v, &sys, false, Some(size));
+    assert!(err.starts_with("exec /bin/sh"), "{err}");
+    assert_eq!(messages, [Message::Terminal, Message::Ready]);
+    let pivot = position(&calls, |c| matches!(c, Call::PivotRoot(..)));
+    let open = position(&calls, |c| *c == Call::OpenPty(40, 132));
+    let ctty = position(&calls, |c| matches!(c, Call::SetControllingTerminal(_)));
+    let Call::SetControllingTerminal(slave) = calls[ctty] else {
+        unreachable!()
+    };
+    let stdio: Vec<usize> = (0..3)
+        .map(|t| position(&calls, |c| *c == Call::Dup2(slave, t)))
+        .collect();
+    let setuid = position(&calls, |c| *c == Call::Setresuid(1000));
+    assert!(pivot < open && open < ctty, "{calls:#?}");
+    assert!(stdio.iter().all(|&d| ctty < d && d < setuid), "{calls:#?}");
+    // Until then stdio is what the agent passed (/dev/null for a terminal process).
+    assert!(position(&calls, |c| *c == Call::Dup2(10, 0)) < pivot);
 }
 
 #[test]
