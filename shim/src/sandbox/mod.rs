@@ -166,6 +166,13 @@ pub enum SandboxError {
     },
     #[error("agent: {0}")]
     Agent(#[from] ClientError),
+    #[error("{what} (pid {pid}) exited ({status})\n{logs}")]
+    Exited {
+        what: &'static str,
+        pid: u32,
+        status: String,
+        logs: LogTails,
+    },
     #[error("no rootfs for {0} in this sandbox: the vm back-end attaches the rootfs given in SandboxConfig::rootfs at start only")]
     RootfsNotAttached(PathBuf),
 }
@@ -424,6 +431,32 @@ impl Sandbox {
         }
     }
 
+    /// `Err` with the exit status and the log tails once the VMM (or agent) has exited: what to
+    /// report when an agent call fails because the connection closed.
+    pub fn check_alive(&mut self) -> Result<(), SandboxError> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        // A dying VMM may need a moment after the guest's last words.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    return Err(SandboxError::Exited {
+                        what: self.what(),
+                        pid: self.pid,
+                        status: status.to_string(),
+                        logs: self.log_tails(),
+                    })
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
     fn log_tails(&self) -> LogTails {
         let mut tails = Vec::new();
         if self.config.backend == Backend::Vm {
@@ -550,12 +583,18 @@ impl Sandbox {
         }
         self.client = None;
         if let Some(dest) = &self.config.console_log {
-            if let Err(e) = append_console(&self.paths.console, dest, &self.config.id) {
-                log::warn!(
-                    "sandbox {}: keeping the console log in {}: {e}",
-                    self.config.id,
-                    dest.display()
-                );
+            let mut logs = vec![(&self.paths.console, "console")];
+            if self.config.backend == Backend::Vm {
+                logs.push((&self.paths.vmm_log, "VMM log"));
+            }
+            for (log, what) in logs {
+                if let Err(e) = append_log(log, what, dest, &self.config.id) {
+                    log::warn!(
+                        "sandbox {}: keeping the {what} in {}: {e}",
+                        self.config.id,
+                        dest.display()
+                    );
+                }
             }
         }
         fs::remove_dir_all(&self.paths.dir).or_else(|e| {
@@ -602,9 +641,9 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) {
     }
 }
 
-fn append_console(console: &Path, dest: &Path, id: &str) -> io::Result<()> {
+fn append_log(log: &Path, what: &str, dest: &Path, id: &str) -> io::Result<()> {
     use std::io::Write;
-    let text = match fs::read(console) {
+    let text = match fs::read(log) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -613,12 +652,12 @@ fn append_console(console: &Path, dest: &Path, id: &str) -> io::Result<()> {
         .create(true)
         .append(true)
         .open(dest)?;
-    writeln!(out, "--- sandbox {id}: console ---")?;
+    writeln!(out, "--- sandbox {id}: {what} ---")?;
     out.write_all(&text)?;
     if !text.ends_with(b"\n") {
         writeln!(out)?;
     }
-    writeln!(out, "--- sandbox {id}: end of console ---")
+    writeln!(out, "--- sandbox {id}: end of {what} ---")
 }
 
 fn check_socket_path(socket: &Path, backend: Backend) -> Result<(), SandboxError> {

@@ -36,7 +36,7 @@ pub fn create(
     let mut cfg = runtime.sandbox_config(id, &dir.sandbox_dir());
     cfg.rootfs = Some(bundle.rootfs.clone());
     cfg.console_log = console_log;
-    let sandbox = Sandbox::start(cfg).context("starting the sandbox")?;
+    let mut sandbox = Sandbox::start(cfg).context("starting the sandbox")?;
     let rootfs = sandbox.rootfs_source(&bundle.rootfs)?;
     let terminal = bundle
         .spec
@@ -44,21 +44,28 @@ pub fn create(
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let created = sandbox
-        .client()
-        .create_container(CreateContainer {
-            container_id: id.clone(),
-            spec: Box::new(spec_for_agent(&bundle.spec)),
-            rootfs,
-            terminal,
-            console_size: if terminal {
-                crate::stdio::terminal_size()
-            } else {
-                None
-            },
-            stdin: true,
-        })
-        .with_context(|| format!("creating container {id:?} in the sandbox"))?;
+    let created = match sandbox.client().create_container(CreateContainer {
+        container_id: id.clone(),
+        spec: Box::new(spec_for_agent(&bundle.spec)),
+        rootfs,
+        terminal,
+        console_size: if terminal {
+            crate::stdio::terminal_size()
+        } else {
+            None
+        },
+        stdin: true,
+    }) {
+        Ok(created) => created,
+        Err(e) => {
+            // A closed connection usually means the VMM (or agent) died: say so, with its logs.
+            let e = match sandbox.check_alive() {
+                Err(dead) => anyhow::Error::new(dead).context(e.to_string()),
+                Ok(()) => e.into(),
+            };
+            return Err(e.context(format!("creating container {id:?} in the sandbox")));
+        }
+    };
     let relay = Relay::attach(sandbox.agent_address(), id, None, terminal, true)?;
     let pid = match sandbox.backend() {
         // The agent's pid namespace is nested in ours: report the host pid, as runc would.
