@@ -106,3 +106,27 @@ fn config_errors_name_the_file_and_key() {
     let out = rust_vm_cmd(&["--backend", "qemu", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("qemu"));
 }
+
+#[test]
+fn flags_override_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "backend = \"namespaces\"\n").expect("write");
+    let check = |extra: &[&str]| -> String {
+        let out = Command::new(rust_vm())
+            .arg("--config")
+            .arg(&config)
+            .args(["--root", &dir.path().join("state").display().to_string()])
+            .args(extra)
+            .arg("check")
+            .output()
+            .expect("check");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains("backend"))
+            .unwrap_or_else(|| panic!("no backend line in:\n{text}"))
+            .to_string()
+    };
+    assert!(check(&[]).contains("namespaces (tests and debugging only"));
+    assert!(check(&["--backend", "vm"]).ends_with("backend        vm"));
+}
