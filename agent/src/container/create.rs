@@ -122,7 +122,7 @@ pub(crate) fn terminal_master(
     }
 }
 
-fn map_contains_zero(maps: Option<&Vec<LinuxIdMapping>>) -> bool {
+pub(crate) fn map_contains_zero(maps: Option<&Vec<LinuxIdMapping>>) -> bool {
     maps.into_iter()
         .flatten()
         .any(|m| m.container_id() == 0 && m.size() > 0)

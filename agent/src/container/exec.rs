@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use oci_spec::runtime::Process;
 
 use super::channel::{Channel, Message};
-use super::create::{prepare_stdio, terminal_master, unexpected, STEP_TIMEOUT};
+use super::create::{map_contains_zero, prepare_stdio, terminal_master, unexpected, STEP_TIMEOUT};
 use super::error::ContainerError;
 use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
 use super::namespaces::NamespacePlan;
@@ -48,6 +48,9 @@ impl Container {
             });
         }
         let mut stdio = prepare_stdio(&self.id, stdio)?;
+        let linux = self.spec.linux().as_ref();
+        let root_mapped = map_contains_zero(linux.and_then(|l| l.uid_mappings().as_ref()))
+            && map_contains_zero(linux.and_then(|l| l.gid_mappings().as_ref()));
         let join: Vec<(RawFd, nix::sched::CloneFlags)> = namespaces
             .join
             .iter()
@@ -89,7 +92,7 @@ impl Container {
                 process: &plan,
                 join: &join,
                 new_user: false,
-                root_mapped: false,
+                root_mapped,
                 unshare: nix::sched::CloneFlags::empty(),
                 stdio: ChildStdio {
                     fds: moved,

@@ -137,17 +137,24 @@ fn intermediate(args: &ChildArgs) -> Result<(), StepError> {
     for &(fd, t) in args.join {
         sys.setns(fd, t).ctx(|| format!("setns({t:?})"))?;
     }
+    let joined_user = args
+        .join
+        .iter()
+        .any(|(_, t)| t.contains(CloneFlags::CLONE_NEWUSER));
     if args.new_user {
         sys.unshare(CloneFlags::CLONE_NEWUSER)
             .ctx(|| "unshare(CLONE_NEWUSER)".to_string())?;
         send_raw(args.chan, &Message::NeedIdMaps).ctx(|| "asking for id maps".to_string())?;
         expect(args.chan, Message::IdMapsDone)?;
-        if args.root_mapped {
-            sys.setresgid(0)
-                .ctx(|| "setresgid(0) in the user namespace".to_string())?;
-            sys.setresuid(0)
-                .ctx(|| "setresuid(0) in the user namespace".to_string())?;
-        }
+    }
+    // In a user namespace, be its root (as the container's init is) rather than an unmapped
+    // id: what the process creates before its final identity (its pty) is then owned by a
+    // mapped id that it may give away.
+    if (args.new_user || joined_user) && args.root_mapped {
+        sys.setresgid(0)
+            .ctx(|| "setresgid(0) in the user namespace".to_string())?;
+        sys.setresuid(0)
+            .ctx(|| "setresuid(0) in the user namespace".to_string())?;
     }
     if !args.unshare.is_empty() {
         sys.unshare(args.unshare)
@@ -210,6 +217,10 @@ pub fn attach_terminal(args: &ChildArgs) -> Result<(), StepError> {
     let (master, slave) = sys
         .open_pty(size.rows, size.cols)
         .ctx(|| "process.terminal: a pty in the container".to_string())?;
+    // As runc does: the pty is the process's user's, so it can reopen it by name.
+    let (uid, gid) = (args.process.uid, args.process.gid);
+    sys.fchown(slave.as_raw_fd(), uid, gid)
+        .ctx(|| format!("process.terminal: giving the pty to {uid}:{gid}"))?;
     sys.set_controlling_terminal(slave.as_raw_fd())
         .ctx(|| "making the pty the controlling terminal".to_string())?;
     for target in 0..3 {

@@ -179,6 +179,15 @@ impl Syscalls for LinuxSyscalls {
         nix::unistd::chown(path, uid.map(Uid::from_raw), gid.map(Gid::from_raw)).map_err(errno_io)
     }
 
+    fn fchown(&self, fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: fchown on a plain fd number; failure is reported through errno.
+        if unsafe { libc::fchown(fd, uid, gid) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         fs::write(path, data)
     }

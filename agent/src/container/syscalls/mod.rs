@@ -59,6 +59,7 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
     fn mknod(&self, path: &Path, kind: SFlag, perm: Mode, dev: u64) -> io::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>;
+    fn fchown(&self, fd: RawFd, uid: u32, gid: u32) -> io::Result<()>;
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     fn is_executable(&self, path: &Path) -> bool;
 

@@ -36,6 +36,7 @@ pub enum Call {
     Mknod(PathBuf, SFlag, u32, u64),
     Symlink(PathBuf, PathBuf),
     Chown(PathBuf, Option<u32>, Option<u32>),
+    Fchown(RawFd, u32, u32),
     WriteFile(PathBuf, Vec<u8>),
     Sethostname(String),
     Setdomainname(String),
@@ -208,6 +209,9 @@ impl Syscalls for RecordingSyscalls {
     }
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         self.record(Call::Chown(path.to_path_buf(), uid, gid))
+    }
+    fn fchown(&self, fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+        self.record(Call::Fchown(fd, uid, gid))
     }
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         self.record(Call::WriteFile(path.to_path_buf(), data.to_vec()))

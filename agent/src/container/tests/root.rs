@@ -216,6 +216,41 @@ fn a_terminal_process_gets_a_controlling_pty() {
     c.destroy().expect("destroy");
 }
 
+/// Like runc: the pty belongs to the process's user, so programs that reopen their terminal
+/// by name work for non-root users too.
+#[test]
+#[ignore = "needs root"]
+fn a_terminal_belongs_to_the_processs_user() {
+    let rootfs = BusyboxRootfs::new("tty-user");
+    let mut spec = spec_json(&[
+        "sh",
+        "-c",
+        "stat -c owner=%u:%g $(tty); echo reopened >$(tty)",
+    ]);
+    spec["process"]["terminal"] = true.into();
+    spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    let (mut c, h) = create(
+        &rootfs,
+        "tty-user",
+        spec,
+        StdioSpec::Terminal { rows: 24, cols: 80 },
+    )
+    .expect("create");
+    let master = h.pty_master.expect("a pty master");
+    c.start().expect("start");
+    let mut text = Vec::new();
+    let _ = fs::File::from(master).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    assert_eq!(
+        wait(h.pid),
+        WaitStatus::Exited(Pid::from_raw(h.pid), 0),
+        "{text}"
+    );
+    assert!(text.contains("owner=1000:1000\n"), "{text:?}");
+    assert!(text.contains("reopened\n"), "{text:?}");
+    c.destroy().expect("destroy");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn a_failed_mount_is_reported_and_rolled_back() {

@@ -139,6 +139,8 @@ fn a_terminal_is_opened_inside_the_container_after_pivot_root() {
         .map(|t| position(&calls, |c| *c == Call::Dup2(slave, t)))
         .collect();
     let setuid = position(&calls, |c| *c == Call::Setresuid(1000));
+    let chown = position(&calls, |c| *c == Call::Fchown(slave, 1000, 1000));
+    assert!(open < chown && chown < setuid, "{calls:#?}");
     assert!(pivot < open && open < ctty, "{calls:#?}");
     assert!(stdio.iter().all(|&d| ctty < d && d < setuid), "{calls:#?}");
     // Until then stdio is what the agent passed (/dev/null for a terminal process).
