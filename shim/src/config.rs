@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::{Workarounds, EMULATING_HOST_AGENT_TIMEOUT, HARDWARE_AGENT_TIMEOUT};
 use crate::sandbox::{Backend, SandboxConfig};
 
 /// Where the configuration is read from unless `--config` says otherwise.
@@ -24,7 +25,6 @@ pub const DEFAULT_AGENT: &str = "rust-vm-agent";
 pub const DEFAULT_VCPUS: u8 = 1;
 pub const DEFAULT_MEM_MIB: u32 = 256;
 pub const DEFAULT_CPU_TEMPLATE: &str = "conservative";
-pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -120,31 +120,29 @@ pub struct RuntimeConfig {
     pub mem_mib: u32,
     /// CPU template passed to the VMM (see docs/architecture.md for the list).
     pub cpu_template: String,
-    /// Seconds to wait for the agent to answer after the sandbox starts.
-    pub agent_timeout_secs: u64,
+    /// Seconds to wait for the agent to answer after the sandbox starts. Unset: 180 when the
+    /// emulation workarounds apply (the guest kernel boots through KVM's instruction emulator),
+    /// 10 otherwise.
+    pub agent_timeout_secs: Option<u64>,
     pub log_level: LogLevel,
-    /// Extra guest kernel command-line words. Absent: [`EMULATING_HOST_KERNEL_ARGS`] on a host
-    /// that emulates guest ring 0 (PVM without vmx/svm), nothing elsewhere; `""` adds nothing.
+    /// `auto` (default), `on` or `off`: give the guest kernel the options an instruction-emulating
+    /// host needs (docs/pvm-host-boot.md). `auto` turns them on when the host is detected as one
+    /// (`kvm_pvm` loaded, or no vmx/svm CPU flag).
+    pub emulation_workarounds: Workarounds,
+    /// Extra guest kernel command-line words. Absent: [`EMULATING_HOST_KERNEL_ARGS`] when the
+    /// emulation workarounds apply, nothing elsewhere; `""` adds nothing.
     pub kernel_args: Option<String>,
 }
 
-/// What our guest kernel needs on a host whose KVM emulates guest ring 0 (PVM without hardware
-/// virtualization) to reach user space: hide the instructions the emulator lacks, and the
+/// What our guest kernel needs on a host whose KVM emulates guest ring 0 (PVM without a PVM
+/// guest kernel) to reach user space: hide the instructions the emulator lacks, and the
 /// `syscall` entry fix-up (guest-kernel patch 0002). See docs/pvm-host-boot.md.
-pub const EMULATING_HOST_KERNEL_ARGS: &str =
-    "noxsave nokaslr clearcpuid=smap,smep,popcnt syscall_pf_fixup";
+pub const EMULATING_HOST_KERNEL_ARGS: &str = crate::host::EMULATING_HOST_CMDLINE;
 
-/// Whether this host's KVM runs guest ring 0 in its instruction emulator: the `kvm_pvm` module
-/// is loaded and the CPU has no `vmx`/`svm`.
+/// Whether this host's KVM runs guest ring 0 in its instruction emulator (the VMM's rule, see
+/// [`crate::host::detect_emulating_host`]).
 pub fn host_emulates_guest_ring0() -> bool {
-    if !Path::new("/sys/module/kvm_pvm").exists() {
-        return false;
-    }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    !cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    crate::host::detect_emulating_host().is_some()
 }
 
 impl Default for RuntimeConfig {
@@ -158,9 +156,10 @@ impl Default for RuntimeConfig {
             vcpus: DEFAULT_VCPUS,
             mem_mib: DEFAULT_MEM_MIB,
             cpu_template: DEFAULT_CPU_TEMPLATE.to_string(),
-            agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
+            agent_timeout_secs: None,
             log_level: LogLevel::default(),
             kernel_args: None,
+            emulation_workarounds: Workarounds::default(),
         }
     }
 }
@@ -205,7 +204,7 @@ impl RuntimeConfig {
         if self.mem_mib < 64 {
             return Err(invalid("mem_mib", "must be at least 64 (MiB)"));
         }
-        if self.agent_timeout_secs == 0 {
+        if self.agent_timeout_secs == Some(0) {
             return Err(invalid("agent_timeout_secs", "must be at least 1"));
         }
         if self.cpu_template.is_empty() {
@@ -216,6 +215,16 @@ impl RuntimeConfig {
 
     /// The sandbox configuration for one sandbox, with binaries resolved.
     pub fn sandbox_config(&self, id: &str, state_dir: &Path) -> SandboxConfig {
+        let (emulating_host, why) = self.emulation_workarounds.resolve();
+        log::debug!(
+            "emulating-host workarounds {}: {why}",
+            if emulating_host { "on" } else { "off" }
+        );
+        let default_timeout = if emulating_host {
+            EMULATING_HOST_AGENT_TIMEOUT
+        } else {
+            HARDWARE_AGENT_TIMEOUT
+        };
         SandboxConfig {
             backend: self.backend,
             id: id.to_string(),
@@ -227,13 +236,16 @@ impl RuntimeConfig {
             vcpus: self.vcpus,
             mem_mib: self.mem_mib,
             cpu_template: self.cpu_template.clone(),
-            agent_timeout: Duration::from_secs(self.agent_timeout_secs),
+            agent_timeout: self
+                .agent_timeout_secs
+                .map_or(default_timeout, Duration::from_secs),
+            emulating_host,
             log_level: self.log_level,
             rootfs: None,
             console_log: None,
             kernel_args: match &self.kernel_args {
                 Some(args) => args.clone(),
-                None if host_emulates_guest_ring0() => EMULATING_HOST_KERNEL_ARGS.to_string(),
+                None if emulating_host => EMULATING_HOST_KERNEL_ARGS.to_string(),
                 None => String::new(),
             },
         }
@@ -286,7 +298,8 @@ mod tests {
         assert_eq!(cfg, RuntimeConfig::default());
         assert_eq!(cfg.kernel, PathBuf::from("/var/lib/rust-vm/vmlinux"));
         assert_eq!(cfg.backend, Backend::Vm);
-        assert_eq!(cfg.agent_timeout_secs, 30);
+        assert_eq!(cfg.agent_timeout_secs, None);
+        assert_eq!(cfg.emulation_workarounds, Workarounds::Auto);
     }
 
     #[test]
@@ -362,5 +375,31 @@ mod tests {
             resolve_binary(Path::new("./rust-vm-vmm")),
             PathBuf::from("./rust-vm-vmm")
         );
+    }
+
+    #[test]
+    fn agent_timeout_default_follows_the_workarounds() {
+        let dir = Path::new("/run/x");
+        let mut cfg = RuntimeConfig::parse("emulation_workarounds = \"on\"\n", Path::new("c"))
+            .expect("parse");
+        let sandbox = cfg.sandbox_config("a", dir);
+        assert!(sandbox.emulating_host);
+        assert_eq!(sandbox.agent_timeout, Duration::from_secs(180));
+        assert_eq!(sandbox.kernel_args, EMULATING_HOST_KERNEL_ARGS);
+        cfg.emulation_workarounds = Workarounds::Off;
+        let sandbox = cfg.sandbox_config("a", dir);
+        assert!(!sandbox.emulating_host);
+        assert_eq!(sandbox.agent_timeout, Duration::from_secs(10));
+        assert_eq!(sandbox.kernel_args, "");
+        cfg.agent_timeout_secs = Some(42);
+        assert_eq!(
+            cfg.sandbox_config("a", dir).agent_timeout,
+            Duration::from_secs(42)
+        );
+        let err = RuntimeConfig::parse("agent_timeout_secs = 0\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("agent_timeout_secs"), "{err}");
+        let err =
+            RuntimeConfig::parse("emulation_workarounds = \"yes\"\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("yes"), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod config;
+pub mod host;
 pub mod rootfs;
 pub mod sandbox;
 

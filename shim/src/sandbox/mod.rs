@@ -100,6 +100,9 @@ pub struct SandboxConfig {
     pub vcpus: u8,
     pub mem_mib: u32,
     pub cpu_template: String,
+    /// `vm`: the host runs guest ring 0 through KVM's instruction emulator (detected or asked
+    /// for, see [`crate::host`]): the guest kernel gets [`crate::host::EMULATING_HOST_CMDLINE`].
+    pub emulating_host: bool,
     /// How long the agent may take to answer after the VMM (or agent) is started.
     pub agent_timeout: Duration,
     pub log_level: LogLevel,

@@ -70,7 +70,7 @@ pub(super) fn vmm_config(
     } else {
         json!([])
     };
-    json!({
+    let mut vmm = json!({
         "kernel": config.kernel,
         "initrd": config.initramfs,
         "cmdline": kernel_cmdline(config),
@@ -81,7 +81,12 @@ pub(super) fn vmm_config(
         "vsock": { "guest_cid": GUEST_CID, "uds_path": paths.socket },
         "serial": paths.console,
         "log_level": config.log_level.as_str(),
-    })
+    });
+    if config.emulating_host {
+        // The VMM detects such a host itself; this covers a host the config declares one.
+        vmm["reflect_emulation_failures"] = json!("on");
+    }
+    vmm
 }
 
 pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u32), SandboxError> {
@@ -154,5 +159,20 @@ mod tests {
             vmm_config(&cfg, &paths, false)["block"],
             serde_json::json!([])
         );
+    }
+
+    fn config(emulating_host: bool) -> SandboxConfig {
+        let mut cfg = SandboxConfig::new(Backend::Vm, "t", std::path::Path::new("/run/t"));
+        cfg.emulating_host = emulating_host;
+        cfg
+    }
+
+    #[test]
+    fn reflection_is_forced_on_only_for_a_declared_emulating_host() {
+        let paths = Paths::new(std::path::Path::new("/run/t"), Backend::Vm);
+        let vmm = vmm_config(&config(true), &paths, false);
+        assert_eq!(vmm["reflect_emulation_failures"], "on");
+        let vmm = vmm_config(&config(false), &paths, false);
+        assert!(vmm.get("reflect_emulation_failures").is_none(), "{vmm}");
     }
 }

@@ -147,7 +147,7 @@ impl Global {
             cfg.cpu_template = v.clone();
         }
         if let Some(v) = self.agent_timeout {
-            cfg.agent_timeout_secs = v;
+            cfg.agent_timeout_secs = Some(v);
         }
         if let Some(v) = &self.kernel_args {
             cfg.kernel_args = Some(v.clone());
