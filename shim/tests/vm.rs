@@ -1,9 +1,9 @@
 //! `rust-vm` with the `vm` back-end (the product) on this host: the VMM boots our guest kernel
 //! with the initramfs, the rootfs image on virtio-blk and vsock, and the kernel's early log
-//! reaches the runtime's log. The initramfs here holds a stand-in `/init` that never answers
-//! (on this PVM host the kernel needs about a minute to reach `/init` at all, see
-//! docs/pvm-host-boot.md), so `run` must fail within the configured time, say so, quote the guest
-//! console, and leave nothing behind.
+//! reaches the runtime's log. The initramfs here is the real layout around a *mute* `/init` (a
+//! static loop that never listens), so the agent never answers whatever the host: `run` must fail
+//! within the configured time, say so, quote the guest console, and leave nothing behind. The
+//! answering agent is tested in vm_e2e.rs.
 
 mod common;
 
