@@ -13,11 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Kernel command-line options for a guest kernel whose ring 0 is instruction-emulated
-/// (docs/pvm-host-boot.md, "The tactics"): no XSAVE family, no KASLR relocation work, no
-/// SMAP/SMEP (`clac`/`stac`) or `popcnt` (PVM forces their CPUID bits on; the emulator lacks
-/// them), and our kernel's `syscall` fix-up for the host's `syscall` defect.
-pub const EMULATING_HOST_CMDLINE: &str =
-    "noxsave nokaslr clearcpuid=smap,smep,popcnt syscall_pf_fixup";
+/// (docs/pvm-host-boot.md, "The tactics"): no XSAVE family, SMAP/SMEP (`clac`/`stac`) or
+/// `popcnt` (PVM forces their CPUID bits on whatever the template says; the emulator lacks the
+/// instructions), and our kernel's `syscall` fix-up for the host's `syscall` defect (patch 0002).
+/// `clearcpuid=xsave` rather than `noxsave`: the kernel honours both, but reports `noxsave` as
+/// unknown and passes it to `/init` as an argument.
+pub const EMULATING_HOST_CMDLINE: &str = "clearcpuid=xsave,smap,smep,popcnt syscall_pf_fixup";
 
 /// Default agent timeout on an instruction-emulating host: the agent listens after ~35 s on an
 /// idle 2-core host; this leaves room for a loaded one.
