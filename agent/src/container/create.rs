@@ -370,6 +370,15 @@ fn setup(
             fs::create_dir(&target).map_err(|e| {
                 ContainerError::sys(id, format!("creating {}", target.display()), e)
             })?;
+            // The host may have written a new filesystem onto this disk (a pod's disk slot)
+            // after the guest cached its first blocks at probe time or for a previous container.
+            sys.flush_block_device(&device).map_err(|e| {
+                ContainerError::sys(
+                    id,
+                    format!("dropping cached blocks of {}", device.display()),
+                    e,
+                )
+            })?;
             let flags = if readonly {
                 MsFlags::MS_RDONLY
             } else {

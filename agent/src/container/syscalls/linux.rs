@@ -54,6 +54,18 @@ impl Syscalls for LinuxSyscalls {
         nix::mount::umount2(target, flags).map_err(errno_io)
     }
 
+    fn flush_block_device(&self, device: &Path) -> io::Result<()> {
+        // _IO(0x12, 97): not exported by the libc crate for every target.
+        const BLKFLSBUF: libc::c_ulong = 0x1261;
+        let dev = fs::File::open(device)?;
+        // SAFETY: BLKFLSBUF takes no argument and touches no user memory.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), BLKFLSBUF as _, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
         nix::unistd::pivot_root(new_root, put_old).map_err(errno_io)
     }

@@ -42,6 +42,9 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
         data: Option<&str>,
     ) -> io::Result<()>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    /// Drops the page cache of a block device (ioctl BLKFLSBUF): its content may have been
+    /// rewritten from the host since the guest last read it.
+    fn flush_block_device(&self, device: &Path) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     /// The mount flags (MS_RDONLY, MS_NOSUID, ...) a mounted path has now, for remounts that
     /// must keep the locked ones.

@@ -27,6 +27,7 @@ pub enum Call {
         data: Option<String>,
     },
     Umount2(PathBuf, MntFlags),
+    FlushBlockDevice(PathBuf),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
     Chroot(PathBuf),
@@ -154,6 +155,9 @@ impl Syscalls for RecordingSyscalls {
     }
     fn umount2(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
         self.record(Call::Umount2(target.to_path_buf(), flags))
+    }
+    fn flush_block_device(&self, device: &Path) -> io::Result<()> {
+        self.record(Call::FlushBlockDevice(device.to_path_buf()))
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
         self.record(Call::PivotRoot(

@@ -84,11 +84,18 @@ fn an_init_failure_unmounts_the_block_device_and_removes_the_state() {
     let calls = sys.calls();
     let agent_side: Vec<&Call> = calls
         .iter()
-        .filter(|c| matches!(c, Call::Mount { .. } | Call::Umount2(..)))
+        .filter(|c| {
+            matches!(
+                c,
+                Call::FlushBlockDevice(..) | Call::Mount { .. } | Call::Umount2(..)
+            )
+        })
         .collect();
     assert_eq!(
         agent_side,
         [
+            // Stale guest cache of a rewritten disk slot is dropped before the mount.
+            &Call::FlushBlockDevice("/dev/vdb".into()),
             &Call::Mount {
                 source: Some("/dev/vdb".into()),
                 target: target.clone(),
@@ -109,6 +116,42 @@ fn an_init_failure_unmounts_the_block_device_and_removes_the_state() {
         !tmp.0.join("state/rb").exists(),
         "the state directory is removed"
     );
+}
+
+#[test]
+fn a_block_device_whose_cache_cannot_be_dropped_is_not_mounted() {
+    let tmp = TempDir::new("flush");
+    let sys = Arc::new(RecordingSyscalls::new());
+    sys.fail_when(|c| matches!(c, Call::FlushBlockDevice(..)).then_some(libc::ENXIO));
+    let err = Container::create_with_config(
+        CreateRequest {
+            id: "fl".into(),
+            spec: spec_from(&spec_json(&["sh"])),
+            rootfs: RootfsSource::BlockDevice {
+                device: "/dev/vdc".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+            },
+            stdio: devnull_pipes(),
+        },
+        sys.clone(),
+        RuntimeConfig {
+            cgroups: CgroupConfig::Disabled,
+            state_dir: tmp.0.join("state"),
+        },
+    )
+    .expect_err("the flush fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("dropping cached blocks of /dev/vdc"),
+        "{text}"
+    );
+    assert!(
+        !sys.calls().iter().any(|c| matches!(c, Call::Mount { .. })),
+        "nothing is mounted: {:?}",
+        sys.calls()
+    );
+    assert!(!tmp.0.join("state/fl").exists(), "state directory removed");
 }
 
 #[test]
