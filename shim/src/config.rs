@@ -25,6 +25,10 @@ pub const DEFAULT_AGENT: &str = "rust-vm-agent";
 pub const DEFAULT_VCPUS: u8 = 1;
 pub const DEFAULT_MEM_MIB: u32 = 256;
 pub const DEFAULT_CPU_TEMPLATE: &str = "conservative";
+pub const DEFAULT_POD_DISK_SLOTS: usize = 4;
+pub const DEFAULT_POD_DISK_MAX_MIB: u64 = 4096;
+/// virtio-mmio has room for 19 devices here; the boot disk and vsock take two.
+pub const MAX_POD_DISK_SLOTS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -132,6 +136,11 @@ pub struct RuntimeConfig {
     /// Extra guest kernel command-line words. Absent: [`EMULATING_HOST_KERNEL_ARGS`] when the
     /// emulation workarounds apply, nothing elsewhere; `""` adds nothing.
     pub kernel_args: Option<String>,
+    /// `vm`: spare disks a pod's sandbox gets at boot for the pod's later containers (the VMM
+    /// has no hot-plug): sparse files, free until used. 0 allows one container per pod.
+    pub pod_disk_slots: usize,
+    /// `vm`: size of each pod disk slot in MiB: the most one later container's rootfs may take.
+    pub pod_disk_max_mib: u64,
 }
 
 /// What our guest kernel needs on a host whose KVM emulates guest ring 0 (PVM without a PVM
@@ -160,6 +169,8 @@ impl Default for RuntimeConfig {
             log_level: LogLevel::default(),
             kernel_args: None,
             emulation_workarounds: Workarounds::default(),
+            pod_disk_slots: DEFAULT_POD_DISK_SLOTS,
+            pod_disk_max_mib: DEFAULT_POD_DISK_MAX_MIB,
         }
     }
 }
@@ -207,6 +218,15 @@ impl RuntimeConfig {
         if self.agent_timeout_secs == Some(0) {
             return Err(invalid("agent_timeout_secs", "must be at least 1"));
         }
+        if self.pod_disk_slots > MAX_POD_DISK_SLOTS {
+            return Err(invalid(
+                "pod_disk_slots",
+                &format!("must be at most {MAX_POD_DISK_SLOTS}"),
+            ));
+        }
+        if self.pod_disk_max_mib < 16 {
+            return Err(invalid("pod_disk_max_mib", "must be at least 16 (MiB)"));
+        }
         if self.cpu_template.is_empty() {
             return Err(invalid("cpu_template", "must not be empty"));
         }
@@ -243,6 +263,9 @@ impl RuntimeConfig {
             log_level: self.log_level,
             rootfs: None,
             console_log: None,
+            // Only a pod's sandbox gets slots (the containerd shim sets them).
+            disk_slots: 0,
+            disk_slot_mib: self.pod_disk_max_mib,
             kernel_args: match &self.kernel_args {
                 Some(args) => args.clone(),
                 None if emulating_host => EMULATING_HOST_KERNEL_ARGS.to_string(),
@@ -335,6 +358,22 @@ mod tests {
         assert!(err.to_string().contains("vcpus"), "{err}");
         let err = RuntimeConfig::parse("mem_mib = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("mem_mib"), "{err}");
+        let err = RuntimeConfig::parse("pod_disk_slots = 17\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("pod_disk_slots"), "{err}");
+        let err = RuntimeConfig::parse("pod_disk_max_mib = 8\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("pod_disk_max_mib"), "{err}");
+        let cfg = RuntimeConfig::parse(
+            "pod_disk_slots = 2\npod_disk_max_mib = 512\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!((cfg.pod_disk_slots, cfg.pod_disk_max_mib), (2, 512));
+        let sb = cfg.sandbox_config("x", Path::new("/run/x"));
+        assert_eq!(
+            (sb.disk_slots, sb.disk_slot_mib),
+            (0, 512),
+            "only pods get slots"
+        );
     }
 
     #[test]

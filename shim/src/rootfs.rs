@@ -183,6 +183,17 @@ pub fn build_ext4_image(
     })
 }
 
+/// Writes an ext4 filesystem of `source` over the existing file `image`, at the file's current
+/// size (a pod disk slot: the file stays attached to the VM, so it keeps its size).
+pub fn format_ext4_in_place(
+    source: &Path,
+    image: &Path,
+    inodes: u64,
+    opts: &ImageOptions,
+) -> Result<(), ImageError> {
+    run_mkfs(source, image, inodes, opts)
+}
+
 fn run_mkfs(
     source: &Path,
     image: &Path,

@@ -94,6 +94,12 @@ impl PodRole {
         PodRole::from_annotations(id, &spec.annotations.unwrap_or_default())
     }
 
+    /// Whether the annotations make this container a pod's sandbox (CRI's `sandbox` type):
+    /// more containers will join it, so its VM gets pod disk slots.
+    pub fn starts_a_pod(annotations: &HashMap<String, String>) -> bool {
+        annotations.get(CONTAINER_TYPE).map(String::as_str) == Some(TYPE_SANDBOX)
+    }
+
     /// The id of the sandbox this container runs in: the one its shim is grouped by.
     pub fn sandbox_id(&self) -> &str {
         match self {
@@ -134,6 +140,8 @@ mod tests {
     #[test]
     fn cri_sandbox_owns_its_sandbox() {
         let a = annotations(&[(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")]);
+        assert!(PodRole::starts_a_pod(&a));
+        assert!(!PodRole::starts_a_pod(&HashMap::new()));
         assert_eq!(
             PodRole::from_annotations("pod1", &a).unwrap(),
             PodRole::Sandbox { id: "pod1".into() }

@@ -62,6 +62,7 @@ pub enum PodSandboxError {
 
 enum Command {
     Rootfs(PathBuf, Sender<Result<RootfsSource, SandboxError>>),
+    ReleaseRootfs(PathBuf, Sender<Result<(), SandboxError>>),
     Shutdown(Sender<Result<(), SandboxError>>),
 }
 
@@ -102,12 +103,14 @@ fn short_hash(text: &str) -> String {
 }
 
 impl PodSandbox {
-    /// Starts the sandbox of pod `id` with the first container's rootfs directory.
+    /// Starts the sandbox of pod `id` with the first container's rootfs directory. A `pod`
+    /// (CRI sandbox) gets `pod_disk_slots` spare disks for the containers that join it later.
     pub fn start(
         namespace: &str,
         id: &str,
         config_path: &Path,
         first_rootfs: &Path,
+        pod: bool,
     ) -> Result<PodSandbox, PodSandboxError> {
         let must_exist = config_path != Path::new(crate::config::DEFAULT_CONFIG_PATH);
         let runtime = RuntimeConfig::load(config_path, must_exist)
@@ -119,6 +122,9 @@ impl PodSandbox {
         }
         let mut cfg = runtime.sandbox_config(id, &dir);
         cfg.rootfs = Some(first_rootfs.to_owned());
+        if pod {
+            cfg.disk_slots = runtime.pod_disk_slots;
+        }
         let backend = cfg.backend;
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -139,6 +145,9 @@ impl PodSandbox {
                     match command {
                         Command::Rootfs(dir, reply) => {
                             let _ = reply.send(sandbox.rootfs_source(&dir));
+                        }
+                        Command::ReleaseRootfs(dir, reply) => {
+                            let _ = reply.send(sandbox.release_rootfs(&dir));
                         }
                         Command::Shutdown(reply) => {
                             let _ = reply.send(sandbox.shutdown());
@@ -187,6 +196,21 @@ impl PodSandbox {
         let (tx, rx) = mpsc::channel();
         self.commands
             .send(Command::Rootfs(dir.to_owned(), tx))
+            .map_err(|_| PodSandboxError::OwnerGone(self.id.clone()))?;
+        rx.recv()
+            .map_err(|_| PodSandboxError::OwnerGone(self.id.clone()))?
+            .map_err(|source| PodSandboxError::Sandbox {
+                id: self.id.clone(),
+                source,
+            })
+    }
+
+    /// Frees what [`PodSandbox::rootfs_source`] took for `dir` (a pod disk slot), once the agent
+    /// has removed the container.
+    pub fn release_rootfs(&self, dir: &Path) -> Result<(), PodSandboxError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .send(Command::ReleaseRootfs(dir.to_owned(), tx))
             .map_err(|_| PodSandboxError::OwnerGone(self.id.clone()))?;
         rx.recv()
             .map_err(|_| PodSandboxError::OwnerGone(self.id.clone()))?

@@ -167,6 +167,17 @@ impl Service {
         }
     }
 
+    /// Frees the pod disk slot a joining container's rootfs was written into (the agent has
+    /// removed the container, and with it the mount); a later container may reuse the slot.
+    fn release_disk(&self, container: &Container, sandbox: &PodSandbox) {
+        if container.owns_sandbox {
+            return;
+        }
+        if let Err(err) = sandbox.release_rootfs(&container.rootfs) {
+            log::warn!("free the disk slot of {}: {err}", container.id);
+        }
+    }
+
     fn unmount(&self, container: &Container, sandbox: Option<&PodSandbox>) {
         if !container.mounted {
             return;
@@ -191,6 +202,7 @@ impl Service {
         options: Option<&Any>,
         mounts: &[Mount],
         rootfs: &Path,
+        pod: bool,
     ) -> Result<(Arc<PodSandbox>, bool)> {
         match role {
             PodRole::Sandbox { .. } => {
@@ -208,7 +220,7 @@ impl Service {
                 };
                 mounts::mount_rootfs(mounts, rootfs)
                     .map_err(|e| ShimError::internal("rootfs", e))?;
-                match PodSandbox::start(&self.namespace, id, &config_path, rootfs) {
+                match PodSandbox::start(&self.namespace, id, &config_path, rootfs, pod) {
                     Ok(sandbox) => Ok((Arc::new(sandbox), true)),
                     Err(err) => {
                         if !mounts.is_empty() {
@@ -280,8 +292,14 @@ impl Service {
             bundle.join(root)
         };
 
-        let (sandbox, owns_sandbox) =
-            self.sandbox_for(&role, &id, req.options.as_ref(), &req.rootfs, &rootfs)?;
+        let (sandbox, owns_sandbox) = self.sandbox_for(
+            &role,
+            &id,
+            req.options.as_ref(),
+            &req.rootfs,
+            &rootfs,
+            PodRole::starts_a_pod(&annotations),
+        )?;
         let container = Container {
             id: id.clone(),
             bundle: req.bundle.clone(),
@@ -293,6 +311,7 @@ impl Service {
             oom_kills: AtomicU64::new(0),
         };
         let undo = |container: &Container| {
+            self.release_disk(container, &sandbox);
             self.unmount(container, Some(&sandbox));
             if owns_sandbox {
                 if let Err(err) = sandbox.shutdown() {
@@ -579,6 +598,9 @@ impl Service {
                 Err(err) if err.code() == Some(ErrorCode::NotFound) => {}
                 Err(err) => log::warn!("remove container {} from the agent: {err}", req.id),
             }
+        }
+        if let Some(sandbox) = &sandbox {
+            self.release_disk(&container, sandbox);
         }
         self.unmount(&container, sandbox.as_deref());
         let last = {

@@ -13,6 +13,7 @@
 
 mod namespaces;
 pub mod process;
+pub mod slots;
 pub mod transport;
 mod vm;
 
@@ -24,6 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rust_vm_protocol::{Client, ClientError, RootfsSource, StreamKind, VersionInfo};
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LogLevel;
 use crate::rootfs::{self, ImageError, ImageOptions};
+use slots::{DiskSlots, SlotError};
 pub use transport::{Address, AGENT_VSOCK_PORT, GUEST_CID};
 
 /// How many lines of the guest console (or agent log) an error quotes.
@@ -114,6 +117,11 @@ pub struct SandboxConfig {
     pub console_log: Option<PathBuf>,
     /// `vm`: extra guest kernel command-line words (see `RuntimeConfig::kernel_args`).
     pub kernel_args: String,
+    /// `vm`: spare virtio-blk disks attached at boot for containers that join the sandbox later
+    /// (a pod's); 0 for a sandbox of one container. See [`slots`].
+    pub disk_slots: usize,
+    /// `vm`: the size of each slot, in MiB: the most a later container's rootfs image may take.
+    pub disk_slot_mib: u64,
 }
 
 impl SandboxConfig {
@@ -176,8 +184,10 @@ pub enum SandboxError {
         status: String,
         logs: LogTails,
     },
-    #[error("no rootfs for {0} in this sandbox: the vm back-end attaches the rootfs given in SandboxConfig::rootfs at start only")]
+    #[error("no rootfs for {0} in this sandbox: the vm back-end attaches disks at start only, and this sandbox has no pod disk slots (`pod_disk_slots`; a pod's sandbox gets them)")]
     RootfsNotAttached(PathBuf),
+    #[error("{0}")]
+    Slot(#[from] SlotError),
 }
 
 /// The last lines of a log file, printed with a header naming the file.
@@ -292,6 +302,8 @@ pub struct Sandbox {
     client: Option<Client>,
     agent: Option<VersionInfo>,
     rootfs_dir: Option<PathBuf>,
+    /// `vm`: the pod disk slots and which rootfs each holds.
+    slots: Mutex<DiskSlots>,
     finished: bool,
 }
 
@@ -353,7 +365,17 @@ impl Sandbox {
             Backend::Namespaces => Address::Unix(paths.socket.clone()),
         };
         // From here on, dropping `sandbox` undoes everything.
+        let slots = match config.backend {
+            Backend::Vm => DiskSlots::new(
+                &paths.dir,
+                config.disk_slots,
+                config.disk_slot_mib,
+                usize::from(config.rootfs.is_some()),
+            ),
+            Backend::Namespaces => DiskSlots::new(&paths.dir, 0, 0, 0),
+        };
         let mut sandbox = Sandbox {
+            slots: Mutex::new(slots),
             rootfs_dir: config.rootfs.clone(),
             config,
             paths,
@@ -365,7 +387,10 @@ impl Sandbox {
             finished: false,
         };
         let (child, pid) = match sandbox.config.backend {
-            Backend::Vm => vm::launch(&sandbox.config, &sandbox.paths)?,
+            Backend::Vm => {
+                let slots = sandbox.slots.get_mut().unwrap_or_else(|e| e.into_inner());
+                vm::launch(&sandbox.config, &sandbox.paths, slots)?
+            }
             Backend::Namespaces => namespaces::launch(&sandbox.config, &sandbox.paths)?,
         };
         // The agent's time starts with the VMM (or agent) process, not with the image build.
@@ -531,7 +556,8 @@ impl Sandbox {
 
     /// Where the container whose bundle rootfs is `bundle_rootfs` finds its root, in the agent's
     /// terms: the host directory itself (`namespaces`) or the virtio-blk disk built from it
-    /// (`vm`; only the rootfs given in [`SandboxConfig::rootfs`]).
+    /// (`vm`: the boot disk for the rootfs given in [`SandboxConfig::rootfs`], otherwise a pod
+    /// disk slot that its image is written into now; [`Sandbox::release_rootfs`] frees it).
     pub fn rootfs_source(&self, bundle_rootfs: &Path) -> Result<RootfsSource, SandboxError> {
         let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         match self.config.backend {
@@ -551,9 +577,50 @@ impl Sandbox {
                         readonly: false,
                     })
                 }
-                _ => Err(SandboxError::RootfsNotAttached(bundle_rootfs.to_path_buf())),
+                _ => {
+                    let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                    if slots.slots().is_empty() {
+                        return Err(SandboxError::RootfsNotAttached(bundle_rootfs.to_path_buf()));
+                    }
+                    let slot = match slots.find(bundle_rootfs) {
+                        Some(slot) => slot.clone(),
+                        None => {
+                            let started = Instant::now();
+                            let slot = slots.fill(bundle_rootfs)?;
+                            log::info!(
+                                "sandbox {}: rootfs {} written into disk slot {} ({}) in {:?}",
+                                self.config.id,
+                                bundle_rootfs.display(),
+                                slot.index,
+                                slot.guest_device.display(),
+                                started.elapsed()
+                            );
+                            slot
+                        }
+                    };
+                    Ok(RootfsSource::BlockDevice {
+                        device: slot.guest_device,
+                        fstype: "ext4".to_string(),
+                        readonly: false,
+                    })
+                }
             },
         }
+    }
+
+    /// Frees the pod disk slot that holds `bundle_rootfs` (after the agent removed the
+    /// container, which unmounts it), so a later container can use it. Nothing to do for the
+    /// boot disk or the `namespaces` back-end.
+    pub fn release_rootfs(&self, bundle_rootfs: &Path) -> Result<(), SandboxError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = slots.release(bundle_rootfs)? {
+            log::info!(
+                "sandbox {}: disk slot {index} free again (was {})",
+                self.config.id,
+                bundle_rootfs.display()
+            );
+        }
+        Ok(())
     }
 
     /// Asks the agent to shut the sandbox down, waits briefly, then kills what is left and

@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use serde_json::json;
 
 use super::{
-    build_rootfs_image, process, require_file, Paths, SandboxConfig, SandboxError, GUEST_CID,
+    build_rootfs_image, process, require_file, slots::DiskSlots, Paths, SandboxConfig,
+    SandboxError, GUEST_CID,
 };
 
 /// The guest device of the first virtio-blk disk.
@@ -122,12 +123,16 @@ pub(super) fn vmm_config(
     paths: &Paths,
     initramfs: &Path,
     with_disk: bool,
+    slots: &DiskSlots,
 ) -> serde_json::Value {
-    let drives = if with_disk {
-        json!([{ "path": paths.image, "read_only": false, "id": "rootfs" }])
-    } else {
-        json!([])
-    };
+    let mut drives = Vec::new();
+    if with_disk {
+        drives.push(json!({ "path": paths.image, "read_only": false, "id": "rootfs" }));
+    }
+    // After the boot disk, so the guest names them in this order (see DiskSlots::new).
+    for slot in slots.slots() {
+        drives.push(json!({ "path": slot.path, "read_only": false, "id": slot.serial }));
+    }
     let mut vmm = json!({
         "kernel": config.kernel,
         "initrd": initramfs,
@@ -147,12 +152,17 @@ pub(super) fn vmm_config(
     vmm
 }
 
-pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u32), SandboxError> {
+pub(super) fn launch(
+    config: &SandboxConfig,
+    paths: &Paths,
+    slots: &DiskSlots,
+) -> Result<(Child, u32), SandboxError> {
     if let Some(rootfs) = &config.rootfs {
         build_rootfs_image(rootfs, &paths.image)?;
     }
     let initramfs = guest_initramfs(config, paths)?;
-    let vmm_json = vmm_config(config, paths, &initramfs, config.rootfs.is_some());
+    slots.create_files()?;
+    let vmm_json = vmm_config(config, paths, &initramfs, config.rootfs.is_some(), slots);
     let text = serde_json::to_vec_pretty(&vmm_json).map_err(|e| SandboxError::Io {
         what: "writing the VMM configuration",
         path: paths.vmm_config.clone(),
@@ -207,7 +217,8 @@ mod tests {
     fn vmm_config_names_every_device() {
         let cfg = SandboxConfig::new(Backend::Vm, "x", std::path::Path::new("/run/x"));
         let paths = crate::sandbox::Paths::new(std::path::Path::new("/run/x"), Backend::Vm);
-        let json = vmm_config(&cfg, &paths, &cfg.initramfs, true);
+        let none = DiskSlots::new(std::path::Path::new("/run/x"), 0, 0, 1);
+        let json = vmm_config(&cfg, &paths, &cfg.initramfs, true, &none);
         assert_eq!(json["block"][0]["path"], "/run/x/rootfs.ext4");
         assert_eq!(json["block"][0]["read_only"], false);
         assert_eq!(json["vsock"]["uds_path"], "/run/x/vsock.sock");
@@ -215,7 +226,7 @@ mod tests {
         assert_eq!(json["serial"], "/run/x/console.log");
         assert_eq!(json["initrd"], cfg.initramfs.display().to_string());
         assert_eq!(
-            vmm_config(&cfg, &paths, &cfg.initramfs, false)["block"],
+            vmm_config(&cfg, &paths, &cfg.initramfs, false, &none)["block"],
             serde_json::json!([])
         );
     }
@@ -229,9 +240,21 @@ mod tests {
     #[test]
     fn reflection_is_forced_on_only_for_a_declared_emulating_host() {
         let paths = Paths::new(std::path::Path::new("/run/t"), Backend::Vm);
-        let vmm = vmm_config(&config(true), &paths, Path::new("/i"), false);
+        let vmm = vmm_config(
+            &config(true),
+            &paths,
+            Path::new("/i"),
+            false,
+            &DiskSlots::new(Path::new("/run/t"), 0, 0, 0),
+        );
         assert_eq!(vmm["reflect_emulation_failures"], "on");
-        let vmm = vmm_config(&config(false), &paths, Path::new("/i"), false);
+        let vmm = vmm_config(
+            &config(false),
+            &paths,
+            Path::new("/i"),
+            false,
+            &DiskSlots::new(Path::new("/run/t"), 0, 0, 0),
+        );
         assert!(vmm.get("reflect_emulation_failures").is_none(), "{vmm}");
     }
 
@@ -269,5 +292,19 @@ mod tests {
         cfg.initramfs = bad.clone();
         let err = guest_initramfs(&cfg, &paths).expect_err("corrupt gzip");
         assert!(err.to_string().contains("bad.gz"), "{err}");
+    }
+
+    #[test]
+    fn slots_follow_the_boot_disk_with_their_serials() {
+        let cfg = SandboxConfig::new(Backend::Vm, "x", std::path::Path::new("/run/x"));
+        let paths = crate::sandbox::Paths::new(std::path::Path::new("/run/x"), Backend::Vm);
+        let slots = DiskSlots::new(std::path::Path::new("/run/x"), 2, 64, 1);
+        let json = vmm_config(&cfg, &paths, &cfg.initramfs, true, &slots);
+        assert_eq!(json["block"][0]["id"], "rootfs");
+        assert_eq!(json["block"][1]["path"], "/run/x/slot-0.img");
+        assert_eq!(json["block"][1]["id"], "rust-vm-slot-0");
+        assert_eq!(json["block"][2]["id"], "rust-vm-slot-1");
+        assert_eq!(json["block"][2]["read_only"], false);
+        assert!(json["block"].get(3).is_none());
     }
 }
