@@ -1,0 +1,114 @@
+//! A pod on the `vm` back-end through containerd: the pod's sandbox container boots the VM with
+//! two pod disk slots; two containers that join the pod one after the other run from a slot (the
+//! second reuses the slot the first freed); deleting the pod leaves nothing behind.
+//!
+//! Needs root, /dev/kvm, containerd, umoci, busybox-static and the guest kernel
+//! (`guest-kernel/build.sh` installs /var/lib/rust-vm/vmlinux); builds the static agent into an
+//! uncompressed initramfs (rootfs/build-initramfs.sh). The guest boots in ~30 s on this PVM host.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Containerd, IMAGE, NO_CPU_SHARES, RUNTIME};
+
+const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
+const SANDBOX: [&str; 4] = [
+    "--annotation",
+    "io.kubernetes.cri.container-type=sandbox",
+    "--annotation",
+    "io.kubernetes.cri.sandbox-id=vmpod",
+];
+const MEMBER: [&str; 4] = [
+    "--annotation",
+    "io.kubernetes.cri.container-type=container",
+    "--annotation",
+    "io.kubernetes.cri.sandbox-id=vmpod",
+];
+
+fn initramfs(dir: &Path) -> PathBuf {
+    let out = dir.join("initramfs.cpio");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/build-initramfs.sh");
+    let status = Command::new(&script)
+        .args(["--uncompressed", "--output"])
+        .arg(&out)
+        .env("RUST_VM_CACHE", dir.join("cache"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "build-initramfs.sh failed");
+    out
+}
+
+#[test]
+#[ignore = "needs /dev/kvm and root; boots the guest (~1 min)"]
+fn pod_members_run_from_disk_slots_on_the_vm_backend() {
+    assert!(
+        Path::new(KERNEL).is_file(),
+        "{KERNEL} missing: run guest-kernel/build.sh"
+    );
+    let _serial = common::serial();
+    let ctd = Containerd::start("vmpod");
+    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
+    let config = ctd.dir.join("vm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "backend = \"vm\"\nkernel = \"{KERNEL}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n\
+             agent_timeout_secs = 300\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
+            initramfs(&ctd.dir).display(),
+            vmm.display()
+        ),
+    )
+    .expect("write vm.toml");
+    let config_arg = config.to_string_lossy().into_owned();
+    let ctr_run = |extra: &[&str], annotations: &[&str], id: &str, cmd: &[&str]| {
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--runtime", RUNTIME, "--runtime-config-path", &config_arg]);
+        argv.extend_from_slice(&NO_CPU_SHARES);
+        argv.extend_from_slice(annotations);
+        argv.extend_from_slice(&[IMAGE, id]);
+        argv.extend_from_slice(cmd);
+        ctd.ctr_ok(&argv)
+    };
+
+    ctr_run(&["-d"], &SANDBOX, "vmpod", &["sleep", "1000"]);
+    ctd.wait_for_status("vmpod", Some("RUNNING"), Duration::from_secs(30));
+    let state = common::sandbox_state_dir("default", "vmpod");
+    let slot0 = state.join("slot-0.img");
+    assert_eq!(
+        std::fs::metadata(&slot0).expect("slot-0.img").len(),
+        256 << 20
+    );
+
+    for id in ["app1", "app2"] {
+        let out = ctr_run(&["--rm"], &MEMBER, id, &["echo", "hi from a slot"]);
+        assert_eq!(out.trim_end(), "hi from a slot", "{id}");
+        assert_eq!(
+            std::fs::metadata(&slot0).expect("slot-0.img").blocks(),
+            0,
+            "{id}'s slot was not freed"
+        );
+    }
+    let console = std::fs::read_to_string(state.join("console.log")).unwrap_or_default();
+    assert!(console.contains("[vdb]"), "{console}");
+
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmpod"]);
+    ctd.wait_for_status("vmpod", Some("STOPPED"), Duration::from_secs(30));
+    ctd.ctr_ok(&["task", "delete", "vmpod"]);
+    ctd.ctr_ok(&["containers", "rm", "vmpod"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while state.exists() || !ctd.shim_pids().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: state {}, shims {:?}",
+            state.exists(),
+            ctd.shim_pids()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
