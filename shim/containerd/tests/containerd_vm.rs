@@ -62,18 +62,11 @@ fn vm_backend_boots_the_guest_then_fails_cleanly() {
     );
     let _serial = common::serial();
     let ctd = Containerd::start("vm");
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "backend = \"vm\"\nkernel = \"{KERNEL}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n\
-             agent_timeout_secs = {AGENT_TIMEOUT_SECS}\n",
-            initramfs(&ctd.dir).display(),
-            vmm.display()
-        ),
-    )
-    .expect("write vm.toml");
+    let config = ctd.write_vm_config(
+        KERNEL,
+        &initramfs(&ctd.dir),
+        &format!("agent_timeout_secs = {AGENT_TIMEOUT_SECS}\n"),
+    );
 
     // The configuration reaches the shim as runtime options (runtimeoptions.v1 ConfigPath).
     let mut argv = vec!["run", "--rm", "--runtime", RUNTIME];
@@ -153,19 +146,8 @@ fn killed_shim_takes_its_vmm_along() {
     );
     let _serial = common::serial();
     let ctd = Containerd::start("vmkill");
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
     // Long enough for the test to find the booting VMM and kill the shim under it.
-    std::fs::write(
-        &config,
-        format!(
-            "backend = \"vm\"\nkernel = \"{KERNEL}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n\
-             agent_timeout_secs = 60\n",
-            initramfs(&ctd.dir).display(),
-            vmm.display()
-        ),
-    )
-    .expect("write vm.toml");
+    let config = ctd.write_vm_config(KERNEL, &initramfs(&ctd.dir), "agent_timeout_secs = 60\n");
     let mut run = Command::new("ctr")
         .arg("--address")
         .arg(&ctd.socket)

@@ -52,18 +52,11 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     );
     let _serial = common::serial();
     let ctd = Containerd::start("vmpod");
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "backend = \"vm\"\nkernel = \"{KERNEL}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n\
-             agent_timeout_secs = 300\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
-            initramfs(&ctd.dir).display(),
-            vmm.display()
-        ),
-    )
-    .expect("write vm.toml");
+    let config = ctd.write_vm_config(
+        KERNEL,
+        &initramfs(&ctd.dir),
+        "agent_timeout_secs = 300\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
+    );
     let config_arg = config.to_string_lossy().into_owned();
     let ctr_run = |extra: &[&str], annotations: &[&str], id: &str, cmd: &[&str]| {
         let mut argv = vec!["run"];

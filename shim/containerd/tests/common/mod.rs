@@ -242,6 +242,23 @@ impl Containerd {
     }
 
     /// Stops containerd (its shims keep running) and starts it again on the same directories.
+    /// Writes `vm.toml` for the `vm` back-end in this containerd's directory: the guest kernel
+    /// at `kernel`, `initramfs`, this workspace's VMM, then the `extra` TOML lines. Returns its path.
+    pub fn write_vm_config(&self, kernel: &str, initramfs: &Path, extra: &str) -> PathBuf {
+        let vmm = workspace_binary("rust-vm-vmm", "rust-vm-vmm");
+        let config = self.dir.join("vm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "backend = \"vm\"\nkernel = \"{kernel}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n{extra}",
+                initramfs.display(),
+                vmm.display()
+            ),
+        )
+        .expect("write vm.toml");
+        config
+    }
+
     pub fn restart(&mut self) {
         self.stop_daemon();
         self.launch();
