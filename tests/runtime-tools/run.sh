@@ -33,7 +33,7 @@ done
 
 target=${CARGO_TARGET_DIR:-$repo/target}
 if [ -z "${RUST_VM:-}" ] || [ -z "${RUST_VM_AGENT:-}" ]; then
-    (cd "$repo" && cargo build -q -p rust-vm-shim -p rust-vm-agent >&2)
+    (cd "$repo" && cargo build -q -p rust-vm-cli -p rust-vm-agent >&2)
 fi
 rust_vm=${RUST_VM:-$target/debug/rust-vm}
 agent=${RUST_VM_AGENT:-$target/debug/rust-vm-agent}

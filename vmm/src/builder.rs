@@ -21,6 +21,7 @@ use crate::arch::layout::{
 use crate::arch::mptable::{write_mptable, MptableError};
 use crate::arch::regs::{write_boot_tables, RegsError};
 use crate::arch::zero_page::{build_zero_page, e820_map, BootInfo, ZeroPageError};
+use crate::config::host::HostKind;
 use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::I8042Device;
@@ -305,11 +306,13 @@ fn attach_virtio_devices(
 /// Builds the VM described by `config` (checked against this host first).
 pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
     let kvm = Kvm::new().map_err(BuildError::Kvm)?;
-    config.validate(&HostLimits::probe(&kvm))?;
+    let kvm_max_vcpus = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    let limits = HostLimits::new(kvm_max_vcpus);
+    config.validate(&limits)?;
     // Validation bounds vcpus by MAX_VCPUS, so this always fits in a u8.
     let num_vcpus = u8::try_from(config.vcpus).map_err(|_| ConfigError::Vcpus {
         value: config.vcpus,
-        max: u32::from(crate::arch::layout::MAX_VCPUS),
+        max: limits.max_vcpus,
     })?;
 
     let mem = create_guest_memory(config)?;
@@ -349,10 +352,15 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
     let supported_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(BuildError::SupportedCpuid)?;
-    let reflections = config
-        .reflect_emulation_failures
-        .enabled()
-        .then(|| Arc::new(ReflectionLog::default()));
+    let host = HostKind::detect();
+    let reflect = config.reflect_emulation_failures.enabled_on(&host);
+    if reflect {
+        log::info!(
+            "emulation-failure reflection on ({}; {host})",
+            config.reflect_emulation_failures
+        );
+    }
+    let reflections = reflect.then(|| Arc::new(ReflectionLog::default()));
     let mut vcpus = Vec::with_capacity(usize::from(num_vcpus));
     for index in 0..num_vcpus {
         let mut vcpu = Vcpu::new(

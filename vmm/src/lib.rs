@@ -5,7 +5,6 @@
 
 pub mod arch;
 pub mod builder;
-pub mod config;
 pub mod devices;
 pub mod loader;
 pub mod logger;
@@ -14,6 +13,9 @@ pub mod test_initramfs;
 pub mod vstate;
 
 use std::sync::{Arc, Mutex};
+
+/// The VM configuration, defined once in `rust-vm-vmm-config` for the VMM and the sandbox.
+pub use vmm_config as config;
 
 /// Guest memory as every part of the VMM sees it.
 pub type GuestMemory = vm_memory::GuestMemoryMmap;

@@ -9,35 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use vmm::arch::cpuid::CpuTemplate;
 use vmm::builder::build_microvm;
-use vmm::config::{BlockDeviceConfig, LogLevel, PartialConfig, SerialOutput, VsockDeviceConfig};
-use vmm::vstate::reflect::ReflectMode;
+use vmm::config::{
+    BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SerialOutput, VmmConfig,
+    VsockDeviceConfig,
+};
 
 const EXIT_GUEST_FAULT: u8 = 2;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("block[0].path /x: {source}")]
-    struct Inline {
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn causes_printed_inline_are_not_repeated() {
-        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
-        let error = anyhow::Error::new(Inline { source: io }).context("cannot build the VM");
-        assert_eq!(
-            error_chain(&error),
-            "cannot build the VM: block[0].path /x: entity not found"
-        );
-        let plain = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_chain(&plain), "outer: inner");
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(name = "rust-vm-vmm", version, about = "rust-vm's KVM microVM monitor")]
@@ -50,8 +28,8 @@ struct Cli {
     kernel: Option<PathBuf>,
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1 nomodule i8042.noaux
-    /// i8042.nomux i8042.dumbkbd"].
+    /// Kernel command line [default: "console=ttyS0 reboot=k i8042.noaux i8042.nomux
+    /// i8042.dumbkbd panic=1 nomodule"].
     #[arg(long)]
     cmdline: Option<String>,
     /// Number of vCPUs [default: 1].
@@ -65,7 +43,7 @@ struct Cli {
     block: Vec<BlockDeviceConfig>,
     /// virtio-vsock guest CID (needs --vsock-uds).
     #[arg(long = "vsock-cid", requires = "vsock_uds")]
-    vsock_cid: Option<u64>,
+    vsock_cid: Option<u32>,
     /// Host Unix socket of the vsock device (needs --vsock-cid).
     #[arg(long = "vsock-uds", value_name = "PATH", requires = "vsock_cid")]
     vsock_uds: Option<PathBuf>,
@@ -86,7 +64,7 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_partial(self) -> (Option<PathBuf>, PartialConfig) {
+    fn into_partial(self) -> (Option<PathBuf>, VmmConfig) {
         let vsock = match (self.vsock_cid, self.vsock_uds) {
             (Some(guest_cid), Some(uds_path)) => Some(VsockDeviceConfig {
                 guest_cid,
@@ -94,7 +72,7 @@ impl Cli {
             }),
             _ => None,
         };
-        let flags = PartialConfig {
+        let flags = VmmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
             cmdline: self.cmdline,
@@ -114,11 +92,11 @@ impl Cli {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (config_file, flags) = cli.into_partial();
     let partial = match config_file {
-        Some(path) => PartialConfig::from_file(&path)?.merge(flags),
+        Some(path) => VmmConfig::from_file(&path)?.merge(flags),
         None => flags,
     };
     let config = partial.finish()?;
-    vmm::logger::init(config.log_level.0);
+    vmm::logger::init(config.log_level.to_filter());
 
     let vm = build_microvm(&config).context("cannot build the VM")?;
     let reason = vm.run().context("the VM failed")?;
@@ -129,24 +107,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("rust-vm-vmm: {reason}");
         Ok(ExitCode::from(EXIT_GUEST_FAULT))
     }
-}
-
-/// The error and its causes, `: `-separated, leaving out a cause whose text the message before
-/// it already contains (our error types print their source inline).
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    let mut previous = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if !previous.contains(&message) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&message);
-        }
-        previous = message;
-    }
-    text
 }
 
 fn main() -> ExitCode {
@@ -165,7 +125,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rust-vm-vmm: {}", error_chain(&e));
+            eprintln!("rust-vm-vmm: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -17,15 +17,18 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{require_kvm, scratch_dir, VMM};
+use vmm::config::host::{HostKind, EMULATING_HOST_CMDLINE};
+use vmm::config::DEFAULT_CMDLINE;
 use vmm::test_initramfs::{initramfs, INIT_MARKER};
-use vmm::vstate::reflect::detect_emulating_host;
 
 /// Measured here: 15-40 s depending on the load of the 2 shared cores.
 const INIT_LIMIT: Duration = Duration::from_secs(240);
 
-/// The command line docs/pvm-host-boot.md gives for instruction-emulating hosts.
-const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0 reboot=k panic=1 noxsave nokaslr \
-                       clearcpuid=smap,smep,popcnt syscall_pf_fixup";
+/// The VMM's default command line with early output and the words the runtime gives our kernel
+/// on an instruction-emulating host (docs/pvm-host-boot.md).
+fn cmdline() -> String {
+    format!("{DEFAULT_CMDLINE} earlyprintk=serial,ttyS0 {EMULATING_HOST_CMDLINE}")
+}
 
 fn kernel_path() -> String {
     let path = std::env::var_os("RUST_VM_KERNEL")
@@ -131,7 +134,7 @@ fn guest_kernel_runs_init_and_its_marker_reaches_the_console() {
             "--log-level",
             "info",
             "--cmdline",
-            CMDLINE,
+            &cmdline(),
         ],
         &log,
     );
@@ -153,7 +156,7 @@ fn guest_kernel_runs_init_and_its_marker_reaches_the_console() {
     );
     // /init reboots the guest: a clean VMM exit.
     assert_eq!(status, Some(0), "VMM log:\n{stderr}");
-    if detect_emulating_host().is_some() {
+    if HostKind::detect().emulates_guest_ring0() {
         // The alternatives selftest's int3 went to the guest as #BP and the selftest passed.
         assert!(
             stderr.contains("cannot run int3 at 0xffffffff")

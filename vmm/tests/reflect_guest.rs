@@ -15,7 +15,7 @@ mod common;
 use std::time::Duration;
 
 use common::{elf_image, require_kvm, run_vmm, scratch_dir};
-use vmm::vstate::reflect::detect_emulating_host;
+use vmm::config::host::HostKind;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -179,7 +179,7 @@ fn int3_and_hidden_instructions_reach_the_guest_handlers() {
             "--reflect-emulation-failures",
         ],
     );
-    if detect_emulating_host().is_none() {
+    if !HostKind::detect().emulates_guest_ring0() {
         // A real CPU runs cmpxchg16b whatever CPUID says.
         assert_eq!(code, Some(0), "{log}");
         let expected =
@@ -209,7 +209,7 @@ fn int3_and_hidden_instructions_reach_the_guest_handlers() {
 #[ignore = "needs /dev/kvm"]
 fn without_reflection_an_emulation_failure_stops_the_vm() {
     let (code, serial, log) = run("reflect-off", &["--reflect-emulation-failures", "off"]);
-    if detect_emulating_host().is_none() {
+    if !HostKind::detect().emulates_guest_ring0() {
         assert_eq!(code, Some(0), "{log}");
         assert!(serial.starts_with("#BP\nafter int3\n"), "{serial}");
         return;
@@ -241,7 +241,7 @@ fn an_instruction_the_vcpu_supports_is_not_reflected() {
             "on",
         ],
     );
-    if detect_emulating_host().is_none() {
+    if !HostKind::detect().emulates_guest_ring0() {
         let expected =
             format!("#BP\nafter int3\nafter cmpxchg16b\n#UD\nafter xrstor\n{FWAIT_PART}");
         assert_eq!((code, serial), (Some(0), expected), "{log}");

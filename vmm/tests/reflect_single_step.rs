@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{elf_image, require_kvm, run_vmm, scratch_dir};
-use vmm::vstate::reflect::detect_emulating_host;
+use vmm::config::host::HostKind;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -70,7 +70,7 @@ fn fwait_under_single_step_is_not_completed() {
         !log.contains("RIP moved past it"),
         "fwait was completed under TF:\n{log}"
     );
-    if detect_emulating_host().is_none() {
+    if !HostKind::detect().emulates_guest_ring0() {
         // A real CPU runs fwait and raises the #DB itself; with no IDT the guest then shuts
         // down. Nothing for the VMM to do, which the assertion above checks.
         return;

@@ -34,7 +34,7 @@ pub enum TransportError {
         "invalid agent address `{address}`: {reason} (expected unix:PATH or vsock-uds:PATH:PORT)"
     )]
     InvalidAddress { address: String, reason: String },
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}")]
     Connect {
         address: Address,
         #[source]
@@ -89,6 +89,13 @@ impl fmt::Display for Address {
 impl Address {
     /// Opens a new connection to the agent.
     pub fn connect(&self) -> Result<UnixStream, TransportError> {
+        self.connect_within(HANDSHAKE_TIMEOUT)
+    }
+
+    /// Opens a new connection, each step of the vsock handshake bounded by `timeout` (for
+    /// polling an agent that may not be up yet). The stream comes back blocking, with no
+    /// timeouts set.
+    pub fn connect_within(&self, timeout: Duration) -> Result<UnixStream, TransportError> {
         let (path, port) = match self {
             Address::Unix(path) => (path, None),
             Address::VsockUds { path, port } => (path, Some(*port)),
@@ -98,18 +105,24 @@ impl Address {
             source,
         })?;
         if let Some(port) = port {
-            self.handshake(&mut stream, port)?;
+            self.handshake(&mut stream, port, timeout)?;
         }
         Ok(stream)
     }
 
-    fn handshake(&self, stream: &mut UnixStream, port: u32) -> Result<(), TransportError> {
+    fn handshake(
+        &self,
+        stream: &mut UnixStream,
+        port: u32,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
         let fail = |reason: String| TransportError::Handshake {
             address: self.clone(),
             reason,
         };
         stream
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| fail(format!("setting a timeout: {e}")))?;
         stream
             .write_all(format!("CONNECT {port}\n").as_bytes())
@@ -138,7 +151,9 @@ impl Address {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(fail(format!("no reply within {HANDSHAKE_TIMEOUT:?}")))
+                    return Err(fail(format!(
+                        "no reply within {timeout:?} (nothing listens on guest port {port} yet?)"
+                    )))
                 }
                 Err(e) => return Err(fail(format!("reading the reply: {e}"))),
             }
@@ -149,6 +164,7 @@ impl Address {
         }
         stream
             .set_read_timeout(None)
+            .and_then(|()| stream.set_write_timeout(None))
             .map_err(|e| fail(format!("clearing the timeout: {e}")))?;
         Ok(())
     }

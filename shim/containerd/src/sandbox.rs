@@ -1,5 +1,5 @@
 //! The pod's sandbox (a microVM, or for tests the agent in host namespaces), started through
-//! `rust_vm_shim::Sandbox` and owned by one long-lived thread.
+//! `rust_vm_sandbox::Sandbox` and owned by one long-lived thread.
 //!
 //! The VMM (or agent) is spawned with a parent-death signal, which the kernel ties to the
 //! *thread* that spawned it. ttrpc handler threads come and go, so the sandbox is started and
@@ -15,7 +15,7 @@ use std::thread;
 
 use containerd_shim::protos::types::mount::Mount;
 use rust_vm_protocol::{Address, Client, RootfsSource};
-use rust_vm_shim::{Backend, RuntimeConfig, Sandbox, SandboxError};
+use rust_vm_sandbox::{Backend, RuntimeConfig, Sandbox, SandboxError};
 use thiserror::Error;
 
 use crate::mounts::{self, MountError};

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use vmm::test_initramfs::{initramfs, INIT_MARKER};
 
-const DEFAULT_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0 reboot=k panic=1 noxsave \
-                               nokaslr clearcpuid=smap,smep,popcnt syscall_pf_fixup";
+use vmm::config::host::EMULATING_HOST_CMDLINE;
+use vmm::config::DEFAULT_CMDLINE;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// (label, text of the serial line that marks it).
@@ -140,7 +140,9 @@ fn main() -> Result<()> {
     let runs: usize = env_or("BENCH_RUNS", 3)?;
     let mem_mib: u64 = env_or("BENCH_MEM_MIB", 128)?;
     let vcpus: u32 = env_or("BENCH_VCPUS", 1)?;
-    let cmdline = std::env::var("BENCH_CMDLINE").unwrap_or_else(|_| DEFAULT_CMDLINE.into());
+    let cmdline = std::env::var("BENCH_CMDLINE").unwrap_or_else(|_| {
+        format!("{DEFAULT_CMDLINE} earlyprintk=serial,ttyS0 {EMULATING_HOST_CMDLINE}")
+    });
 
     let initrd =
         std::env::temp_dir().join(format!("rust-vm-init-bench-{}.cpio", std::process::id()));

@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
@@ -18,7 +16,6 @@ use kvm_bindings::{
     KVM_VCPUEVENT_VALID_SHADOW,
 };
 use kvm_ioctls::VcpuFd;
-use serde::{Deserialize, Serialize};
 
 use crate::arch::emulation::{classify, GuestCpu, Outcome, UD_VECTOR};
 use crate::arch::insn::{decode, CodeMode, DecodeError, Mnemonic, MAX_INSN_LEN};
@@ -29,80 +26,6 @@ const CR0_PE: u64 = 1;
 const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
-
-/// Whether the VMM reflects emulation failures (`reflect_emulation_failures`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReflectMode {
-    /// On when this host's KVM emulates guest ring 0 (see `detect_emulating_host`).
-    #[default]
-    Auto,
-    On,
-    Off,
-}
-
-impl ReflectMode {
-    pub const ALL: [ReflectMode; 3] = [ReflectMode::Auto, ReflectMode::On, ReflectMode::Off];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ReflectMode::Auto => "auto",
-            ReflectMode::On => "on",
-            ReflectMode::Off => "off",
-        }
-    }
-
-    /// Whether reflection is on for this VM; logs why.
-    pub fn enabled(self) -> bool {
-        match (self, detect_emulating_host()) {
-            (ReflectMode::On, _) => {
-                log::info!("emulation-failure reflection on (asked for)");
-                true
-            }
-            (ReflectMode::Off, _) => false,
-            (ReflectMode::Auto, Some(why)) => {
-                log::info!("emulation-failure reflection on: instruction-emulating host ({why})");
-                true
-            }
-            (ReflectMode::Auto, None) => false,
-        }
-    }
-}
-
-impl fmt::Display for ReflectMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ReflectMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown reflection mode {s:?} (expected auto, on or off)"))
-    }
-}
-
-/// Why this host's KVM is taken to run guest ring 0 through its instruction emulator, or `None`
-/// for hardware virtualization.
-pub fn detect_emulating_host() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    emulating_host(Path::new("/sys/module/kvm_pvm").exists(), &cpuinfo)
-}
-
-fn emulating_host(pvm_module: bool, cpuinfo: &str) -> Option<String> {
-    if pvm_module {
-        return Some("the kvm_pvm module is loaded".to_string());
-    }
-    let flags = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("flags")?.split_once(':').map(|(_, f)| f))?;
-    let hardware = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
-    (!hardware).then(|| "the host CPU has neither vmx nor svm".to_string())
-}
 
 /// The emulation failures reflected in one VM: each instruction address is logged once and
 /// counted.
@@ -387,34 +310,6 @@ fn cross_check_translation(fd: &VcpuFd, mem: &GuestMemory, paging: &PagingRegs, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detects_pvm_and_cpus_without_virtualization() {
-        let vmx = "processor\t: 0\nflags\t\t: fpu vme vmx sse2\n";
-        let none = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor\n";
-        assert_eq!(emulating_host(false, vmx), None);
-        assert_eq!(emulating_host(false, &vmx.replace("vmx", "svm")), None);
-        assert!(emulating_host(false, none)
-            .unwrap()
-            .contains("neither vmx nor svm"));
-        assert!(emulating_host(true, vmx).unwrap().contains("kvm_pvm"));
-        // No flags line (not x86, or unreadable): nothing to go on.
-        assert_eq!(emulating_host(false, ""), None);
-    }
-
-    #[test]
-    fn modes_parse_and_off_wins() {
-        for mode in ReflectMode::ALL {
-            assert_eq!(mode.name().parse::<ReflectMode>(), Ok(mode));
-        }
-        assert!("yes".parse::<ReflectMode>().unwrap_err().contains("yes"));
-        assert!(!ReflectMode::Off.enabled());
-        assert!(ReflectMode::On.enabled());
-        assert_eq!(
-            ReflectMode::Auto.enabled(),
-            detect_emulating_host().is_some()
-        );
-    }
 
     #[test]
     fn log_counts_each_case_and_reports_the_first() {

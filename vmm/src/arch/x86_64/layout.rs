@@ -48,7 +48,10 @@ pub const I8042_PORT: u64 = 0x60;
 pub const I8042_PORT_LEN: u64 = 5;
 
 /// Highest vCPU count: APIC IDs are 8 bits in the MP table and the IOAPIC takes the next ID.
-pub const MAX_VCPUS: u8 = 254;
+// The configuration's bound, which the checks above keep within a u8.
+#[allow(clippy::cast_possible_truncation)]
+pub const MAX_VCPUS: u8 = vmm_config::MAX_VCPUS as u8;
+const _: () = assert!(vmm_config::MAX_VCPUS <= u8::MAX as u32);
 
 /// The guest RAM regions for `mem_size` bytes of memory: `[0, min(size, 3 GiB))` and, when
 /// larger, the rest from 4 GiB up.

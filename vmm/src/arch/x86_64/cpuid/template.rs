@@ -1,52 +1,10 @@
 //! Named CPU templates. docs/cpu-templates.md describes each one and why.
 
-use std::fmt;
-use std::str::FromStr;
-
 use kvm_bindings::kvm_cpuid_entry2;
-use serde::{Deserialize, Serialize};
 
 use super::{reg_mut, Reg};
 
-/// What a vCPU is allowed to see of the host CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CpuTemplate {
-    /// Everything KVM supports, normalised.
-    Host,
-    /// A baseline x86-64 CPU: what an instruction-emulating host (such as PVM running a guest
-    /// kernel that is not PVM-aware) can execute in guest ring 0.
-    #[default]
-    Conservative,
-}
-
-impl CpuTemplate {
-    pub const ALL: [CpuTemplate; 2] = [CpuTemplate::Host, CpuTemplate::Conservative];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CpuTemplate::Host => "host",
-            CpuTemplate::Conservative => "conservative",
-        }
-    }
-}
-
-impl fmt::Display for CpuTemplate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for CpuTemplate {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown CPU template {s:?} (expected host or conservative)"))
-    }
-}
+pub use vmm_config::CpuTemplate;
 
 /// Bits the conservative template keeps in a register; every other bit is cleared.
 struct KeepMask {
@@ -203,16 +161,5 @@ mod tests {
         apply_template(&mut entries, CpuTemplate::Host);
         assert_eq!(entries, before);
         assert_ne!(find(&entries, 1, 0).ecx & AVX, 0);
-    }
-
-    #[test]
-    fn template_names_round_trip() {
-        for template in CpuTemplate::ALL {
-            assert_eq!(template.name().parse::<CpuTemplate>(), Ok(template));
-        }
-        assert!("haswell"
-            .parse::<CpuTemplate>()
-            .unwrap_err()
-            .contains("haswell"));
     }
 }

@@ -40,7 +40,8 @@ pub struct Vsock {
 
 impl Vsock {
     pub fn new(config: &VsockDeviceConfig) -> Result<Self, VsockError> {
-        let cid = config.guest_cid;
+        // The device's config space holds a 64-bit CID; Linux CIDs are 32-bit.
+        let cid = u64::from(config.guest_cid);
         if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
             return Err(VsockError::InvalidCid(cid));
         }

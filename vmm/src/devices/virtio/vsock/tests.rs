@@ -50,7 +50,7 @@ impl Guest {
         let dir = TempDir::new().unwrap();
         let uds = dir.as_path().join("vsock.sock");
         let config = VsockDeviceConfig {
-            guest_cid: GUEST_CID,
+            guest_cid: u32::try_from(GUEST_CID).unwrap(),
             uds_path: uds.clone(),
         };
         let device = Arc::new(Mutex::new(Vsock::new(&config).unwrap()));
@@ -575,14 +575,14 @@ fn config_space_holds_the_guest_cid() {
 #[test]
 fn reserved_cids_are_refused() {
     let dir = TempDir::new().unwrap();
-    for cid in [0, 1, 2, u64::from(u32::MAX), 1 << 40] {
+    for cid in [0, 1, 2, u32::MAX] {
         let config = VsockDeviceConfig {
             guest_cid: cid,
             uds_path: dir.as_path().join("v.sock"),
         };
         assert!(matches!(
             Vsock::new(&config),
-            Err(VsockError::InvalidCid(c)) if c == cid
+            Err(VsockError::InvalidCid(c)) if c == u64::from(cid)
         ));
     }
 }

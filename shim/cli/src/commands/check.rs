@@ -1,0 +1,213 @@
+//! `check`: can this host run rust-vm containers? One line per item, with what to do.
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::Result;
+use rust_vm_sandbox::config::resolve_binary;
+use rust_vm_sandbox::host::HostKind;
+use rust_vm_sandbox::RuntimeConfig;
+
+use crate::Global;
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+fn line(level: Level, item: &str, text: &str) -> Level {
+    let tag = match level {
+        Level::Ok => "ok  ",
+        Level::Warn => "warn",
+        Level::Fail => "FAIL",
+    };
+    println!("{tag} {item:<14} {text}");
+    level
+}
+
+const KVM_GET_API_VERSION: libc::c_ulong = 0xae00;
+
+pub fn check(g: &Global) -> Result<i32> {
+    let cfg = g.runtime_config()?;
+    let mut worst = Level::Ok;
+    let mut note = |l: Level| worst = worst.max(l);
+
+    note(
+        match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+            Ok(f) => {
+                // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an int.
+                let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0) };
+                if v == 12 {
+                    line(
+                        Level::Ok,
+                        "kvm",
+                        "/dev/kvm opens read-write, KVM API version 12",
+                    )
+                } else {
+                    line(
+                        Level::Fail,
+                        "kvm",
+                        &format!("/dev/kvm answers API version {v}, expected 12"),
+                    )
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => line(
+                Level::Fail,
+                "kvm",
+                "/dev/kvm missing: load kvm_intel or kvm_amd (hardware virtualization) or kvm_pvm",
+            ),
+            Err(e) => line(
+                Level::Fail,
+                "kvm",
+                &format!("/dev/kvm: {e}: run as root or add the user to the kvm group"),
+            ),
+        },
+    );
+
+    note(virtualization_line(&HostKind::detect(), &cfg));
+    let file_check = |item: &str, path: &Path, hint: &str| -> Level {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => line(Level::Ok, item, &path.display().to_string()),
+            Ok(_) => line(
+                Level::Fail,
+                item,
+                &format!("{} is not a file: {hint}", path.display()),
+            ),
+            Err(e) => line(
+                Level::Fail,
+                item,
+                &format!("{}: {e}: {hint}", path.display()),
+            ),
+        }
+    };
+    note(file_check(
+        "kernel",
+        &cfg.kernel,
+        "run scripts/setup.sh or set `kernel` in the config",
+    ));
+    note(file_check(
+        "initramfs",
+        &cfg.initramfs,
+        "run rootfs/build-initramfs.sh or set `initramfs` in the config",
+    ));
+    let vmm = resolve_binary(&cfg.vmm);
+    note(exe_check(
+        "vmm",
+        &vmm,
+        "cargo build --release -p rust-vm-vmm, or set `vmm` in the config",
+    ));
+    let agent = resolve_binary(&cfg.agent);
+    let agent_level = exe_check(
+        "agent",
+        &agent,
+        "needed by the namespaces back-end only: cargo build -p rust-vm-agent",
+    );
+    note(if cfg.backend == rust_vm_sandbox::Backend::Namespaces {
+        agent_level
+    } else {
+        agent_level.min(Level::Warn)
+    });
+    note(match which("mkfs.ext4") {
+        Some(p) => line(
+            Level::Ok,
+            "mkfs.ext4",
+            &format!("{} (rootfs images)", p.display()),
+        ),
+        None => line(
+            Level::Fail,
+            "mkfs.ext4",
+            "missing: apt-get install e2fsprogs",
+        ),
+    });
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    note(if root {
+        line(Level::Ok, "permissions", "running as root")
+    } else {
+        line(
+            Level::Fail,
+            "permissions",
+            "not root: rust-vm needs root for namespaces, mounts and the state root",
+        )
+    });
+    note(match std::fs::create_dir_all(&g.root) {
+        Ok(()) => line(
+            Level::Ok,
+            "state root",
+            &format!("{} is writable", g.root.display()),
+        ),
+        Err(e) => line(
+            Level::Fail,
+            "state root",
+            &format!("{}: {e}: pick another with --root", g.root.display()),
+        ),
+    });
+    line(
+        Level::Ok,
+        "backend",
+        &format!(
+            "{}{}",
+            cfg.backend,
+            if cfg.backend == rust_vm_sandbox::Backend::Namespaces {
+                " (tests and debugging only: no VM isolation)"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(if worst == Level::Fail { 1 } else { 0 })
+}
+
+fn exe_check(item: &str, path: &Path, hint: &str) -> Level {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            line(Level::Ok, item, &path.display().to_string())
+        }
+        _ => line(
+            Level::Fail,
+            item,
+            &format!("{} not found or not executable: {hint}", path.display()),
+        ),
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let found = resolve_binary(Path::new(name));
+    found.is_absolute().then_some(found)
+}
+
+/// The host's kind by the rule the runtime and the VMM apply ([`HostKind`]), and whether the
+/// emulation workarounds will be used.
+fn virtualization_line(host: &HostKind, cfg: &RuntimeConfig) -> Level {
+    let workarounds = cfg.emulation_workarounds.resolve(host);
+    let applied = if workarounds.apply {
+        "the runtime applies the emulating-host workarounds (docs/pvm-host-boot.md)"
+    } else {
+        "the runtime applies no emulating-host workarounds"
+    };
+    match host {
+        HostKind::Hardware { .. } | HostKind::Unknown => {
+            line(Level::Ok, "virtualization", &format!("{host}; {applied}"))
+        }
+        HostKind::Pvm => line(
+            Level::Warn,
+            "virtualization",
+            &format!(
+                "{host}: guest ring 0 of our kernel is emulated, it boots in tens of seconds \
+                 (a PVM guest kernel, CONFIG_PVM_GUEST, would run at native speed); {applied}"
+            ),
+        ),
+        HostKind::NoHardwareVirtualization => line(
+            Level::Fail,
+            "virtualization",
+            &format!(
+                "{host} and no kvm_pvm module: enable nested virtualization or load kvm_pvm; \
+                 {applied}"
+            ),
+        ),
+    }
+}

@@ -1,0 +1,31 @@
+//! rust-vm's host side: the runtime configuration, the host's kind, container rootfs images, the
+//! sandbox back-ends (a KVM microVM, or for tests the agent in host namespaces) and the pod
+//! lifecycle that the `rust-vm` CLI and the containerd shim share.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use rust_vm_sandbox::{RuntimeConfig, Sandbox};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = RuntimeConfig::load(Path::new(rust_vm_sandbox::config::DEFAULT_CONFIG_PATH), false)?;
+//! let mut cfg = runtime.sandbox_config("pod1", Path::new("/run/rust-vm/pod1/sandbox"));
+//! cfg.rootfs = Some("/bundle/rootfs".into());
+//! let sandbox = Sandbox::start(cfg)?;
+//! let rootfs = sandbox.rootfs_source(Path::new("/bundle/rootfs"))?;
+//! // sandbox.client().create_container(...), start, attach stdio with connect_stream, wait ...
+//! # let _ = rootfs;
+//! sandbox.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod error_chain;
+pub mod host;
+pub mod rootfs;
+pub mod sandbox;
+pub mod settings;
+
+pub use config::RuntimeConfig;
+pub use error_chain::{error_chain, Chain};
+pub use rust_vm_protocol as protocol;
+pub use sandbox::{LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};
+pub use settings::{Backend, LogLevel};

@@ -1,0 +1,885 @@
+//! A sandbox: the isolated place where an agent runs containers for us.
+//!
+//! * [`Backend::Vm`] (the product): `rust-vm-vmm` boots the guest kernel with the agent as
+//!   `/init`, the container rootfs as a virtio-blk disk and a vsock device whose host side is a
+//!   Unix socket in the state directory.
+//! * [`Backend::Namespaces`] (tests and debugging only, no VM): the same agent binary runs on the
+//!   host as PID 1 of fresh mount/PID/IPC/UTS namespaces, listening on a Unix socket.
+//!
+//! Everything above the transport (the protocol client, create/start/exec/stdio) is the same
+//! code for both. A sandbox owns its state directory: [`Sandbox::shutdown`] (or drop) stops the
+//! VMM or agent and removes the directory with the image, sockets and logs in it. The VMM or agent
+//! is started with a parent-death signal, so it cannot outlive the process that started it.
+
+mod namespaces;
+pub mod process;
+pub mod slots;
+mod vm;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use rust_vm_protocol::Address;
+use rust_vm_protocol::{Client, ClientError, RootfsSource, StreamKind, VersionInfo};
+use vmm_config::CpuTemplate;
+
+use crate::rootfs::{self, ImageError, ImageOptions};
+pub use crate::settings::Backend;
+use crate::settings::LogLevel;
+use crate::{error_chain, Chain};
+use slots::{DiskSlots, SlotError};
+
+/// The vsock port the agent listens on in the guest.
+pub const AGENT_VSOCK_PORT: u32 = rust_vm_protocol::DEFAULT_VSOCK_PORT;
+/// The guest's vsock context id (3 is the first id available to guests).
+pub const GUEST_CID: u32 = vmm_config::MIN_GUEST_CID;
+
+/// How many lines of the guest console (or agent log) an error quotes.
+pub const LOG_TAIL_LINES: usize = 40;
+/// Longest Unix socket path the kernel accepts (`sun_path` minus the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// Room a socket path needs for the VMM's `<socket>_<port>` names of guest-initiated
+/// connections.
+const VSOCK_SUFFIX_ROOM: usize = 11;
+
+/// Everything needed to start one sandbox. [`crate::RuntimeConfig::sandbox_config`] fills it
+/// from `/etc/rust-vm/config.toml`.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub backend: Backend,
+    /// Names the sandbox in logs and errors.
+    pub id: String,
+    /// Created by [`Sandbox::start`] (it must not exist yet) and removed by shutdown: holds the
+    /// agent socket, the rootfs image and the console log.
+    pub state_dir: PathBuf,
+    /// `vm`: guest kernel.
+    pub kernel: PathBuf,
+    /// `vm`: initramfs with the agent as `/init`.
+    pub initramfs: PathBuf,
+    /// `vm`: the `rust-vm-vmm` binary.
+    pub vmm_path: PathBuf,
+    /// `namespaces`: the `rust-vm-agent` binary.
+    pub agent_path: PathBuf,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub cpu_template: CpuTemplate,
+    /// `vm`: the host runs guest ring 0 through KVM's instruction emulator (detected or asked
+    /// for, see [`crate::host`]): the guest kernel gets [`crate::host::EMULATING_HOST_CMDLINE`].
+    pub emulating_host: bool,
+    /// How long the agent may take to answer after the VMM (or agent) is started.
+    pub agent_timeout: Duration,
+    pub log_level: LogLevel,
+    /// A bundle rootfs directory to give the first container: `vm` builds an ext4 image of it and
+    /// attaches it as virtio-blk `/dev/vda` (devices cannot be added to a running VM).
+    pub rootfs: Option<PathBuf>,
+    /// Where to append the guest console (or agent log) when the sandbox ends; it is otherwise
+    /// deleted with the state directory.
+    pub console_log: Option<PathBuf>,
+    /// `vm`: extra guest kernel command-line words (see `RuntimeConfig::kernel_args`).
+    pub kernel_args: String,
+    /// `vm`: spare virtio-blk disks attached at boot for containers that join the sandbox later
+    /// (a pod's); 0 for a sandbox of one container. See [`slots`].
+    pub disk_slots: usize,
+    /// `vm`: the size of each slot, in MiB: the most a later container's rootfs image may take.
+    pub disk_slot_mib: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox id {0:?}: use 1 to 128 characters from [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidId(String),
+    #[error("sandbox state directory {0} already exists (is sandbox id in use?)")]
+    StateDirInUse(PathBuf),
+    #[error("socket path {path} is {len} bytes, more than Unix sockets allow ({max}); use a shorter state directory (--root)")]
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    #[error("{what}: {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{what} not found at {path}: {hint}")]
+    MissingFile {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("cannot start {program}")]
+    Spawn { program: PathBuf, source: io::Error },
+    #[error("rootfs image")]
+    Rootfs(#[from] ImageError),
+    #[error("{what} (pid {pid}) exited ({status}) before the agent answered\n{logs}")]
+    EarlyExit {
+        what: &'static str,
+        pid: u32,
+        status: String,
+        logs: LogTails,
+    },
+    #[error("the agent did not answer on {address} within {timeout:?} (last attempt: {last_error})\n{logs}")]
+    AgentTimeout {
+        address: String,
+        timeout: Duration,
+        last_error: String,
+        logs: LogTails,
+    },
+    #[error("agent")]
+    Agent(#[from] ClientError),
+    #[error("{what} (pid {pid}) exited ({status})\n{logs}")]
+    Exited {
+        what: &'static str,
+        pid: u32,
+        status: String,
+        logs: LogTails,
+    },
+    #[error("no rootfs for {0} in this sandbox: the vm back-end attaches disks at start only, and this sandbox has no pod disk slots (`pod_disk_slots`; a pod's sandbox gets them)")]
+    RootfsNotAttached(PathBuf),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error("the VMM configuration")]
+    VmmConfig(#[source] vmm_config::ConfigError),
+}
+
+/// The last lines of a log file, printed with a header naming the file.
+#[derive(Debug, Clone)]
+pub struct LogTail {
+    pub path: PathBuf,
+    pub lines: Vec<String>,
+}
+
+impl LogTail {
+    pub fn read(path: &Path, max_lines: usize) -> LogTail {
+        let text = fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let start = all.len().saturating_sub(max_lines);
+        LogTail {
+            path: path.to_path_buf(),
+            lines: all[start..].iter().map(|l| l.to_string()).collect(),
+        }
+    }
+}
+
+/// The tails of the sandbox's logs (VMM log, then guest console), for errors.
+#[derive(Debug, Clone)]
+pub struct LogTails(pub Vec<LogTail>);
+
+impl LogTails {
+    /// The guest console (or agent log) tail.
+    pub fn console(&self) -> Option<&LogTail> {
+        self.0.last()
+    }
+}
+
+impl fmt::Display for LogTails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&LogTail> = self.0.iter().filter(|t| !t.lines.is_empty()).collect();
+        if shown.is_empty() {
+            return match self.0.last() {
+                Some(t) => t.fmt(f),
+                None => Ok(()),
+            };
+        }
+        for (i, tail) in shown.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            tail.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LogTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lines.is_empty() {
+            return write!(f, "--- {} is empty ---", self.path.display());
+        }
+        writeln!(
+            f,
+            "--- last {} lines of {} ---",
+            self.lines.len(),
+            self.path.display()
+        )?;
+        for line in &self.lines {
+            writeln!(f, "{line}")?;
+        }
+        write!(f, "--- end of log ---")
+    }
+}
+
+/// The files of a sandbox's state directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    pub dir: PathBuf,
+    /// `namespaces`: the agent's socket. `vm`: the vsock device's host socket.
+    pub socket: PathBuf,
+    /// `vm`: the guest serial console. `namespaces`: the agent's stderr.
+    pub console: PathBuf,
+    /// `vm`: the container rootfs image.
+    pub image: PathBuf,
+    /// `vm`: the VMM's JSON configuration.
+    pub vmm_config: PathBuf,
+    /// `vm`: the VMM's own stdout and stderr.
+    pub vmm_log: PathBuf,
+}
+
+impl Paths {
+    pub(crate) fn new(dir: &Path, backend: Backend) -> Paths {
+        Paths {
+            dir: dir.to_path_buf(),
+            socket: dir.join(match backend {
+                Backend::Vm => "vsock.sock",
+                Backend::Namespaces => "agent.sock",
+            }),
+            console: dir.join("console.log"),
+            image: dir.join("rootfs.ext4"),
+            vmm_config: dir.join("vmm.json"),
+            vmm_log: dir.join("vmm.log"),
+        }
+    }
+}
+
+/// A running sandbox with an agent that answered.
+pub struct Sandbox {
+    config: SandboxConfig,
+    paths: Paths,
+    address: Address,
+    child: Option<Child>,
+    /// The host pid of the agent (`namespaces`) or the VMM (`vm`).
+    pid: u32,
+    client: Option<Client>,
+    agent: Option<VersionInfo>,
+    rootfs_dir: Option<PathBuf>,
+    /// `vm`: the pod disk slots and which rootfs each holds.
+    slots: Mutex<DiskSlots>,
+    finished: bool,
+}
+
+pub fn validate_id(id: &str) -> Result<(), SandboxError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::InvalidId(id.to_string()))
+    }
+}
+
+impl Sandbox {
+    /// Starts the sandbox and waits (up to `agent_timeout`) for its agent to answer.
+    ///
+    /// Call it from a thread that lives as long as the sandbox (the main thread, or a dedicated
+    /// one): the VMM or agent is started with `PR_SET_PDEATHSIG`, which the kernel fires when
+    /// the *thread* that spawned it exits, not only when the process does.
+    pub fn start(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        validate_id(&config.id)?;
+        let paths = Paths::new(&config.state_dir, config.backend);
+        check_socket_path(&paths.socket, config.backend)?;
+        let slots = match config.backend {
+            Backend::Vm => DiskSlots::new(
+                &paths.dir,
+                config.disk_slots,
+                config.disk_slot_mib,
+                usize::from(config.rootfs.is_some()),
+            ),
+            Backend::Namespaces => DiskSlots::new(&paths.dir, 0, 0, 0),
+        };
+        match config.backend {
+            Backend::Vm => vm::check_inputs(&config, &paths, &slots)?,
+            Backend::Namespaces => namespaces::check_inputs(&config)?,
+        }
+        if let Some(parent) = paths.dir.parent() {
+            fs::create_dir_all(parent).map_err(|source| SandboxError::Io {
+                what: "creating the state directory's parent",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        // Only root may reach the agent's socket: it controls every container in the sandbox.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&paths.dir)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    SandboxError::StateDirInUse(paths.dir.clone())
+                } else {
+                    SandboxError::Io {
+                        what: "creating the state directory",
+                        path: paths.dir.clone(),
+                        source,
+                    }
+                }
+            })?;
+        let address = match config.backend {
+            Backend::Vm => Address::VsockUds {
+                path: paths.socket.clone(),
+                port: AGENT_VSOCK_PORT,
+            },
+            Backend::Namespaces => Address::Unix(paths.socket.clone()),
+        };
+        // From here on, dropping `sandbox` undoes everything.
+        let mut sandbox = Sandbox {
+            slots: Mutex::new(slots),
+            rootfs_dir: config.rootfs.clone(),
+            config,
+            paths,
+            address,
+            child: None,
+            pid: 0,
+            client: None,
+            agent: None,
+            finished: false,
+        };
+        let (child, pid) = match sandbox.config.backend {
+            Backend::Vm => {
+                let slots = sandbox.slots.get_mut().unwrap_or_else(|e| e.into_inner());
+                vm::launch(&sandbox.config, &sandbox.paths, slots)?
+            }
+            Backend::Namespaces => namespaces::launch(&sandbox.config, &sandbox.paths)?,
+        };
+        // The agent's time starts with the VMM (or agent) process, not with the image build.
+        let started = Instant::now();
+        sandbox.child = Some(child);
+        sandbox.pid = pid;
+        log::info!(
+            "sandbox {}: {} started (pid {pid}), waiting for the agent on {}",
+            sandbox.config.id,
+            sandbox.what(),
+            sandbox.address
+        );
+        let deadline = started + sandbox.config.agent_timeout;
+        let info = sandbox.wait_for_agent(deadline)?;
+        log::info!(
+            "sandbox {}: agent {} ({:?} mode, protocol {}) answered after {:?}",
+            sandbox.config.id,
+            info.agent_version,
+            info.mode,
+            info.protocol,
+            started.elapsed()
+        );
+        sandbox.client = Some(Client::connect_address(sandbox.address.clone())?);
+        sandbox.agent = Some(info);
+        Ok(sandbox)
+    }
+
+    fn what(&self) -> &'static str {
+        match self.config.backend {
+            Backend::Vm => "VMM",
+            Backend::Namespaces => "agent",
+        }
+    }
+
+    fn wait_for_agent(&mut self, deadline: Instant) -> Result<VersionInfo, SandboxError> {
+        let mut last_error = String::from("no attempt made");
+        // A host agent listens within milliseconds, a guest within seconds: poll fast at first.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(SandboxError::EarlyExit {
+                        what: self.what(),
+                        pid: self.pid,
+                        status: status.to_string(),
+                        logs: self.log_tails(),
+                    });
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SandboxError::AgentTimeout {
+                    address: self.address.to_string(),
+                    timeout: self.config.agent_timeout,
+                    last_error,
+                    logs: self.log_tails(),
+                });
+            }
+            let budget = (deadline - now).max(Duration::from_millis(50));
+            match probe_agent(&self.address, budget) {
+                Ok(info) => return Ok(info),
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// `Err` with the exit status and the log tails once the VMM (or agent) has exited: what to
+    /// report when an agent call fails because the connection closed.
+    pub fn check_alive(&mut self) -> Result<(), SandboxError> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        // A dying VMM may need a moment after the guest's last words.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    return Err(SandboxError::Exited {
+                        what: self.what(),
+                        pid: self.pid,
+                        status: status.to_string(),
+                        logs: self.log_tails(),
+                    })
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn log_tails(&self) -> LogTails {
+        let mut tails = Vec::new();
+        if self.config.backend == Backend::Vm {
+            tails.push(LogTail::read(&self.paths.vmm_log, LOG_TAIL_LINES));
+        }
+        tails.push(LogTail::read(&self.paths.console, LOG_TAIL_LINES));
+        LogTails(tails)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.config.backend
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Host pid of the VMM (`vm`) or of the agent (`namespaces`).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Where to reach the agent; other processes may connect to it with
+    /// `rust_vm_protocol::Client::connect(&address.to_string())` while the sandbox lives.
+    pub fn agent_address(&self) -> &Address {
+        &self.address
+    }
+
+    /// What the agent said about itself when it answered.
+    pub fn agent_info(&self) -> Option<&VersionInfo> {
+        self.agent.as_ref()
+    }
+
+    /// The control connection to the agent.
+    pub fn client(&self) -> &Client {
+        // Always Some between start() and shutdown(); shutdown takes self.
+        self.client
+            .as_ref()
+            .expect("a started sandbox always has a client")
+    }
+
+    /// Opens a stdio stream of a process (see `rust_vm_protocol::Client::attach`).
+    pub fn connect_stream(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+        stream: StreamKind,
+    ) -> Result<UnixStream, SandboxError> {
+        Ok(rust_vm_protocol::attach(
+            &self.address,
+            container_id,
+            exec_id,
+            stream,
+        )?)
+    }
+
+    /// The guest console log (`vm`) or agent log (`namespaces`) while the sandbox lives.
+    pub fn console_log(&self) -> &Path {
+        &self.paths.console
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.paths.dir
+    }
+
+    /// Where the container whose bundle rootfs is `bundle_rootfs` finds its root, in the agent's
+    /// terms: the host directory itself (`namespaces`) or the virtio-blk disk built from it
+    /// (`vm`: the boot disk for the rootfs given in [`SandboxConfig::rootfs`], otherwise a pod
+    /// disk slot that its image is written into now; [`Sandbox::release_rootfs`] frees it).
+    pub fn rootfs_source(&self, bundle_rootfs: &Path) -> Result<RootfsSource, SandboxError> {
+        let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        match self.config.backend {
+            Backend::Namespaces => {
+                let path = fs::canonicalize(bundle_rootfs).map_err(|source| SandboxError::Io {
+                    what: "rootfs directory",
+                    path: bundle_rootfs.to_path_buf(),
+                    source,
+                })?;
+                Ok(RootfsSource::Directory { path })
+            }
+            Backend::Vm => match &self.rootfs_dir {
+                Some(dir) if canonical(dir) == canonical(bundle_rootfs) => {
+                    Ok(RootfsSource::BlockDevice {
+                        device: PathBuf::from(vm::ROOTFS_DEVICE),
+                        fstype: "ext4".to_string(),
+                        readonly: false,
+                    })
+                }
+                _ => {
+                    let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                    if slots.slots().is_empty() {
+                        return Err(SandboxError::RootfsNotAttached(bundle_rootfs.to_path_buf()));
+                    }
+                    let slot = match slots.find(bundle_rootfs) {
+                        Some(slot) => slot.clone(),
+                        None => {
+                            let started = Instant::now();
+                            let slot = slots.fill(bundle_rootfs)?;
+                            log::info!(
+                                "sandbox {}: rootfs {} written into disk slot {} ({}) in {:?}",
+                                self.config.id,
+                                bundle_rootfs.display(),
+                                slot.index,
+                                slot.guest_device.display(),
+                                started.elapsed()
+                            );
+                            slot
+                        }
+                    };
+                    Ok(RootfsSource::BlockDevice {
+                        device: slot.guest_device,
+                        fstype: "ext4".to_string(),
+                        readonly: false,
+                    })
+                }
+            },
+        }
+    }
+
+    /// Frees the pod disk slot that holds `bundle_rootfs` (after the agent removed the
+    /// container, which unmounts it), so a later container can use it. Nothing to do for the
+    /// boot disk or the `namespaces` back-end.
+    pub fn release_rootfs(&self, bundle_rootfs: &Path) -> Result<(), SandboxError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = slots.release(bundle_rootfs)? {
+            log::info!(
+                "sandbox {}: disk slot {index} free again (was {})",
+                self.config.id,
+                bundle_rootfs.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks the agent to shut the sandbox down, waits briefly, then kills what is left and
+    /// removes the state directory (image, sockets, console log).
+    pub fn shutdown(mut self) -> Result<(), SandboxError> {
+        self.finish(true)
+    }
+
+    /// Kills the sandbox without asking the agent, and removes the state directory.
+    pub fn kill(mut self) -> Result<(), SandboxError> {
+        self.finish(false)
+    }
+
+    fn finish(&mut self, graceful: bool) -> Result<(), SandboxError> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        if let Some(child) = self.child.as_mut() {
+            if graceful {
+                if let Some(client) = self.client.as_mut() {
+                    client.set_timeout(Some(Duration::from_secs(2)));
+                    if let Err(e) = client.shutdown() {
+                        log::debug!(
+                            "sandbox {}: shutdown request: {}",
+                            self.config.id,
+                            Chain(&e)
+                        );
+                    }
+                }
+                wait_with_deadline(child, Duration::from_secs(3));
+            }
+            process::kill_and_reap(child);
+        }
+        self.client = None;
+        if let Some(dest) = &self.config.console_log {
+            let mut logs = vec![(&self.paths.console, "console")];
+            if self.config.backend == Backend::Vm {
+                logs.push((&self.paths.vmm_log, "VMM log"));
+            }
+            for (log, what) in logs {
+                if let Err(e) = append_log(log, what, dest, &self.config.id) {
+                    log::warn!(
+                        "sandbox {}: keeping the {what} in {}: {e}",
+                        self.config.id,
+                        dest.display()
+                    );
+                }
+            }
+        }
+        fs::remove_dir_all(&self.paths.dir).or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(SandboxError::Io {
+                    what: "removing the state directory",
+                    path: self.paths.dir.clone(),
+                    source: e,
+                })
+            }
+        })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish(false) {
+            log::warn!("sandbox {}: cleanup: {}", self.config.id, Chain(&e));
+        }
+    }
+}
+
+/// One bounded attempt: connect (and vsock handshake), then ask the agent's version.
+fn probe_agent(address: &Address, budget: Duration) -> Result<VersionInfo, String> {
+    let stream = address
+        .connect_within(budget)
+        .map_err(|e| error_chain(&e))?;
+    let mut client = Client::from_stream(stream).map_err(|e| error_chain(&e))?;
+    client.set_timeout(Some(budget));
+    client.version().map_err(|e| error_chain(&e))
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn append_log(log: &Path, what: &str, dest: &Path, id: &str) -> io::Result<()> {
+    use std::io::Write;
+    let text = match fs::read(log) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dest)?;
+    writeln!(out, "--- sandbox {id}: {what} ---")?;
+    out.write_all(&text)?;
+    if !text.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    writeln!(out, "--- sandbox {id}: end of {what} ---")
+}
+
+fn check_socket_path(socket: &Path, backend: Backend) -> Result<(), SandboxError> {
+    let room = match backend {
+        Backend::Vm => VSOCK_SUFFIX_ROOM,
+        Backend::Namespaces => 0,
+    };
+    let len = socket.as_os_str().len();
+    if len + room > MAX_SOCKET_PATH {
+        return Err(SandboxError::SocketPathTooLong {
+            path: socket.to_path_buf(),
+            len,
+            max: MAX_SOCKET_PATH - room,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn require_file(
+    what: &'static str,
+    path: &Path,
+    hint: &'static str,
+) -> Result<(), SandboxError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(SandboxError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+            hint,
+        })
+    }
+}
+
+pub(crate) fn build_rootfs_image(src: &Path, image: &Path) -> Result<(), SandboxError> {
+    let started = Instant::now();
+    let built = rootfs::build_ext4_image(src, image, &ImageOptions::default())?;
+    log::info!(
+        "rootfs image {} ({} MiB for {} MiB of content) built in {:?}",
+        image.display(),
+        built.size_bytes >> 20,
+        built.content.bytes >> 20,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_config(backend: Backend, id: &str, state_dir: &Path) -> SandboxConfig {
+        let mut cfg = crate::RuntimeConfig::default().sandbox_config(id, state_dir);
+        cfg.backend = backend;
+        cfg
+    }
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "abc-123_x.y", &"x".repeat(128)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backend_names() {
+        assert_eq!("vm".parse::<Backend>(), Ok(Backend::Vm));
+        assert_eq!("namespaces".parse::<Backend>(), Ok(Backend::Namespaces));
+        let err = "kvm".parse::<Backend>().unwrap_err();
+        assert!(err.contains("kvm"));
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("console.log");
+        let text: String = (1..=100).map(|i| format!("line {i}\r\n")).collect();
+        fs::write(&log, text).expect("write");
+        let tail = LogTail::read(&log, 3);
+        assert_eq!(tail.lines, vec!["line 98", "line 99", "line 100"]);
+        let shown = tail.to_string();
+        assert!(shown.contains("console.log"), "{shown}");
+        let missing = LogTail::read(&dir.path().join("none"), 3);
+        assert!(missing.to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn long_socket_paths_are_refused() {
+        let long = PathBuf::from(format!("/run/{}/vsock.sock", "x".repeat(100)));
+        let err = check_socket_path(&long, Backend::Vm).unwrap_err();
+        assert!(err.to_string().contains("--root"), "{err}");
+        assert!(
+            check_socket_path(Path::new("/run/rust-vm/a/agent.sock"), Backend::Namespaces).is_ok()
+        );
+    }
+
+    #[test]
+    fn existing_state_dir_is_in_use_and_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("sb");
+        fs::create_dir(&state).expect("mkdir");
+        fs::write(state.join("keep"), b"x").expect("write");
+        let mut cfg = test_config(Backend::Namespaces, "sb", &state);
+        cfg.agent_path = PathBuf::from("/bin/true");
+        let err = Sandbox::start(cfg).err().expect("must fail");
+        assert!(matches!(err, SandboxError::StateDirInUse(_)), "{err}");
+        assert!(state.join("keep").exists());
+    }
+
+    #[test]
+    fn silent_agent_times_out_with_its_log_and_is_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("sb");
+        let script = dir.path().join("mute-agent");
+        fs::write(
+            &script,
+            "#!/bin/sh\necho 'mute agent: booting' >&2\nexec sleep 987.654\n",
+        )
+        .expect("write");
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut cfg = test_config(Backend::Namespaces, "sb", &state);
+        cfg.agent_path = script;
+        cfg.agent_timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        match Sandbox::start(cfg) {
+            Err(SandboxError::AgentTimeout { logs, timeout, .. }) => {
+                assert_eq!(timeout, Duration::from_secs(1));
+                assert!(started.elapsed() < Duration::from_secs(5));
+                assert!(logs.to_string().contains("mute agent: booting"), "{logs}");
+            }
+            Err(SandboxError::Spawn { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                return; // not root: the namespaces back-end needs root
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a mute agent cannot answer"),
+        }
+        assert!(!state.exists(), "state directory left behind");
+        // The agent (a sleep with a telltale duration) is gone with its namespace.
+        let telltale = b"sleep\0987.654\0";
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while process::proc_statuses().iter().any(|(pid, status)| {
+            !status.contains("State:\tZ")
+                && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == telltale)
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the mute agent outlived its sandbox"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn agent_that_exits_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("sb");
+        let script = dir.path().join("fake-agent");
+        fs::write(
+            &script,
+            "#!/bin/sh\necho 'fake agent: cannot start' >&2\nexit 7\n",
+        )
+        .expect("write");
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut cfg = test_config(Backend::Namespaces, "sb", &state);
+        cfg.agent_path = script;
+        cfg.agent_timeout = Duration::from_secs(10);
+        match Sandbox::start(cfg) {
+            Err(SandboxError::EarlyExit { logs, status, .. }) => {
+                assert!(status.contains('7'), "{status}");
+                assert!(logs.to_string().contains("fake agent: cannot start"));
+            }
+            Err(SandboxError::Spawn { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                // Not root: unshare is refused; the namespaces back-end needs root.
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a fake agent cannot answer"),
+        }
+        assert!(!state.exists(), "state directory left behind");
+    }
+}

@@ -1,0 +1,366 @@
+//! `vm` back-end (the product): one `rust-vm-vmm` process per sandbox.
+//!
+//! The VMM gets a JSON configuration in the state directory: the guest kernel, the initramfs
+//! (agent as `/init`), the container rootfs image as virtio-blk (`/dev/vda` in the guest), a
+//! vsock device whose host side is `vsock.sock` in the state directory, and the serial console
+//! written to `console.log` there.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use vmm_config::{
+    BlockDeviceConfig, ReflectMode, SerialOutput, VmConfig, VmmConfig, VsockDeviceConfig,
+    BASE_CMDLINE,
+};
+
+use super::{
+    build_rootfs_image, process, require_file, slots::DiskSlots, Paths, SandboxConfig,
+    SandboxError, GUEST_CID,
+};
+use crate::settings::LogLevel;
+
+/// The guest device of the first virtio-blk disk.
+pub const ROOTFS_DEVICE: &str = "/dev/vda";
+
+/// The guest kernel command line: serial console with early output, no reboot loop on panic
+/// (the VMM ends with the guest), the agent as init from the initramfs, the configured extra
+/// words (on an emulating host, what lets the kernel reach user space), and after ` -- ` the
+/// agent's own options.
+pub fn kernel_cmdline(config: &SandboxConfig) -> String {
+    let mut cmdline =
+        format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1 rdinit=/init");
+    match config.log_level {
+        LogLevel::Error => cmdline.push_str(" loglevel=3"),
+        LogLevel::Warn | LogLevel::Info => {}
+        LogLevel::Debug | LogLevel::Trace => cmdline.push_str(" ignore_loglevel"),
+    }
+    let extra = config.kernel_args.trim();
+    if !extra.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    cmdline.push_str(" -- --log-level ");
+    cmdline.push_str(config.log_level.as_str());
+    cmdline
+}
+
+/// Checks the inputs before anything is built: the VMM configuration's values (as the VMM will
+/// check them), and that the kernel, initramfs and VMM exist.
+pub(super) fn check_inputs(
+    config: &SandboxConfig,
+    paths: &Paths,
+    slots: &DiskSlots,
+) -> Result<(), SandboxError> {
+    vmm_config(
+        config,
+        paths,
+        &config.initramfs,
+        config.rootfs.is_some(),
+        slots,
+    )
+    .check_values()
+    .map_err(SandboxError::VmmConfig)?;
+    require_file(
+        "guest kernel",
+        &config.kernel,
+        "run scripts/setup.sh (builds the guest kernel) or set `kernel` in /etc/rust-vm/config.toml",
+    )?;
+    require_file(
+        "guest initramfs",
+        &config.initramfs,
+        "run rootfs/build-initramfs.sh or set `initramfs` in /etc/rust-vm/config.toml",
+    )?;
+    require_file(
+        "VMM binary",
+        &config.vmm_path,
+        "build it with `cargo build -p rust-vm-vmm` or set `vmm` in /etc/rust-vm/config.toml",
+    )
+}
+
+/// Name of the uncompressed copy of the initramfs in the state directory.
+const INFLATED_INITRAMFS: &str = "initramfs.cpio";
+
+fn is_gzip(path: &Path) -> io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut file = fs::File::open(path)?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == [0x1f, 0x8b]),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The initramfs the VMM loads. On an instruction-emulating host a gzip archive is inflated on
+/// the host into the state directory first: the guest kernel accepts an uncompressed newc
+/// archive as it is, and inflating in emulated ring 0 is what dominates the boot there (about 40
+/// of 70 s for our 1.8 MB archive, docs/pvm-host-boot.md); `gzip -dc` takes milliseconds.
+fn guest_initramfs(config: &SandboxConfig, paths: &Paths) -> Result<PathBuf, SandboxError> {
+    let io_error = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { what, path, source }
+    };
+    let gzip = is_gzip(&config.initramfs)
+        .map_err(io_error("reading the guest initramfs", &config.initramfs))?;
+    if !config.emulating_host || !gzip {
+        return Ok(config.initramfs.clone());
+    }
+    let inflated = paths.dir.join(INFLATED_INITRAMFS);
+    let out = fs::File::create(&inflated)
+        .map_err(io_error("writing the inflated initramfs", &inflated))?;
+    let result = Command::new("gzip")
+        .arg("-dc")
+        .arg(&config.initramfs)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| SandboxError::Spawn {
+            program: "gzip".into(),
+            source,
+        })?;
+    if !result.status.success() {
+        let reason = format!(
+            "gzip -dc {}: {}: {}",
+            config.initramfs.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr).trim()
+        );
+        return Err(
+            io_error("inflating the guest initramfs", &config.initramfs)(io::Error::other(reason)),
+        );
+    }
+    Ok(inflated)
+}
+
+/// The VMM's configuration for this sandbox: the boot disk (the first container's rootfs image)
+/// and the pod disk slots after it, so the guest names them in this order (see
+/// [`DiskSlots::new`]); the vsock device and the console in the state directory.
+pub(super) fn vmm_config(
+    config: &SandboxConfig,
+    paths: &Paths,
+    initramfs: &Path,
+    with_disk: bool,
+    slots: &DiskSlots,
+) -> VmConfig {
+    let boot_disk = with_disk.then(|| BlockDeviceConfig {
+        path: paths.image.clone(),
+        read_only: false,
+        id: Some("rootfs".into()),
+    });
+    let slot_disks = slots.slots().iter().map(|slot| BlockDeviceConfig {
+        path: slot.path.clone(),
+        read_only: false,
+        id: Some(slot.serial.clone()),
+    });
+    VmConfig {
+        kernel: config.kernel.clone(),
+        initrd: Some(initramfs.to_path_buf()),
+        cmdline: kernel_cmdline(config),
+        vcpus: config.vcpus,
+        mem_mib: config.mem_mib,
+        block: boot_disk.into_iter().chain(slot_disks).collect(),
+        vsock: Some(VsockDeviceConfig {
+            guest_cid: GUEST_CID,
+            uds_path: paths.socket.clone(),
+        }),
+        serial: SerialOutput::File(paths.console.clone()),
+        cpu_template: config.cpu_template,
+        log_level: vmm_log_level(config.log_level),
+        // The VMM detects an emulating host itself; `on` covers a host the config declares one.
+        reflect_emulation_failures: if config.emulating_host {
+            ReflectMode::On
+        } else {
+            ReflectMode::Auto
+        },
+    }
+}
+
+fn vmm_log_level(level: LogLevel) -> vmm_config::LogLevel {
+    match level {
+        LogLevel::Error => vmm_config::LogLevel::Error,
+        LogLevel::Warn => vmm_config::LogLevel::Warn,
+        LogLevel::Info => vmm_config::LogLevel::Info,
+        LogLevel::Debug => vmm_config::LogLevel::Debug,
+        LogLevel::Trace => vmm_config::LogLevel::Trace,
+    }
+}
+
+pub(super) fn launch(
+    config: &SandboxConfig,
+    paths: &Paths,
+    slots: &DiskSlots,
+) -> Result<(Child, u32), SandboxError> {
+    if let Some(rootfs) = &config.rootfs {
+        build_rootfs_image(rootfs, &paths.image)?;
+    }
+    let initramfs = guest_initramfs(config, paths)?;
+    slots.create_files()?;
+    let vmm = vmm_config(config, paths, &initramfs, config.rootfs.is_some(), slots);
+    fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
+        SandboxError::Io {
+            what: "writing the VMM configuration",
+            path: paths.vmm_config.clone(),
+            source,
+        }
+    })?;
+    let (out, err) = process::log_stdio(&paths.vmm_log).map_err(|source| SandboxError::Io {
+        what: "creating the VMM log",
+        path: paths.vmm_log.clone(),
+        source,
+    })?;
+    let mut cmd = Command::new(&config.vmm_path);
+    cmd.arg("--config")
+        .arg(&paths.vmm_config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
+        program: config.vmm_path.clone(),
+        source,
+    })?;
+    let pid = child.id();
+    Ok((child, pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Backend;
+    use crate::RuntimeConfig;
+
+    fn config(emulating_host: bool) -> SandboxConfig {
+        let mut cfg = RuntimeConfig::default().sandbox_config("t", Path::new("/run/t"));
+        cfg.backend = Backend::Vm;
+        cfg.emulating_host = emulating_host;
+        cfg
+    }
+
+    fn no_slots() -> DiskSlots {
+        DiskSlots::new(Path::new("/run/t"), 0, 0, 1)
+    }
+
+    #[test]
+    fn cmdline_has_console_init_extra_words_and_agent_options_last() {
+        let mut cfg = config(false);
+        cfg.kernel_args = "noxsave  syscall_pf_fixup ".into();
+        let cmdline = kernel_cmdline(&cfg);
+        assert!(cmdline.starts_with("console=ttyS0 "), "{cmdline}");
+        assert!(cmdline.starts_with(BASE_CMDLINE), "{cmdline}");
+        assert!(cmdline.contains(" rdinit=/init "), "{cmdline}");
+        assert!(
+            cmdline.contains(" noxsave  syscall_pf_fixup -- "),
+            "{cmdline}"
+        );
+        assert!(cmdline.ends_with(" -- --log-level warn"), "{cmdline}");
+        cfg.kernel_args = String::new();
+        assert!(!kernel_cmdline(&cfg).contains("  "));
+    }
+
+    #[test]
+    fn vmm_config_names_every_device() {
+        let cfg = config(false);
+        let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
+        let vmm = vmm_config(&cfg, &paths, &cfg.initramfs, true, &no_slots());
+        assert_eq!(vmm.block[0].path, Path::new("/run/t/rootfs.ext4"));
+        assert!(!vmm.block[0].read_only);
+        let vsock = vmm.vsock.as_ref().expect("vsock");
+        assert_eq!(vsock.uds_path, Path::new("/run/t/vsock.sock"));
+        assert_eq!(vsock.guest_cid, 3);
+        assert_eq!(vmm.serial, SerialOutput::File("/run/t/console.log".into()));
+        assert_eq!(vmm.initrd.as_deref(), Some(cfg.initramfs.as_path()));
+        assert_eq!((vmm.vcpus, vmm.mem_mib), (cfg.vcpus, cfg.mem_mib));
+        assert!(vmm_config(&cfg, &paths, &cfg.initramfs, false, &no_slots())
+            .block
+            .is_empty());
+    }
+
+    #[test]
+    fn the_file_the_vmm_reads_is_the_typed_config() {
+        let cfg = config(true);
+        let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
+        let vmm = vmm_config(&cfg, &paths, Path::new("/i"), true, &no_slots());
+        let json = VmmConfig::from(vmm.clone()).to_json();
+        let read: VmmConfig = serde_json::from_str(&json).expect("the VMM's parser");
+        assert_eq!(read.finish().expect("complete"), vmm);
+    }
+
+    #[test]
+    fn reflection_is_forced_on_only_for_a_declared_emulating_host() {
+        let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
+        let on = vmm_config(&config(true), &paths, Path::new("/i"), false, &no_slots());
+        assert_eq!(on.reflect_emulation_failures, ReflectMode::On);
+        let auto = vmm_config(&config(false), &paths, Path::new("/i"), false, &no_slots());
+        assert_eq!(auto.reflect_emulation_failures, ReflectMode::Auto);
+    }
+
+    #[test]
+    fn bad_vmm_values_are_refused_before_anything_is_built() {
+        let mut cfg = config(false);
+        cfg.vcpus = 300;
+        let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
+        let err = check_inputs(&cfg, &paths, &no_slots()).expect_err("300 vCPUs");
+        assert!(matches!(err, SandboxError::VmmConfig(_)), "{err}");
+        assert!(
+            crate::error_chain(&err).contains("vcpus is 300"),
+            "{}",
+            crate::error_chain(&err)
+        );
+    }
+
+    #[test]
+    fn gzip_initramfs_is_inflated_on_the_host_only_where_it_helps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::new(dir.path(), Backend::Vm);
+        let plain = dir.path().join("plain.cpio");
+        fs::write(&plain, b"070701 an uncompressed archive").expect("write");
+        let gz = dir.path().join("initramfs.cpio.gz");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -c {} > {}", plain.display(), gz.display()))
+            .status()
+            .expect("gzip");
+        assert!(status.success());
+
+        let mut cfg = config(true);
+        cfg.initramfs = gz.clone();
+        let inflated = guest_initramfs(&cfg, &paths).expect("inflate");
+        assert_eq!(inflated, dir.path().join(INFLATED_INITRAMFS));
+        assert_eq!(
+            fs::read(&inflated).expect("read"),
+            fs::read(&plain).expect("read")
+        );
+        // Already uncompressed, or on hardware KVM: the configured file as it is.
+        cfg.initramfs = plain.clone();
+        assert_eq!(guest_initramfs(&cfg, &paths).expect("plain"), plain);
+        let mut hw = config(false);
+        hw.initramfs = gz.clone();
+        assert_eq!(guest_initramfs(&hw, &paths).expect("hw"), gz);
+        // A broken archive is an error naming the file.
+        let bad = dir.path().join("bad.gz");
+        fs::write(&bad, [0x1f, 0x8b, 0, 0]).expect("write");
+        cfg.initramfs = bad.clone();
+        let err = guest_initramfs(&cfg, &paths).expect_err("corrupt gzip");
+        assert!(err.to_string().contains("bad.gz"), "{err}");
+    }
+
+    #[test]
+    fn slots_follow_the_boot_disk_with_their_serials() {
+        let cfg = config(false);
+        let paths = Paths::new(Path::new("/run/x"), Backend::Vm);
+        let slots = DiskSlots::new(Path::new("/run/x"), 2, 64, 1);
+        let vmm = vmm_config(&cfg, &paths, &cfg.initramfs, true, &slots);
+        let ids: Vec<_> = vmm.block.iter().map(|b| b.id.as_deref()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some("rootfs"),
+                Some("rust-vm-slot-0"),
+                Some("rust-vm-slot-1")
+            ]
+        );
+        assert_eq!(vmm.block[1].path, Path::new("/run/x/slot-0.img"));
+        assert!(!vmm.block[2].read_only);
+    }
+}
