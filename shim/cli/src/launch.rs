@@ -1,30 +1,28 @@
 //! What the owner of a container's sandbox does, for `run` (in the foreground process) and for
-//! `create` (in the detached monitor): start the sandbox, create the container in it, attach its
-//! stdio, record it; later wait for its exit and tear the sandbox down.
+//! `create` (in the detached monitor): start the pod, create the container in it through the
+//! library's one lifecycle (`rust_vm_sandbox::Pod`), record it; later wait for its exit and shut
+//! the pod down.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rust_vm_sandbox::protocol::CreateContainer;
-use rust_vm_sandbox::sandbox::process::host_pid_in_namespace;
-use rust_vm_sandbox::{Backend, RuntimeConfig, Sandbox};
+use rust_vm_sandbox::{NewContainer, Pod, RuntimeConfig};
 
 use crate::bundle::Bundle;
-use crate::hooks::{self, Stage};
 use crate::state::{self, ContainerDir, ExitRecord, Record};
 use crate::stdio::Relay;
 
 pub struct Owned {
-    pub sandbox: Sandbox,
+    pub pod: Pod,
     /// The process has a terminal (its output comes on the stdout stream).
     pub terminal: bool,
     pub record: Record,
     pub relay: Relay,
 }
 
-/// Starts the sandbox and creates the container (not started). On error nothing is left
-/// running and the sandbox directory is gone (the caller removes the container directory).
+/// Starts the pod and creates the container (not started); its prestart and createRuntime hooks
+/// have run. On error nothing is left running and the sandbox directory is gone (the caller
+/// removes the container directory).
 pub fn create(
     runtime: &RuntimeConfig,
     dir: &ContainerDir,
@@ -36,18 +34,18 @@ pub fn create(
     let mut cfg = runtime.sandbox_config(id, &dir.sandbox_dir());
     cfg.rootfs = Some(bundle.rootfs.clone());
     cfg.console_log = console_log;
-    let mut sandbox = Sandbox::start(cfg).context("starting the sandbox")?;
-    let rootfs = sandbox.rootfs_source(&bundle.rootfs)?;
+    let pod = Pod::start(cfg)?;
     let terminal = bundle
         .spec
         .process()
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let created = match sandbox.client().create_container(CreateContainer {
-        container_id: id.clone(),
-        spec: Box::new(spec_for_agent(&bundle.spec)),
-        rootfs,
+    let new = NewContainer {
+        id,
+        bundle: &bundle.dir,
+        spec: &bundle.spec,
+        rootfs: &bundle.rootfs,
         terminal,
         console_size: if terminal {
             crate::stdio::terminal_size()
@@ -55,93 +53,59 @@ pub fn create(
             None
         },
         stdin: true,
-    }) {
+    };
+    let created = pod.create_container(&new, |pod| {
+        Relay::attach(pod.agent_address(), id, None, terminal, true)
+            .map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
+    });
+    let created = match created {
         Ok(created) => created,
         Err(e) => {
-            // A closed connection usually means the VMM (or agent) died: say so, with its logs.
-            let e = match sandbox.check_alive() {
-                Err(dead) => anyhow::Error::new(dead).context(e.to_string()),
-                Ok(()) => e.into(),
-            };
-            return Err(e.context(format!("creating container {id:?} in the sandbox")));
+            if let Err(down) = pod.shutdown() {
+                log::warn!("container {id}: {}", rust_vm_sandbox::Chain(&down));
+            }
+            return Err(e.into());
         }
     };
-    let relay = Relay::attach(sandbox.agent_address(), id, None, terminal, true)?;
-    let pid = match sandbox.backend() {
-        // The agent's pid namespace is nested in ours: report the host pid, as runc would.
-        Backend::Namespaces => host_pid_in_namespace(sandbox.pid(), created.pid as u32)
-            .map(|p| p as i32)
-            .unwrap_or(created.pid),
-        // The container lives in the guest: the VMM is its host process (as Kata reports).
-        Backend::Vm => sandbox.pid() as i32,
-    };
     let owner_pid = std::process::id();
-    let annotations: BTreeMap<String, String> = bundle
+    let record = Record {
+        id: id.clone(),
+        bundle: bundle.dir.clone(),
+        backend: pod.backend(),
+        agent_address: pod.agent_address().to_string(),
+        owner_pid,
+        owner_start_time: state::process_start_time(owner_pid).unwrap_or(0),
+        sandbox_pid: pod.pid(),
+        init_pid: created.guest_pid,
+        pid: created.pid,
+        created: state::rfc3339_now(),
+        annotations: new_annotations(bundle),
+    };
+    dir.write_record(&record)?;
+    Ok(Owned {
+        pod,
+        terminal,
+        record,
+        relay: created.stdio,
+    })
+}
+
+fn new_annotations(bundle: &Bundle) -> std::collections::BTreeMap<String, String> {
+    bundle
         .spec
         .annotations()
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .collect();
-    let record = Record {
-        id: id.clone(),
-        bundle: bundle.dir.clone(),
-        backend: sandbox.backend(),
-        agent_address: sandbox.agent_address().to_string(),
-        owner_pid,
-        owner_start_time: state::process_start_time(owner_pid).unwrap_or(0),
-        sandbox_pid: sandbox.pid(),
-        init_pid: created.pid,
-        pid,
-        created: state::rfc3339_now(),
-        annotations,
-    };
-    dir.write_record(&record)?;
-    let oci = dir.oci_state()?;
-    for stage in [Stage::Prestart, Stage::CreateRuntime] {
-        hooks::run(&bundle.spec, stage, &oci)?;
-    }
-    Ok(Owned {
-        sandbox,
-        terminal,
-        record,
-        relay,
-    })
+        .collect()
 }
 
-/// The spec as the agent gets it: without the hooks this command runs on the host (prestart,
-/// createRuntime, poststart, poststop). createContainer and startContainer stay: they belong in
-/// the container's namespaces, which only the agent can enter.
-#[allow(deprecated)] // prestart is deprecated in the spec, and still honoured.
-fn spec_for_agent(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::Spec {
-    let mut spec = spec.clone();
-    let in_container = spec.hooks().as_ref().and_then(|hooks| {
-        let mut kept = oci_spec::runtime::Hooks::default();
-        kept.set_create_container(hooks.create_container().clone());
-        kept.set_start_container(hooks.start_container().clone());
-        let any = kept
-            .create_container()
-            .as_ref()
-            .is_some_and(|h| !h.is_empty())
-            || kept
-                .start_container()
-                .as_ref()
-                .is_some_and(|h| !h.is_empty());
-        any.then_some(kept)
-    });
-    spec.set_hooks(in_container);
-    spec
-}
-
-/// Waits for the container's init to exit, records it, and shuts the sandbox down.
+/// Waits for the container's init to exit, records it, and shuts the pod down.
 pub fn wait_and_finish(owned: Owned, dir: &ContainerDir) -> Result<ExitRecord> {
     let Owned {
-        sandbox,
-        record,
-        relay,
-        ..
+        pod, record, relay, ..
     } = owned;
-    let status = sandbox.client().wait(&record.id, None);
+    let status = pod.client().wait(&record.id, None);
     let exit = match status {
         Ok(s) => ExitRecord {
             exit_code: s.exit_code,
@@ -149,7 +113,11 @@ pub fn wait_and_finish(owned: Owned, dir: &ContainerDir) -> Result<ExitRecord> {
         },
         Err(e) => {
             // The agent is gone (killed, or the VM died): the container died with it.
-            log::warn!("container {}: waiting for exit: {e}", record.id);
+            log::warn!(
+                "container {}: waiting for exit: {}",
+                record.id,
+                rust_vm_sandbox::Chain(&e)
+            );
             ExitRecord {
                 exit_code: 128 + libc::SIGKILL,
                 signal: Some(libc::SIGKILL),
@@ -159,6 +127,6 @@ pub fn wait_and_finish(owned: Owned, dir: &ContainerDir) -> Result<ExitRecord> {
     relay.drain(Duration::from_secs(5));
     dir.write_exit(&exit)?;
     log::info!("container {} exited with {}", record.id, exit.exit_code);
-    sandbox.shutdown().context("shutting the sandbox down")?;
+    pod.shutdown().context("shutting the sandbox down")?;
     Ok(exit)
 }

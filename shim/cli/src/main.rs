@@ -2,7 +2,6 @@
 
 mod bundle;
 mod commands;
-mod hooks;
 mod launch;
 mod logger;
 mod signal;

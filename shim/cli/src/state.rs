@@ -24,7 +24,6 @@ use rust_vm_sandbox::Backend;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROOT: &str = "/run/rust-vm";
-pub const OCI_VERSION: &str = "1.0.2";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -76,18 +75,7 @@ impl Status {
     }
 }
 
-/// The OCI runtime-spec state, as `rust-vm state` prints it.
-#[derive(Debug, Serialize)]
-pub struct OciState {
-    #[serde(rename = "ociVersion")]
-    pub oci_version: String,
-    pub id: String,
-    pub status: String,
-    pub pid: i32,
-    pub bundle: PathBuf,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
+pub use rust_vm_sandbox::hooks::{OciState, OCI_VERSION};
 
 /// `<root>`: one directory per container.
 #[derive(Debug, Clone)]

@@ -19,13 +19,16 @@
 
 pub mod config;
 mod error_chain;
+pub mod hooks;
 pub mod host;
+pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;
 
 pub use config::RuntimeConfig;
 pub use error_chain::{error_chain, Chain};
+pub use pod::{Created, NewContainer, Pod, PodError};
 pub use rust_vm_protocol as protocol;
 pub use sandbox::{LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};
 pub use settings::{Backend, LogLevel};

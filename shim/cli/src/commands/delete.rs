@@ -4,9 +4,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::bundle::Bundle;
-use crate::hooks::{self, Stage};
 use crate::state::{agent_client, owner_alive, Status};
 use crate::Global;
+use rust_vm_sandbox::hooks::{self, Stage};
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -55,7 +55,7 @@ pub fn delete(g: &Global, args: DeleteArgs) -> Result<()> {
             let mut oci = oci;
             oci.status = "stopped".into();
             if let Err(e) = hooks::run(&bundle.spec, Stage::Poststop, &oci) {
-                log::warn!("container {id}: {e:#}");
+                log::warn!("container {id}: {}", rust_vm_sandbox::Chain(&e));
             }
         }
     }

@@ -10,10 +10,10 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::bundle::Bundle;
 use crate::commands::create::{self, write_pid_file, CreateArgs};
-use crate::hooks::{self, Stage};
 use crate::launch;
 use crate::state::{self, ContainerDir};
 use crate::Global;
+use rust_vm_sandbox::hooks::{self, Stage};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -82,7 +82,7 @@ pub fn run(g: &Global, args: RunArgs) -> Result<i32> {
     if let Some(mut oci) = oci {
         oci.status = "stopped".into();
         if let Err(e) = hooks::run(&bundle.spec, Stage::Poststop, &oci) {
-            log::warn!("container {}: {e:#}", args.id);
+            log::warn!("container {}: {}", args.id, rust_vm_sandbox::Chain(&e));
         }
     }
     result
@@ -110,14 +110,14 @@ fn run_in_foreground(
         .then(crate::stdio::RawTerminal::enter)
         .flatten();
     owned
-        .sandbox
+        .pod
         .client()
         .start(&args.id)
         .with_context(|| format!("starting container {:?}", args.id))?;
     dir.mark_started()?;
     if let Err(e) = dir
         .oci_state()
-        .and_then(|s| hooks::run(&bundle.spec, Stage::Poststart, &s))
+        .and_then(|s| Ok(hooks::run(&bundle.spec, Stage::Poststart, &s)?))
     {
         log::warn!("container {}: {e:#}", args.id);
     }

@@ -1,9 +1,9 @@
 use anyhow::{bail, Context, Result};
 
 use crate::bundle::Bundle;
-use crate::hooks::{self, Stage};
 use crate::state::{agent_client, Status};
 use crate::Global;
+use rust_vm_sandbox::hooks::{self, Stage};
 
 pub fn start(g: &Global, id: &str) -> Result<()> {
     let dir = g.root().open(id)?;
@@ -24,7 +24,7 @@ pub fn start(g: &Global, id: &str) -> Result<()> {
     if let Ok(bundle) = Bundle::load(&record.bundle) {
         if let Err(e) = dir
             .oci_state()
-            .and_then(|s| hooks::run(&bundle.spec, Stage::Poststart, &s))
+            .and_then(|s| Ok(hooks::run(&bundle.spec, Stage::Poststart, &s)?))
         {
             log::warn!("container {id}: {e:#}");
         }
