@@ -7,12 +7,12 @@ use std::sync::Arc;
 use oci_spec::runtime::{LinuxResources, Process, RootBuilder};
 use rust_vm_protocol::{ContainerStats, ErrorCode, ProtocolError};
 
-use crate::container::{
-    CgroupConfig, Container, ContainerError, CreateRequest, ProcessHandle, RootfsSource,
-    RuntimeConfig, StdioSpec, Syscalls,
-};
 use crate::server::runtime::{
     ContainerHandle, CreateParams, Rootfs, Runtime, Spawned, StdioRequest,
+};
+use rust_vm_container::{
+    CgroupConfig, Container, ContainerError, CreateRequest, ProcessHandle, RootfsSource,
+    RuntimeConfig, StdioSpec, Syscalls,
 };
 
 pub struct ContainerRuntime {

@@ -1,6 +1,5 @@
 //! rust-vm-agent: PID 1 of the guest (or a host process for tests), serving the agent protocol.
 
-mod container;
 mod container_runtime;
 mod init;
 mod listener;
@@ -18,9 +17,9 @@ use log::LevelFilter;
 use nix::sys::signal::{SigSet, Signal};
 use rust_vm_protocol::{AgentMode, DEFAULT_VSOCK_PORT};
 
-use container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
 use container_runtime::ContainerRuntime;
 use listener::{ListenAddress, Listener};
+use rust_vm_container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
 use server::{Server, ShutdownHook};
 
 /// rust-vm's agent: creates OCI containers on request of the shim.

@@ -15,7 +15,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{Gid, Uid};
 
 use super::{FileKind, Syscalls};
-use crate::container::error::errno_io;
+use crate::error::errno_io;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscalls;
