@@ -1,67 +1,58 @@
-//! Containers from OCI runtime specs, in the style of youki's libcontainer: one file per verb,
-//! every syscall behind the `Syscalls` trait so spec translation is testable without root.
+//! Linux containers from OCI runtime specs, in the style of youki's libcontainer: rust-vm's
+//! agent uses it to run a pod's containers inside the microVM (and on the host in its test
+//! mode).
 //!
-//! CONTRACT between this module and the agent server (src/server, src/main.rs):
-//!
-//! ```ignore
-//! pub enum RootfsSource { Directory(PathBuf), BlockDevice { device: PathBuf, fstype: String, readonly: bool } }
-//! pub enum StdioSpec {
-//!     /// The child's ends; the server keeps the other ends and streams them.
-//!     Pipes { stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd },
-//!     /// Allocate a pty; the master comes back in `ProcessHandle::pty_master`.
-//!     Terminal { rows: u16, cols: u16 },
-//! }
-//! pub struct CreateRequest { pub id: String, pub spec: oci_spec::runtime::Spec, pub rootfs: RootfsSource, pub stdio: StdioSpec }
-//! pub struct ProcessHandle { pub pid: i32, pub pty_master: Option<OwnedFd> }
-//!
-//! impl Container {
-//!     /// Validates the spec (errors name the field), sets up cgroup, namespaces, mounts and
-//!     /// pivot_root, and leaves the init process blocked before exec until `start`.
-//!     pub fn create(req: CreateRequest, sys: Arc<dyn Syscalls>) -> Result<(Container, ProcessHandle), ContainerError>;
-//!     pub fn start(&mut self) -> Result<(), ContainerError>;
-//!     pub fn exec(&mut self, process: &oci_spec::runtime::Process, stdio: StdioSpec) -> Result<ProcessHandle, ContainerError>;
-//!     pub fn signal(&self, pid: i32, signal: i32) -> Result<(), ContainerError>;
-//!     pub fn pids(&self) -> Result<Vec<i32>, ContainerError>;
-//!     pub fn stats(&self) -> Result<Stats, ContainerError>;
-//!     pub fn update(&mut self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), ContainerError>;
-//!     pub fn oom_kills(&self) -> Result<u64, ContainerError>;
-//!     /// Kills what is left, unmounts, removes the cgroup: nothing stays behind.
-//!     pub fn destroy(self) -> Result<(), ContainerError>;
-//! }
-//! ```
-//!
-//! Reaping: the agent is PID 1 in the guest (a child subreaper in host mode) and one global
-//! reaper calls `waitpid(-1)`. Every pid this module returns is a direct child of the agent
-//! (use CLONE_PARENT for a process created from an intermediate) and is reaped there; this module
-//! never waits on pids itself and learns about intermediate steps through pipes, not waitpid.
-//!
-//! How processes are made: `create`/`exec` fork an intermediate (also a child of the agent,
-//! so the reaper sees its exit too: pids it does not know are to be reaped and ignored). The
-//! intermediate joins/unshares namespaces, gets its id maps written by the agent, and clones
-//! the container process with CLONE_PARENT. The init then builds the rootfs, applies the
-//! process spec and blocks on a SOCK_SEQPACKET channel until `start`. Forked processes close
-//! every agent fd except their own stdio and channel, reset signal mask and dispositions,
-//! and only `_exit`. `start` returns once exec happened (channel closed by O_CLOEXEC).
-//!
-//! Defaults and refusals worth knowing: a new mount namespace is required; without a `/dev`
-//! mount in the spec a tmpfs is put there; with cgroups disabled any resource limit is
-//! refused (naming `linux.resources.*`); `linux.resources.devices` is not enforced (logged);
-//! seccomp is loaded right before exec with `noNewPrivileges`, else before the user switch;
-//! `hooks`, `intelRdt`, `personality`, time namespaces, id-mapped mounts and seccomp notify
-//! are refused. If `pivot_root` refuses (an initramfs root), the rootfs is moved over `/`
-//! and chrooted into, which is weaker: PID-1 mode should switch root off the initramfs.
-//!
-//! Beyond the contract: `Container::create_with_config` takes a [`RuntimeConfig`] (cgroup v2
-//! root, or no cgroups for host-mode tests on a cgroup v1 host; see [`CgroupConfig`]) and
+//! [`Container::create`] (or [`Container::create_with_config`], which takes a
+//! [`RuntimeConfig`]) validates a [`CreateRequest`] (errors name the spec field, see
+//! [`SpecError`]), sets up the cgroup, namespaces, mounts and `pivot_root`, and leaves the init
+//! process blocked before `execve` until [`Container::start`]. [`Container::exec`] runs another
+//! process in it, [`Container::signal`], [`Container::pids`], [`Container::stats`],
+//! [`Container::update`] and [`Container::oom_kills`] act on it, and [`Container::destroy`]
+//! kills what is left, unmounts and removes the cgroup: nothing stays behind.
 //! [`parse_spec_json`] turns spec JSON into a `Spec` with errors that name the field.
 //!
-//! Layout: one file per verb (`create`, `start`, `exec`, `signal`, `stats`, `update`,
-//! `destroy`); `init` is the code of the forked processes; `rootfs`, `process`, `cgroup`,
-//! `seccomp`, `namespaces` translate the spec; `syscalls` is the trait and its impls.
-
-// The agent binary is this module's only user and calls a subset of it as it grows; the
-// whole API is exercised by the tests below.
-#![allow(dead_code)]
+//! Every syscall goes through the [`Syscalls`] trait ([`LinuxSyscalls`] is the real one), so
+//! the translation of a spec into syscalls is unit-tested without root against a recording
+//! double.
+//!
+//! # Reaping
+//!
+//! The caller is PID 1 (the agent in the guest) or a child subreaper (the agent in host mode),
+//! and one global reaper of the caller's calls `waitpid(-1)`. Every pid this library returns
+//! is a direct child of the caller (a process created from an intermediate is cloned with
+//! `CLONE_PARENT`) and is reaped there; the library never waits on pids itself and learns
+//! about intermediate steps through pipes, not `waitpid`. Intermediates are children of the
+//! caller too, so its reaper also sees them exit: pids it does not know are to be reaped and
+//! ignored.
+//!
+//! # How processes are made
+//!
+//! `create` and `exec` fork an intermediate, which joins or unshares namespaces, gets its id
+//! maps written by the caller, and clones the container process with `CLONE_PARENT`. The init
+//! then builds the rootfs, applies the process spec and blocks on a `SOCK_SEQPACKET` channel
+//! until `start`. Forked processes close every inherited fd except their own stdio and
+//! channel, reset the signal mask and dispositions, and only `_exit`. `start` returns once
+//! `execve` happened (the channel is closed by `O_CLOEXEC`).
+//!
+//! # Defaults and refusals
+//!
+//! * A new mount namespace is required.
+//! * Without a `/dev` mount in the spec a tmpfs is put there.
+//! * With cgroups disabled ([`CgroupConfig::Disabled`]) any resource limit is refused (naming
+//!   `linux.resources.*`); `linux.resources.devices` is not enforced (logged).
+//! * seccomp is loaded right before `execve` with `noNewPrivileges`, else before the user
+//!   switch.
+//! * `hooks`, `intelRdt`, `personality`, time namespaces, id-mapped mounts and seccomp notify
+//!   are refused.
+//! * If `pivot_root` refuses (an initramfs root), the rootfs is moved over `/` and chrooted
+//!   into, which is weaker: a PID-1 caller should switch root off the initramfs.
+//!
+//! # Layout
+//!
+//! One file per verb (`create`, `start`, `exec`, `signal`, `stats`, `update`, `destroy`);
+//! `init` is the code of the forked processes; `rootfs`, `mounts`,
+//! `process`, `cgroup`, `seccomp`, `namespaces` translate the spec; `channel` is the setup
+//! channel; `syscalls` is the trait and its implementations.
 
 mod cgroup;
 mod channel;
@@ -92,16 +83,11 @@ use std::sync::Arc;
 
 use oci_spec::runtime::LinuxNamespaceType;
 
-#[allow(unused_imports)]
 pub use cgroup::CgroupStats as Stats;
-#[allow(unused_imports)]
 pub use config::{CgroupConfig, RuntimeConfig, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR};
-#[allow(unused_imports)]
 pub use error::{ContainerError, SpecError};
-#[allow(unused_imports)]
 pub use spec::parse_spec_json;
-#[allow(unused_imports)]
-pub use syscalls::{LinuxSyscalls, Syscalls};
+pub use syscalls::{FileKind, LinuxSyscalls, Syscalls};
 
 /// Where the container's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,40 +95,52 @@ pub enum RootfsSource {
     /// An existing directory (absolute path). Mounts happen in the container's own mount
     /// namespace only.
     Directory(PathBuf),
-    /// A block device the agent mounts at `<state_dir>/<id>/rootfs` first (and unmounts on
-    /// destroy).
+    /// A block device mounted at `<state_dir>/<id>/rootfs` first (see
+    /// [`RuntimeConfig::state_dir`]) and unmounted on destroy. Its page cache is dropped
+    /// before the mount: the host may have rewritten it.
     BlockDevice {
+        /// E.g. `/dev/vdb`.
         device: PathBuf,
+        /// E.g. `ext4`.
         fstype: String,
         readonly: bool,
     },
 }
 
+/// The standard streams of a new process.
 #[derive(Debug)]
 pub enum StdioSpec {
-    /// The child's ends; the server keeps the other ends and streams them. No stdin means
-    /// /dev/null.
+    /// The child's ends of three pipes; the caller keeps the other ends and streams them. No
+    /// stdin means `/dev/null`.
     Pipes {
         stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
-    /// Allocate a pty; the master comes back in `ProcessHandle::pty_master`.
+    /// A new pty of this size from the container's own devpts; the master comes back in
+    /// [`ProcessHandle::pty_master`].
     Terminal { rows: u16, cols: u16 },
 }
 
+/// What [`Container::create`] makes a container of.
 #[derive(Debug)]
 pub struct CreateRequest {
+    /// The container id, also the name of its cgroup and state directory: 1 to 128 letters,
+    /// digits, `-`, `_` and `.` (else [`ContainerError::InvalidId`]).
     pub id: String,
+    /// The OCI runtime spec. `root.path` must be absolute; the root filesystem itself is
+    /// `rootfs`.
     pub spec: oci_spec::runtime::Spec,
     pub rootfs: RootfsSource,
     pub stdio: StdioSpec,
 }
 
+/// A process [`Container::create`] or [`Container::exec`] started.
 #[derive(Debug)]
 pub struct ProcessHandle {
-    /// In the agent's pid namespace; a direct child of the agent.
+    /// In the caller's pid namespace; a direct child of the caller, which reaps it.
     pub pid: i32,
+    /// The pty master when the process was asked for a terminal ([`StdioSpec::Terminal`]).
     pub pty_master: Option<OwnedFd>,
 }
 
