@@ -50,7 +50,7 @@
 //! # Layout
 //!
 //! One file per verb (`create`, `start`, `exec`, `signal`, `stats`, `update`, `destroy`);
-//! `init` is the code of the forked processes; `rootfs`, `mounts`,
+//! `init` is the code of the forked processes and `step` their error; `rootfs`, `mounts`,
 //! `process`, `cgroup`, `seccomp`, `namespaces` translate the spec; `channel` is the setup
 //! channel; `syscalls` is the trait and its implementations.
 
@@ -71,6 +71,7 @@ mod signal;
 mod spec;
 mod start;
 mod stats;
+mod step;
 mod syscalls;
 mod update;
 
