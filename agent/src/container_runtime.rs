@@ -10,6 +10,7 @@ use rust_vm_container::{
 };
 use rust_vm_protocol::{ErrorCode, ProtocolError};
 
+use crate::error_chain;
 use crate::server::runtime::{ContainerHandle, Runtime};
 
 pub struct ContainerRuntime {
@@ -23,7 +24,7 @@ impl ContainerRuntime {
     }
 }
 
-/// The protocol error for a container error: the code that fits it.
+/// The protocol error for a container error: its code, and its whole chain as the message.
 fn to_protocol(e: ContainerError) -> ProtocolError {
     let code = match &e {
         ContainerError::InvalidSpec(_) | ContainerError::InvalidId { .. } => {
@@ -37,7 +38,7 @@ fn to_protocol(e: ContainerError) -> ProtocolError {
         | ContainerError::Cgroup { .. }
         | ContainerError::Cleanup { .. } => ErrorCode::ContainerFailed,
     };
-    ProtocolError::new(code, e.to_string())
+    ProtocolError::new(code, error_chain(&e))
 }
 
 impl Runtime for ContainerRuntime {
@@ -87,5 +88,27 @@ impl ContainerHandle for Container {
 
     fn destroy(self: Box<Self>) -> Result<(), ProtocolError> {
         Container::destroy(*self).map_err(to_protocol)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protocol_error_carries_the_code_and_the_whole_chain() {
+        let e = ContainerError::Cgroup {
+            id: "c".into(),
+            path: "/sys/fs/cgroup/rust-vm/c".into(),
+            what: "writing memory.max".into(),
+            source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let p = to_protocol(e);
+        assert_eq!(p.code, ErrorCode::ContainerFailed);
+        assert_eq!(
+            p.message,
+            "container c: cgroup /sys/fs/cgroup/rust-vm/c: writing memory.max: \
+             Device or resource busy (os error 16)"
+        );
     }
 }

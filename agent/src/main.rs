@@ -103,6 +103,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its sources, outermost first, joined by ": " (no message repeats its source,
+/// so each cause appears once).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Options of PID 1. The kernel starts init with every word of its command line it did not
 /// understand (`noxsave`, ...), followed by the words after ` -- ` (without the `--` itself):
 /// the agent's options start at the first word that looks like one (or after a literal `--`).
@@ -233,6 +246,24 @@ mod tests {
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let e = rust_vm_container::ContainerError::Sys {
+            id: "c".into(),
+            what: "opening /dev/null".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "container c: opening /dev/null: No such file or directory (os error 2)"
+        );
+        let wrapped = anyhow::Error::new(e).context("creating");
+        assert_eq!(
+            format!("{wrapped:#}"),
+            "creating: container c: opening /dev/null: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
