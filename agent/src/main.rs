@@ -172,7 +172,7 @@ fn run(args: Args, guest: bool) -> anyhow::Result<()> {
         }
     };
     // Handled by a thread below; blocked before any other thread exists so that all inherit it.
-    // Container processes get their signal mask reset by the container module.
+    // Container processes get their signal mask reset by the container library.
     let mut stop_signals = SigSet::empty();
     if !guest {
         nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;

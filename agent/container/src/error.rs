@@ -1,4 +1,4 @@
-//! Errors of the container module. Spec problems name the offending field in OCI's JSON
+//! Errors of the container library. Spec problems name the offending field in OCI's JSON
 //! spelling (`process.args`, `mounts[2].destination`) so the caller can show them unchanged.
 //!
 //! A message never repeats its source: the errno of a failed syscall is the error's

@@ -1,6 +1,6 @@
 //! A test runtime that runs the spec's process as a plain child of the test process (no
 //! namespaces, no root needed), so the server's protocol handling, stdio, reaping and
-//! bookkeeping are tested without the container module.
+//! bookkeeping are tested without the container library.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -17,6 +17,7 @@ use nix::unistd::{Gid, Uid};
 use super::{FileKind, Syscalls};
 use crate::error::errno_io;
 
+/// The real [`Syscalls`]: libc, nix and caps calls on the running kernel.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscalls;
 
