@@ -1,6 +1,5 @@
 //! rust-vm-agent: PID 1 of the guest (or a host process for tests), serving the agent protocol.
 
-mod container;
 mod container_runtime;
 mod init;
 mod listener;
@@ -18,9 +17,9 @@ use log::LevelFilter;
 use nix::sys::signal::{SigSet, Signal};
 use rust_vm_protocol::{AgentMode, DEFAULT_VSOCK_PORT};
 
-use container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
 use container_runtime::ContainerRuntime;
 use listener::{ListenAddress, Listener};
+use rust_vm_container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
 use server::{Server, ShutdownHook};
 
 /// rust-vm's agent: creates OCI containers on request of the shim.
@@ -104,6 +103,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error and its sources, outermost first, joined by ": " (no message repeats its source,
+/// so each cause appears once).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Options of PID 1. The kernel starts init with every word of its command line it did not
 /// understand (`noxsave`, ...), followed by the words after ` -- ` (without the `--` itself):
 /// the agent's options start at the first word that looks like one (or after a literal `--`).
@@ -160,7 +172,7 @@ fn run(args: Args, guest: bool) -> anyhow::Result<()> {
         }
     };
     // Handled by a thread below; blocked before any other thread exists so that all inherit it.
-    // Container processes get their signal mask reset by the container module.
+    // Container processes get their signal mask reset by the container library.
     let mut stop_signals = SigSet::empty();
     if !guest {
         nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
@@ -234,6 +246,24 @@ mod tests {
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let e = rust_vm_container::ContainerError::Sys {
+            id: "c".into(),
+            what: "opening /dev/null".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "container c: opening /dev/null: No such file or directory (os error 2)"
+        );
+        let wrapped = anyhow::Error::new(e).context("creating");
+        assert_eq!(
+            format!("{wrapped:#}"),
+            "creating: container c: opening /dev/null: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

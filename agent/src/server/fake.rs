@@ -1,6 +1,6 @@
 //! A test runtime that runs the spec's process as a plain child of the test process (no
 //! namespaces, no root needed), so the server's protocol handling, stdio, reaping and
-//! bookkeeping are tested without the container module.
+//! bookkeeping are tested without the container library.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -9,9 +9,10 @@ use nix::fcntl::OFlag;
 use nix::pty::{openpty, Winsize};
 use nix::unistd::{fork, pipe2, write, ForkResult};
 use oci_spec::runtime::{LinuxResources, Process};
-use rust_vm_protocol::{ContainerStats, ErrorCode, ProtocolError};
+use rust_vm_container::{CreateRequest, ProcessHandle, Stats, StdioSpec};
+use rust_vm_protocol::{ErrorCode, ProtocolError};
 
-use super::runtime::{ContainerHandle, CreateParams, Runtime, Spawned, StdioRequest};
+use super::runtime::{ContainerHandle, Runtime};
 
 pub struct ProcessRuntime;
 
@@ -65,17 +66,25 @@ fn prepare(process: &Process) -> Result<Prepared, ProtocolError> {
 
 fn spawn(
     process: &Process,
-    stdio: StdioRequest,
+    stdio: StdioSpec,
     gate: Option<OwnedFd>,
-) -> Result<Spawned, ProtocolError> {
+) -> Result<ProcessHandle, ProtocolError> {
     let prepared = prepare(process)?;
     let (fds, master) = match stdio {
-        StdioRequest::Pipes {
+        StdioSpec::Pipes {
             stdin,
             stdout,
             stderr,
-        } => ([stdin, stdout, stderr], None),
-        StdioRequest::Terminal { rows, cols } => {
+        } => {
+            let stdin = match stdin {
+                Some(stdin) => stdin,
+                None => std::fs::File::open("/dev/null")
+                    .map_err(|e| fail(ErrorCode::Internal, e))?
+                    .into(),
+            };
+            ([stdin, stdout, stderr], None)
+        }
+        StdioSpec::Terminal { rows, cols } => {
             let size = Winsize {
                 ws_row: rows,
                 ws_col: cols,
@@ -128,7 +137,7 @@ fn spawn(
             );
             libc::_exit(127)
         },
-        ForkResult::Parent { child } => Ok(Spawned {
+        ForkResult::Parent { child } => Ok(ProcessHandle {
             pid: child.as_raw(),
             pty_master: master,
         }),
@@ -138,16 +147,16 @@ fn spawn(
 impl Runtime for ProcessRuntime {
     fn create(
         &self,
-        params: CreateParams,
-    ) -> Result<(Box<dyn ContainerHandle>, Spawned), ProtocolError> {
-        let process = params
+        request: CreateRequest,
+    ) -> Result<(Box<dyn ContainerHandle>, ProcessHandle), ProtocolError> {
+        let process = request
             .spec
             .process()
             .clone()
             .ok_or_else(|| fail(ErrorCode::InvalidArgument, "process: missing"))?;
         let (gate_read, gate_write) =
             pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(ErrorCode::Internal, e))?;
-        let spawned = spawn(&process, params.stdio, Some(gate_read))?;
+        let spawned = spawn(&process, request.stdio, Some(gate_read))?;
         let handle = FakeContainer {
             init: spawned.pid,
             gate: Some(gate_write),
@@ -182,7 +191,11 @@ impl ContainerHandle for FakeContainer {
         Ok(())
     }
 
-    fn exec(&mut self, process: &Process, stdio: StdioRequest) -> Result<Spawned, ProtocolError> {
+    fn exec(
+        &mut self,
+        process: &Process,
+        stdio: StdioSpec,
+    ) -> Result<ProcessHandle, ProtocolError> {
         let spawned = spawn(process, stdio, None)?;
         self.execs.push(spawned.pid);
         Ok(spawned)
@@ -203,7 +216,7 @@ impl ContainerHandle for FakeContainer {
             .collect())
     }
 
-    fn stats(&self) -> Result<ContainerStats, ProtocolError> {
+    fn stats(&self) -> Result<Stats, ProtocolError> {
         Err(fail(
             ErrorCode::Unsupported,
             "the process runtime has no cgroups",

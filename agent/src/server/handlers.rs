@@ -1,17 +1,19 @@
 //! One function per operation.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use oci_spec::runtime::{RootBuilder, Spec};
+use rust_vm_container::{CreateRequest, ProcessHandle, RootfsSource, Stats, StdioSpec};
 use rust_vm_protocol::{
     ContainerState, ContainerStats, ContainerStatus, CreateContainer, Created, Empty, ErrorCode,
     Exec, ExecRef, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError, RemoveContainer,
-    ResizeTty, RootfsSource, Signal, UpdateResources, WriteStdin,
+    ResizeTty, Signal, UpdateResources, WriteStdin,
 };
 
 use super::process::{ContainerEntry, ProcessEntry};
-use super::runtime::{CreateParams, Rootfs, Spawned};
 use super::stdio::{self, AttachFlag, ParentEnds};
 use super::{lock, Hangup, Server};
 
@@ -106,29 +108,12 @@ impl Server {
             .and_then(|p| p.terminal())
             .unwrap_or(false);
         let terminal = req.terminal || spec_terminal;
-        let (request, parent) =
+        let (stdio, parent) =
             stdio::prepare(terminal, req.console_size.unwrap_or_default(), req.stdin)
                 .map_err(|e| internal("creating stdio pipes", e))?;
-        let rootfs = match req.rootfs {
-            RootfsSource::Directory { path } => Rootfs::Directory(path),
-            RootfsSource::BlockDevice {
-                device,
-                fstype,
-                readonly,
-            } => Rootfs::BlockDevice {
-                device,
-                fstype,
-                readonly,
-            },
-        };
-        let params = CreateParams {
-            id: id.clone(),
-            spec: *req.spec,
-            rootfs,
-            stdio: request,
-        };
+        let request = create_request(id.clone(), *req.spec, req.rootfs, terminal, stdio)?;
         let guard = self.reaper.spawn_guard();
-        let (handle, spawned) = self.runtime.create(params)?;
+        let (handle, spawned) = self.runtime.create(request)?;
         let exit = guard.watch(spawned.pid);
         drop(guard);
         let label = format!("container `{id}`");
@@ -303,7 +288,9 @@ impl Server {
     }
 
     pub(super) fn stats(&self, id: &str) -> Result<ContainerStats, ProtocolError> {
-        self.container(id)?.with_handle(|h| h.stats())
+        self.container(id)?
+            .with_handle(|h| h.stats())
+            .map(wire_stats)
     }
 
     pub(super) fn update_resources(&self, req: &UpdateResources) -> Result<Empty, ProtocolError> {
@@ -425,8 +412,73 @@ fn status_name(status: ContainerStatus) -> &'static str {
     }
 }
 
+/// The wire -> domain conversion of `create_container`. The protocol carries the rootfs and
+/// the terminal apart from the spec; the spec is made to agree with them: `process.terminal`
+/// follows the stdio, and `root.path` the rootfs (its `readonly` is kept).
+fn create_request(
+    id: String,
+    mut spec: Spec,
+    rootfs: rust_vm_protocol::RootfsSource,
+    terminal: bool,
+    stdio: StdioSpec,
+) -> Result<CreateRequest, ProtocolError> {
+    if let Some(mut process) = spec.process().clone() {
+        process.set_terminal(Some(terminal));
+        spec.set_process(Some(process));
+    }
+    let readonly = spec.root().as_ref().and_then(|r| r.readonly());
+    let (rootfs, root_path) = match rootfs {
+        rust_vm_protocol::RootfsSource::Directory { path } => {
+            (RootfsSource::Directory(path.clone()), path)
+        }
+        rust_vm_protocol::RootfsSource::BlockDevice {
+            device,
+            fstype,
+            readonly,
+        } => (
+            RootfsSource::BlockDevice {
+                device,
+                fstype,
+                readonly,
+            },
+            spec.root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| PathBuf::from("/")),
+        ),
+    };
+    // Always set `readonly`: the builder starts from `Root::default()`, which is read-only,
+    // while an absent `root.readonly` means writable.
+    let root = RootBuilder::default()
+        .path(root_path)
+        .readonly(readonly.unwrap_or(false))
+        .build()
+        .map_err(|e| error(ErrorCode::InvalidArgument, format!("root: {e}")))?;
+    spec.set_root(Some(root));
+    Ok(CreateRequest {
+        id,
+        spec,
+        rootfs,
+        stdio,
+    })
+}
+
+/// The domain -> wire conversion of `stats`: the cgroup counts microseconds of CPU, the
+/// protocol nanoseconds.
+fn wire_stats(stats: Stats) -> ContainerStats {
+    ContainerStats {
+        cpu_usage_ns: stats.cpu_usage_usec.saturating_mul(1000),
+        memory_usage_bytes: stats.memory_usage_bytes,
+        memory_limit_bytes: stats.memory_limit_bytes,
+        pids_current: stats.pids_current,
+        pids_limit: stats.pids_limit,
+        oom_kills: stats.oom_kills,
+    }
+}
+
 fn new_process(
-    spawned: Spawned,
+    spawned: ProcessHandle,
     exit: Arc<crate::reaper::ExitCell>,
     parent: ParentEnds,
     label: String,

@@ -19,7 +19,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::pipe2;
 use rust_vm_protocol::{ConsoleSize, ErrorCode, ProtocolError};
 
-use super::runtime::StdioRequest;
+use rust_vm_container::StdioSpec;
 
 /// Output buffered per stream while no client reads it.
 pub const OUTPUT_BUFFER_SIZE: usize = 1024 * 1024;
@@ -288,9 +288,9 @@ pub fn prepare(
     terminal: bool,
     size: ConsoleSize,
     with_stdin: bool,
-) -> io::Result<(StdioRequest, ParentEnds)> {
+) -> io::Result<(StdioSpec, ParentEnds)> {
     if terminal {
-        let request = StdioRequest::Terminal {
+        let request = StdioSpec::Terminal {
             rows: size.rows,
             cols: size.cols,
         };
@@ -313,8 +313,8 @@ pub fn prepare(
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
     Ok((
-        StdioRequest::Pipes {
-            stdin: child_stdin,
+        StdioSpec::Pipes {
+            stdin: Some(child_stdin),
             stdout: stdout_write,
             stderr: stderr_write,
         },
@@ -533,8 +533,12 @@ mod tests {
     #[test]
     fn stdin_waits_for_a_slow_reader_and_gives_up_when_the_client_is_gone() {
         let (request, parent) = prepare(false, ConsoleSize::default(), true).unwrap();
-        let (StdioRequest::Pipes { stdin: child, .. }, ParentEnds::Pipes { stdin, .. }) =
-            (request, parent)
+        let (
+            StdioSpec::Pipes {
+                stdin: Some(child), ..
+            },
+            ParentEnds::Pipes { stdin, .. },
+        ) = (request, parent)
         else {
             panic!("pipes expected");
         };
@@ -555,8 +559,13 @@ mod tests {
         );
 
         let (request, parent) = prepare(false, ConsoleSize::default(), true).unwrap();
-        let (StdioRequest::Pipes { stdin: _child, .. }, ParentEnds::Pipes { stdin, .. }) =
-            (request, parent)
+        let (
+            StdioSpec::Pipes {
+                stdin: Some(_child),
+                ..
+            },
+            ParentEnds::Pipes { stdin, .. },
+        ) = (request, parent)
         else {
             panic!("pipes expected");
         };

@@ -18,6 +18,7 @@ use super::error::SpecError;
 const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
 const DEFAULT_CPU_PERIOD: u64 = 100_000;
 
+/// A container's usage as its cgroup v2 files say (`Stats` at the crate root).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
     pub cpu_usage_usec: u64,

@@ -1,6 +1,7 @@
-//! Every syscall the container code makes goes through [`Syscalls`], so the translation of a
-//! spec into mounts, ids, capabilities and limits is unit-tested with [`recording`] without
-//! root. [`LinuxSyscalls`] is the real implementation.
+//! Every syscall the container library makes goes through [`Syscalls`], so the translation of
+//! a spec into mounts, ids, capabilities and limits is unit-tested without root with
+//! `recording::RecordingSyscalls` (the crate's test double, built for its unit tests only).
+//! [`LinuxSyscalls`] is the real implementation.
 //!
 //! Paths are taken as given: the callers resolve them (inside the rootfs where needed).
 
@@ -29,6 +30,9 @@ pub enum FileKind {
     Other,
 }
 
+/// The syscalls of the library, one method each (a few are small sequences, documented as
+/// such). Paths are taken as given: the callers resolve them inside the rootfs. The real
+/// implementation is [`LinuxSyscalls`]; a test double changes nothing and records the calls.
 pub trait Syscalls: Send + Sync + std::fmt::Debug {
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
     fn setns(&self, fd: RawFd, nstype: CloneFlags) -> io::Result<()>;

@@ -128,10 +128,6 @@ impl NamespacePlan {
     pub fn join_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.join.iter().map(|(fd, _)| fd.as_raw_fd())
     }
-
-    pub fn has(&self, t: LinuxNamespaceType) -> bool {
-        self.types.contains(&t)
-    }
 }
 
 fn same_namespace(other: &Path, name: &str) -> bool {

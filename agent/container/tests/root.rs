@@ -12,11 +12,13 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::support::{mounts_under, spec_from, spec_json, BusyboxRootfs};
-use crate::container::{
+mod support;
+
+use rust_vm_container::{
     CgroupConfig, Container, ContainerError, CreateRequest, LinuxSyscalls, ProcessHandle,
     RootfsSource, RuntimeConfig, StdioSpec,
 };
+use support::{mounts_under, spec_from, spec_json, BusyboxRootfs};
 
 fn config(rootfs: &BusyboxRootfs) -> RuntimeConfig {
     RuntimeConfig {

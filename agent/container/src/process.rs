@@ -10,7 +10,7 @@ use caps::{CapSet, CapsHashSet};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
 use super::error::SpecError;
-use super::init::{Context, StepError};
+use super::step::{Context, StepError};
 use super::syscalls::Syscalls;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::support::{spec_from, spec_json};
-use crate::container::spec::{validate, Capabilities};
-use crate::container::syscalls::recording::RecordingSyscalls;
-use crate::container::{
+use crate::spec::{validate, Capabilities};
+use crate::syscalls::recording::RecordingSyscalls;
+use crate::{
     parse_spec_json, CgroupConfig, Container, ContainerError, CreateRequest, RootfsSource,
     RuntimeConfig, StdioSpec,
 };

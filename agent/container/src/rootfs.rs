@@ -8,8 +8,8 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
-use super::init::{Context, StepError};
 use super::mounts::{parse_options, propagation_flags, resolve_in_root};
+use super::step::{Context, StepError};
 use super::syscalls::{FileKind, Syscalls};
 
 /// Flags a remount must keep because an unprivileged user namespace cannot clear them.

@@ -11,7 +11,6 @@
 //! functions never return into the agent's code: they `_exit`.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -23,39 +22,8 @@ use oci_spec::runtime::Spec;
 use super::channel::{recv_raw, send_raw, send_raw_with_fd, Message};
 use super::process::ProcessPlan;
 use super::rootfs::RootfsSetup;
+use super::step::{Context, StepError};
 use super::syscalls::Syscalls;
-
-/// A failed step in the container process: what was being done, and the errno.
-#[derive(Debug)]
-pub struct StepError {
-    what: String,
-    source: io::Error,
-}
-
-impl StepError {
-    pub fn new(what: impl Into<String>, source: io::Error) -> Self {
-        StepError {
-            what: what.into(),
-            source,
-        }
-    }
-}
-
-impl fmt::Display for StepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
-    }
-}
-
-pub trait Context<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, StepError>;
-}
-
-impl<T> Context<T> for io::Result<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, StepError> {
-        self.map_err(|e| StepError::new(what(), e))
-    }
-}
 
 /// Stdio as the container process will get it; fds already moved above 2.
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
-use crate::container::parse_spec_json;
+use rust_vm_container::parse_spec_json;
 
 /// A minimal, valid spec in the shape containerd produces; `args` is the process.
 pub fn spec_json(args: &[&str]) -> serde_json::Value {

@@ -15,8 +15,9 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{Gid, Uid};
 
 use super::{FileKind, Syscalls};
-use crate::container::error::errno_io;
+use crate::error::errno_io;
 
+/// The real [`Syscalls`]: libc, nix and caps calls on the running kernel.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscalls;
 

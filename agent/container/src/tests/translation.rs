@@ -10,12 +10,12 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::SFlag;
 
 use super::support::{spec_from, spec_json};
-use crate::container::channel::{Channel, Message};
-use crate::container::init::{init_steps, ChildArgs, ChildStdio, Role, TerminalSize};
-use crate::container::process::ProcessPlan;
-use crate::container::rootfs::RootfsSetup;
-use crate::container::syscalls::recording::{Call, RecordingSyscalls};
-use crate::container::syscalls::FileKind;
+use crate::channel::{Channel, Message};
+use crate::init::{init_steps, ChildArgs, ChildStdio, Role, TerminalSize};
+use crate::process::ProcessPlan;
+use crate::rootfs::RootfsSetup;
+use crate::syscalls::recording::{Call, RecordingSyscalls};
+use crate::syscalls::FileKind;
 
 const ROOTFS: &str = "/run/test/rootfs";
 
@@ -76,7 +76,7 @@ fn run_init_with(
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
-        .map(|s| crate::container::seccomp::compile(s).expect("profile"));
+        .map(|s| crate::seccomp::compile(s).expect("profile"));
     let (agent, child) = Channel::pair().expect("pair");
     agent.send(&Message::Start).expect("queue start");
     let args = ChildArgs {

@@ -10,10 +10,10 @@ use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
 
 use super::support::{spec_from, spec_json};
-use crate::container::cgroup::Cgroup;
-use crate::container::syscalls::recording::{Call, RecordingSyscalls};
-use crate::container::syscalls::FileKind;
-use crate::container::{
+use crate::cgroup::Cgroup;
+use crate::syscalls::recording::{Call, RecordingSyscalls};
+use crate::syscalls::FileKind;
+use crate::{
     CgroupConfig, Container, ContainerError, CreateRequest, RootfsSource, RuntimeConfig, Status,
     StdioSpec,
 };

@@ -1,4 +1,4 @@
-//! agent-bench: create + start + wait (+ remove) of busybox `/bin/true`, through the agent in
+//! agent_bench: create + start + wait (+ remove) of busybox `/bin/true`, through the agent in
 //! host mode over its Unix socket, against Debian's `crun run` on the same bundle. Runs are
 //! interleaved; prints both medians and the ratio agent/crun.
 //!
@@ -6,8 +6,10 @@
 //! has cgroup v1, which the agent does not drive. crun refuses to run at all on a hybrid host
 //! whose cgroup2 mount has controllers, so the benchmark first moves itself into a private mount
 //! namespace without `/sys/fs/cgroup/unified`; both runtimes run in that namespace.
-//! Build with `--release` for meaningful figures:
-//!   cargo run --release -p rust-vm-agent --bin agent-bench -- --runs 50
+//! A bench target without the test harness, built with the bench profile (optimized), as root:
+//!   cargo bench -p rust-vm-agent --bench agent_bench -- --runs 50
+//! Run by `cargo test --benches` (without the `--bench` that `cargo bench` passes) it only says
+//! so and succeeds.
 
 use std::fs;
 use std::os::unix::net::UnixStream;
@@ -22,15 +24,18 @@ use oci_spec::runtime::Spec;
 use rust_vm_protocol::{Client, CreateContainer, RootfsSource};
 
 #[derive(Debug, Parser)]
-#[command(name = "agent-bench")]
+#[command(name = "agent_bench")]
 struct Args {
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Measured runs per runtime.
     #[arg(long, default_value_t = 30)]
     runs: usize,
     /// Unmeasured warm-up runs per runtime.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// The agent binary [default: rust-vm-agent next to this program].
+    /// The agent binary [default: the rust-vm-agent cargo built with this benchmark].
     #[arg(long)]
     agent: Option<PathBuf>,
     /// The crun binary.
@@ -193,18 +198,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("agent_bench: not run (run it with `cargo bench`, as root)");
+        return Ok(());
+    }
     let args = Args::parse();
     ensure!(args.runs > 0, "--runs must be at least 1");
     if !nix::unistd::geteuid().is_root() {
-        bail!("agent-bench needs root (both runtimes create namespaces and mounts)");
+        bail!("agent_bench needs root (both runtimes create namespaces and mounts)");
     }
     hide_unified_cgroup()?;
     let agent_binary = match &args.agent {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("locating this program's directory")?
-            .join("rust-vm-agent"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_rust-vm-agent")),
     };
     let dir = tempfile::Builder::new().prefix("agent-bench-").tempdir()?;
     let bundle = dir.path().join("bundle");
@@ -232,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         args.runs,
         args.warmup,
         if cfg!(debug_assertions) {
-            " [DEBUG BUILD: use --release]"
+            " [DEBUG BUILD: use cargo bench]"
         } else {
             ""
         }

@@ -1,5 +1,9 @@
-//! Errors of the container module. Spec problems name the offending field in OCI's JSON
+//! Errors of the container library. Spec problems name the offending field in OCI's JSON
 //! spelling (`process.args`, `mounts[2].destination`) so the caller can show them unchanged.
+//!
+//! A message never repeats its source: the errno of a failed syscall is the error's
+//! `source()`, so print the whole chain (`{:#}` of an `anyhow::Error`, or walk `source()`)
+//! to show the cause.
 
 use std::io;
 use std::path::PathBuf;
@@ -30,7 +34,7 @@ pub enum ContainerError {
     #[error("container id {id:?} is invalid: {reason}")]
     InvalidId { id: String, reason: &'static str },
 
-    #[error("container {id}: {what}: {source}")]
+    #[error("container {id}: {what}")]
     Sys {
         id: String,
         what: String,
@@ -41,7 +45,7 @@ pub enum ContainerError {
     #[error("container {id}: init process failed during setup: {message}")]
     InitFailed { id: String, message: String },
 
-    #[error("container {id}: cgroup {path}: {what}: {source}")]
+    #[error("container {id}: cgroup {path}: {what}")]
     Cgroup {
         id: String,
         path: PathBuf,
