@@ -44,7 +44,7 @@ pub enum BuildError {
     Kvm(kvm_ioctls::Error),
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
-    #[error("cannot allocate {mib} MiB of guest memory: {source}")]
+    #[error("cannot allocate {mib} MiB of guest memory")]
     GuestMemory {
         mib: u64,
         source: vm_memory::mmap::FromRangesError,
@@ -53,24 +53,24 @@ pub enum BuildError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("boot tables: {0}")]
+    #[error("boot tables")]
     BootTables(#[from] RegsError),
-    #[error("zero page: {0}")]
+    #[error("zero page")]
     ZeroPage(#[from] ZeroPageError),
     #[error("cannot write the zero page: {0}")]
     ZeroPageCopy(vm_memory::GuestMemoryError),
-    #[error("MP table: {0}")]
+    #[error("MP table")]
     Mptable(#[from] MptableError),
-    #[error("serial output {}: {source}", path.display())]
+    #[error("serial output {}", path.display())]
     SerialFile {
         path: std::path::PathBuf,
         source: io::Error,
     },
     #[error("cannot create an eventfd: {0}")]
     EventFd(io::Error),
-    #[error("KVM_IRQFD for GSI {gsi} failed: {source}")]
+    #[error("KVM_IRQFD for GSI {gsi} failed")]
     Irqfd { gsi: u32, source: kvm_ioctls::Error },
-    #[error("device bus: {0}")]
+    #[error("device bus")]
     Bus(#[from] BusError),
     #[error(transparent)]
     Block(#[from] BlockError),

@@ -19,19 +19,19 @@ const PAGE_SIZE: u64 = 0x1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("kernel {}: {source}", path.display())]
+    #[error("kernel {}", path.display())]
     KernelFile {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("kernel {} is neither an ELF vmlinux nor a bzImage", path.display())]
     NotAKernel { path: PathBuf },
-    #[error("kernel {}: {source}", path.display())]
+    #[error("kernel {}", path.display())]
     Kernel {
         path: PathBuf,
         source: linux_loader::loader::Error,
     },
-    #[error("initrd {}: {source}", path.display())]
+    #[error("initrd {}", path.display())]
     InitrdFile {
         path: PathBuf,
         source: std::io::Error,
@@ -42,7 +42,7 @@ pub enum LoadError {
         size: u64,
         available: u64,
     },
-    #[error("cannot copy initrd {} into guest memory: {source}", path.display())]
+    #[error("cannot copy initrd {} into guest memory", path.display())]
     InitrdCopy {
         path: PathBuf,
         source: GuestMemoryError,

@@ -30,7 +30,7 @@ pub enum ClientError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("cannot encode the `{op}` request: {source}")]
+    #[error("cannot encode the `{op}` request")]
     Encode {
         op: &'static str,
         #[source]

@@ -19,7 +19,7 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("connection closed in the middle of a frame ({got} of {expected} bytes read)")]
     Truncated { expected: usize, got: usize },
-    #[error("i/o error on the connection: {0}")]
+    #[error("i/o error on the connection")]
     Io(#[from] io::Error),
 }
 

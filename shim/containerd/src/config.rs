@@ -23,7 +23,7 @@ const CONFIG_PATH_FIELD: u32 = 2;
 
 #[derive(Debug, Error)]
 pub enum OptionsError {
-    #[error("runtime options ({type_url}) are not a valid protobuf message: {source}")]
+    #[error("runtime options ({type_url}) are not a valid protobuf message")]
     Decode {
         type_url: String,
         #[source]

@@ -2,6 +2,8 @@
 
 use containerd_shim::protos::ttrpc::{self, Code};
 use rust_vm_protocol::{ClientError, ErrorCode};
+use rust_vm_sandbox::hooks::HookError;
+use rust_vm_sandbox::{Chain, PodError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -17,12 +19,15 @@ pub enum ShimError {
     #[error("{0}")]
     Unimplemented(String),
     /// The agent refused or failed a request; its message names what was wrong.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Agent {
         context: String,
         #[source]
         source: ClientError,
     },
+    /// A step of the pod lifecycle failed (the agent's refusals keep their code).
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error("{0}")]
     Internal(String),
 }
@@ -37,8 +42,20 @@ impl ShimError {
         }
     }
 
-    pub fn internal(context: &str, err: impl std::fmt::Display) -> ShimError {
-        ShimError::Internal(format!("{context}: {err}"))
+    /// An internal failure described by `context` and the whole chain of `err`.
+    pub fn internal(context: &str, err: &dyn std::error::Error) -> ShimError {
+        ShimError::Internal(format!("{context}: {}", Chain(err)))
+    }
+
+    fn agent_code(code: Option<ErrorCode>) -> Code {
+        match code {
+            Some(ErrorCode::InvalidArgument) => Code::INVALID_ARGUMENT,
+            Some(ErrorCode::NotFound) => Code::NOT_FOUND,
+            Some(ErrorCode::AlreadyExists) => Code::ALREADY_EXISTS,
+            Some(ErrorCode::FailedPrecondition) => Code::FAILED_PRECONDITION,
+            Some(ErrorCode::Unsupported) => Code::UNIMPLEMENTED,
+            _ => Code::INTERNAL,
+        }
     }
 
     fn code(&self) -> Code {
@@ -48,14 +65,9 @@ impl ShimError {
             ShimError::AlreadyExists(_) => Code::ALREADY_EXISTS,
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unimplemented(_) => Code::UNIMPLEMENTED,
-            ShimError::Agent { source, .. } => match source.code() {
-                Some(ErrorCode::InvalidArgument) => Code::INVALID_ARGUMENT,
-                Some(ErrorCode::NotFound) => Code::NOT_FOUND,
-                Some(ErrorCode::AlreadyExists) => Code::ALREADY_EXISTS,
-                Some(ErrorCode::FailedPrecondition) => Code::FAILED_PRECONDITION,
-                Some(ErrorCode::Unsupported) => Code::UNIMPLEMENTED,
-                _ => Code::INTERNAL,
-            },
+            ShimError::Agent { source, .. } => Self::agent_code(source.code()),
+            ShimError::Pod(PodError::Hook(HookError::InContainer { .. })) => Code::INVALID_ARGUMENT,
+            ShimError::Pod(err) => Self::agent_code(err.agent_code()),
             ShimError::Internal(_) => Code::INTERNAL,
         }
     }
@@ -63,8 +75,9 @@ impl ShimError {
 
 impl From<ShimError> for ttrpc::Error {
     fn from(err: ShimError) -> ttrpc::Error {
-        log::warn!("{err}");
-        ttrpc::Error::RpcStatus(ttrpc::get_status(err.code(), err.to_string()))
+        let message = Chain(&err).to_string();
+        log::warn!("{message}");
+        ttrpc::Error::RpcStatus(ttrpc::get_status(err.code(), message))
     }
 }
 

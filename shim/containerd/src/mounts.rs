@@ -10,7 +10,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum MountError {
-    #[error("create {path}: {source}")]
+    #[error("create {path}")]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -25,9 +25,9 @@ pub enum MountError {
     },
     #[error("rootfs mount {index} has an empty type")]
     EmptyType { index: usize },
-    #[error("read /proc/self/mountinfo: {0}")]
+    #[error("read /proc/self/mountinfo")]
     MountInfo(#[source] std::io::Error),
-    #[error("unmount {path}: {source}")]
+    #[error("unmount {path}")]
     Unmount {
         path: PathBuf,
         #[source]
@@ -225,7 +225,11 @@ fn common_dir(paths: &[&str]) -> Option<String> {
 
 fn undo(target: &Path) {
     if let Err(err) = unmount_rootfs(target) {
-        log::warn!("undo rootfs mounts at {}: {err}", target.display());
+        log::warn!(
+            "undo rootfs mounts at {}: {}",
+            target.display(),
+            rust_vm_sandbox::Chain(&err)
+        );
     }
 }
 

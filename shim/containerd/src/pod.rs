@@ -17,13 +17,13 @@ const TYPE_CONTAINER: &str = "container";
 
 #[derive(Debug, Error)]
 pub enum PodError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadSpec {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid JSON: {source}")]
+    #[error("{path} is not valid JSON")]
     ParseSpec {
         path: String,
         #[source]

@@ -29,7 +29,8 @@ use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
-use rust_vm_protocol::{ContainerStats, CreateContainer, ErrorCode, Exec};
+use rust_vm_protocol::{ContainerStats, ErrorCode, Exec};
+use rust_vm_sandbox::{Chain, NewContainer, Pod};
 
 use crate::config;
 use crate::error::{Result, ShimError};
@@ -37,7 +38,7 @@ use crate::events::{self, EventSender};
 use crate::mounts;
 use crate::pod::{valid_id, PodRole};
 use crate::process::{Exit, Phase, Process};
-use crate::sandbox::PodSandbox;
+use crate::sandbox;
 use crate::stdio::{ProcessIo, StdioPaths};
 
 /// How long an exited process's output may take to drain before its exit is reported.
@@ -84,8 +85,8 @@ impl Container {
 }
 
 #[derive(Default)]
-struct Pod {
-    sandbox: Option<Arc<PodSandbox>>,
+struct PodState {
+    sandbox: Option<Arc<Pod>>,
     containers: HashMap<String, Arc<Container>>,
 }
 
@@ -94,7 +95,7 @@ pub struct Service {
     config_path: PathBuf,
     events: Arc<EventSender>,
     exit: Arc<ExitSignal>,
-    pod: Arc<Mutex<Pod>>,
+    pod: Arc<Mutex<PodState>>,
     /// Serialises create and delete: they start and stop the sandbox, which takes a while, and
     /// must not interleave; state queries meanwhile only take `pod` briefly.
     lifecycle: Mutex<()>,
@@ -124,7 +125,7 @@ impl Service {
             config_path,
             events: Arc::new(events),
             exit,
-            pod: Arc::new(Mutex::new(Pod::default())),
+            pod: Arc::new(Mutex::new(PodState::default())),
             lifecycle: Mutex::new(()),
         }
     }
@@ -137,7 +138,7 @@ impl Service {
             .ok_or_else(|| ShimError::NotFound(format!("container {id} not found")))
     }
 
-    fn sandbox(&self) -> Result<Arc<PodSandbox>> {
+    fn sandbox(&self) -> Result<Arc<Pod>> {
         lock(&self.pod)
             .sandbox
             .clone()
@@ -162,31 +163,21 @@ impl Service {
         }
         if let Some(sandbox) = sandbox {
             if let Err(err) = sandbox.shutdown() {
-                log::warn!("{err}");
+                log::warn!("{}", Chain(&err));
             }
         }
     }
 
-    /// Frees the pod disk slot a joining container's rootfs was written into (the agent has
-    /// removed the container, and with it the mount); a later container may reuse the slot.
-    fn release_disk(&self, container: &Container, sandbox: &PodSandbox) {
-        if container.owns_sandbox {
-            return;
-        }
-        if let Err(err) = sandbox.release_rootfs(&container.rootfs) {
-            log::warn!("free the disk slot of {}: {err}", container.id);
-        }
-    }
-
-    fn unmount(&self, container: &Container, sandbox: Option<&PodSandbox>) {
+    fn unmount(&self, container: &Container, sandbox: Option<&Pod>) {
         if !container.mounted {
             return;
         }
         let result = match sandbox {
-            Some(sandbox) if !container.owns_sandbox => sandbox
-                .unmount_rootfs(&container.rootfs)
-                .map_err(|e| e.to_string()),
-            _ => mounts::unmount_rootfs(&container.rootfs).map_err(|e| e.to_string()),
+            Some(sandbox) if !container.owns_sandbox => {
+                sandbox::unmount_rootfs(sandbox, &container.rootfs)
+                    .map_err(|e| Chain(&e).to_string())
+            }
+            _ => mounts::unmount_rootfs(&container.rootfs).map_err(|e| Chain(&e).to_string()),
         };
         if let Err(err) = result {
             log::warn!("unmount rootfs of {}: {err}", container.id);
@@ -203,7 +194,7 @@ impl Service {
         mounts: &[Mount],
         rootfs: &Path,
         pod: bool,
-    ) -> Result<(Arc<PodSandbox>, bool)> {
+    ) -> Result<(Arc<Pod>, bool)> {
         match role {
             PodRole::Sandbox { .. } => {
                 if let Some(existing) = &lock(&self.pod).sandbox {
@@ -215,18 +206,18 @@ impl Service {
                 }
                 let config_path = match options {
                     Some(options) => config::config_path(Some(options))
-                        .map_err(|e| ShimError::InvalidArgument(e.to_string()))?,
+                        .map_err(|e| ShimError::InvalidArgument(Chain(&e).to_string()))?,
                     None => self.config_path.clone(),
                 };
                 mounts::mount_rootfs(mounts, rootfs)
-                    .map_err(|e| ShimError::internal("rootfs", e))?;
-                match PodSandbox::start(&self.namespace, id, &config_path, rootfs, pod) {
+                    .map_err(|e| ShimError::internal("rootfs", &e))?;
+                match sandbox::start(&self.namespace, id, &config_path, rootfs, pod) {
                     Ok(sandbox) => Ok((Arc::new(sandbox), true)),
                     Err(err) => {
                         if !mounts.is_empty() {
                             let _ = mounts::unmount_rootfs(rootfs);
                         }
-                        Err(ShimError::Internal(err.to_string()))
+                        Err(ShimError::internal("starting the sandbox", &err))
                     }
                 }
             }
@@ -238,9 +229,8 @@ impl Service {
                         sandbox.id()
                     )));
                 }
-                sandbox
-                    .mount_rootfs(mounts, rootfs)
-                    .map_err(|e| ShimError::internal("rootfs", e))?;
+                sandbox::mount_rootfs(&sandbox, mounts, rootfs)
+                    .map_err(|e| ShimError::internal("rootfs", &e))?;
                 Ok((sandbox, false))
             }
         }
@@ -266,7 +256,7 @@ impl Service {
         })?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let role = PodRole::from_annotations(&id, &annotations)
-            .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| ShimError::InvalidArgument(Chain(&e).to_string()))?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -275,7 +265,7 @@ impl Service {
         };
         stdio
             .validate()
-            .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| ShimError::InvalidArgument(Chain(&e).to_string()))?;
         let mounted = !req.rootfs.is_empty();
         let rootfs = if mounted {
             bundle.join("rootfs")
@@ -311,47 +301,33 @@ impl Service {
             oom_kills: AtomicU64::new(0),
         };
         let undo = |container: &Container| {
-            self.release_disk(container, &sandbox);
             self.unmount(container, Some(&sandbox));
             if owns_sandbox {
                 if let Err(err) = sandbox.shutdown() {
-                    log::warn!("{err}");
+                    log::warn!("{}", Chain(&err));
                 }
             }
         };
 
-        let created = sandbox
-            .rootfs_source(&rootfs)
-            .map_err(|e| ShimError::FailedPrecondition(e.to_string()))
-            .and_then(|source| {
-                sandbox
-                    .client()
-                    .create_container(CreateContainer {
-                        container_id: id.clone(),
-                        spec: Box::new(spec),
-                        rootfs: source,
-                        terminal: req.terminal,
-                        console_size: None,
-                        stdin: !stdio.stdin.is_empty(),
-                    })
-                    .map_err(|e| ShimError::agent(format!("create container {id}"), e))
-            });
-        let created = match created {
+        let new = NewContainer {
+            id: &id,
+            bundle: &bundle,
+            spec: &spec,
+            rootfs: &rootfs,
+            terminal: req.terminal,
+            console_size: None,
+            stdin: !stdio.stdin.is_empty(),
+        };
+        let created = match sandbox.create_container(&new, |pod| {
+            ProcessIo::attach(pod.client(), &id, None, &stdio)
+        }) {
             Ok(created) => created,
             Err(err) => {
                 undo(&container);
-                return Err(err);
+                return Err(err.into());
             }
         };
-        let io = match ProcessIo::attach(sandbox.client(), &id, None, &stdio) {
-            Ok(io) => io,
-            Err(err) => {
-                let _ = sandbox.client().remove_container(&id, true);
-                undo(&container);
-                return Err(ShimError::Internal(err.to_string()));
-            }
-        };
-        let pid = pid_u32(created.pid);
+        let (pid, io) = (pid_u32(created.pid), created.stdio);
         container.init.set_created(pid, io);
 
         let container = Arc::new(container);
@@ -393,7 +369,7 @@ impl Service {
     /// Reports OOM kills in the pod's running containers as they happen (the agent counts them
     /// from cgroup v2 `memory.events`), until the sandbox is gone. An agent without cgroups has
     /// no such count; then the exit-time check in [`Service::watch`] is all there is.
-    fn watch_oom(&self, sandbox: &Arc<PodSandbox>) {
+    fn watch_oom(&self, sandbox: &Arc<Pod>) {
         let sandbox = Arc::downgrade(sandbox);
         let pod = Arc::clone(&self.pod);
         let events = Arc::clone(&self.events);
@@ -440,7 +416,7 @@ impl Service {
     }
 
     /// Waits for `process` in the agent on a thread of its own and reports its exit.
-    fn watch(&self, sandbox: Arc<PodSandbox>, container: Arc<Container>, process: Arc<Process>) {
+    fn watch(&self, sandbox: Arc<Pod>, container: Arc<Container>, process: Arc<Process>) {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if process.watched.swap(true, Ordering::SeqCst) {
             return;
@@ -526,10 +502,10 @@ impl Service {
                         let _ = client.signal(&req.id, Some(exec_id), libc::SIGKILL, false);
                         let _ = client.wait(&req.id, Some(exec_id));
                         let _ = client.remove_exec(&req.id, exec_id);
-                        return Err(ShimError::Internal(err.to_string()));
+                        return Err(ShimError::internal("attaching the exec's stdio", &err));
                     }
                 };
-                let pid = pid_u32(started.pid);
+                let pid = pid_u32(sandbox.host_pid(started.pid));
                 process.set_created(pid, io);
                 pid
             }
@@ -593,14 +569,9 @@ impl Service {
 
         let sandbox = lock(&self.pod).sandbox.clone();
         if let Some(sandbox) = &sandbox {
-            match sandbox.client().remove_container(&req.id, true) {
-                Ok(()) => {}
-                Err(err) if err.code() == Some(ErrorCode::NotFound) => {}
-                Err(err) => log::warn!("remove container {} from the agent: {err}", req.id),
+            if let Err(err) = sandbox.remove_container(&req.id, &container.rootfs) {
+                log::warn!("{}", Chain(&err));
             }
-        }
-        if let Some(sandbox) = &sandbox {
-            self.release_disk(&container, sandbox);
         }
         self.unmount(&container, sandbox.as_deref());
         let last = {
@@ -618,7 +589,7 @@ impl Service {
                     sandbox.id()
                 );
                 if let Err(err) = sandbox.shutdown() {
-                    log::warn!("{err}");
+                    log::warn!("{}", Chain(&err));
                 }
             }
         }
@@ -654,7 +625,7 @@ impl Service {
         };
         stdio
             .validate()
-            .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| ShimError::InvalidArgument(Chain(&e).to_string()))?;
         {
             let mut execs = container.execs();
             if execs.contains_key(&req.exec_id) {
@@ -742,7 +713,7 @@ impl Service {
             .map_err(|e| ShimError::agent(format!("stats of {}", req.id), e))?;
         let value = metrics(&stats)
             .write_to_bytes()
-            .map_err(|e| ShimError::internal("encode metrics", e))?;
+            .map_err(|e| ShimError::internal("encode metrics", &e))?;
         Ok(StatsResponse {
             stats: Some(Any {
                 type_url: METRICS_V2_TYPE.into(),

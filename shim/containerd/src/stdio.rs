@@ -33,14 +33,14 @@ pub enum StdioError {
         uri: String,
         scheme: String,
     },
-    #[error("open {field} {path}: {source}")]
+    #[error("open {field} {path}")]
     Open {
         field: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("attach {stream} of {process}: {source}")]
+    #[error("attach {stream} of {process}")]
     Attach {
         stream: StreamKind,
         process: String,

@@ -22,17 +22,17 @@ pub enum ImageError {
     MissingSource(PathBuf),
     #[error("rootfs {0} is not a directory")]
     NotADirectory(PathBuf),
-    #[error("reading rootfs {path}: {source}")]
+    #[error("reading rootfs {path}")]
     Walk {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("creating image {path}: {source}")]
+    #[error("creating image {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("running {program} (install e2fsprogs >= 1.43): {source}")]
+    #[error("running {program} (install e2fsprogs >= 1.43)")]
     Spawn {
         program: PathBuf,
         source: std::io::Error,

@@ -70,9 +70,9 @@ impl fmt::Display for ReflectionLog {
 pub enum ReflectError {
     #[error("{0} failed: {1}")]
     Ioctl(&'static str, kvm_ioctls::Error),
-    #[error("cannot read the instruction at {linear:#x}: {source}")]
+    #[error("cannot read the instruction at {linear:#x}")]
     Fetch { linear: u64, source: WalkError },
-    #[error("instruction at {linear:#x} (bytes {bytes:02x?}) not reflected: {source}")]
+    #[error("instruction at {linear:#x} (bytes {bytes:02x?}) not reflected")]
     Decode {
         linear: u64,
         bytes: Vec<u8>,

@@ -38,7 +38,10 @@ pub fn delete(g: &Global, args: DeleteArgs) -> Result<()> {
         if owner_alive(record.owner_pid, record.owner_start_time) {
             if let Ok(client) = agent_client(&record.agent_address, Duration::from_secs(5)) {
                 if let Err(e) = client.remove_container(id, true) {
-                    log::debug!("container {id}: remove in the agent: {e}");
+                    log::debug!(
+                        "container {id}: remove in the agent: {}",
+                        rust_vm_sandbox::Chain(&e)
+                    );
                 }
             }
             // The owner's sandbox processes die with it (parent-death signal).

@@ -31,13 +31,13 @@ pub enum SlotError {
         needed_mib: u64,
         max_mib: u64,
     },
-    #[error("pod disk slot {path}: {what}: {source}")]
+    #[error("pod disk slot {path}: {what}")]
     Io {
         what: &'static str,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("pod disk slot: {0}")]
+    #[error("pod disk slot")]
     Image(#[from] ImageError),
 }
 

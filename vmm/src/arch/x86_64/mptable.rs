@@ -40,7 +40,7 @@ pub enum MptableError {
     VcpuCount(u8),
     #[error("the MP table does not fit between the EBDA and 1 MiB")]
     TooLarge,
-    #[error("cannot write the MP table: {0}")]
+    #[error("cannot write the MP table")]
     GuestMemory(#[from] GuestMemoryError),
 }
 

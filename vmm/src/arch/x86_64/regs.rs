@@ -22,7 +22,7 @@ const RFLAGS_RESERVED: u64 = 1 << 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegsError {
-    #[error("cannot write boot tables to guest memory: {0}")]
+    #[error("cannot write boot tables to guest memory")]
     GuestMemory(#[from] GuestMemoryError),
     #[error("{0} failed: {1}")]
     Ioctl(&'static str, kvm_ioctls::Error),

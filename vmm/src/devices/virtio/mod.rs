@@ -53,7 +53,7 @@ impl MmioSlot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioError {
-    #[error("cannot create an eventfd: {0}")]
+    #[error("cannot create an eventfd")]
     EventFd(#[source] io::Error),
     #[error("cannot create virtio queue {index} with {size} entries: {source:?}")]
     Queue {
@@ -61,15 +61,15 @@ pub enum VirtioError {
         size: u16,
         source: virtio_queue::Error,
     },
-    #[error("cannot register the notification ioeventfd of queue {queue} at {addr:#x}: {source}")]
+    #[error("cannot register the notification ioeventfd of queue {queue} at {addr:#x}")]
     RegisterIoEvent {
         queue: usize,
         addr: u64,
         source: kvm_ioctls::Error,
     },
-    #[error("cannot register the irqfd for GSI {gsi}: {source}")]
+    #[error("cannot register the irqfd for GSI {gsi}")]
     RegisterIrqFd { gsi: u32, source: kvm_ioctls::Error },
-    #[error("cannot place the virtio-mmio device at {base:#x}: {source}")]
+    #[error("cannot place the virtio-mmio device at {base:#x}")]
     Bus { base: u64, source: BusError },
 }
 

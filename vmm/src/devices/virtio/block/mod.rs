@@ -16,13 +16,13 @@ use super::VirtioError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    #[error("cannot open block image {path}: {source}", path = path.display())]
+    #[error("cannot open block image {path}", path = path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot determine the size of block image {path}: {source}", path = path.display())]
+    #[error("cannot determine the size of block image {path}", path = path.display())]
     Size {
         path: PathBuf,
         #[source]

@@ -71,9 +71,9 @@ pub enum RequestError {
     ReadOnly,
     #[error("request type {0} is not supported")]
     Unsupported(u32),
-    #[error("guest memory access failed: {0}")]
+    #[error("guest memory access failed")]
     Memory(#[from] vm_memory::GuestMemoryError),
-    #[error("host I/O on the disk image failed: {0}")]
+    #[error("host I/O on the disk image failed")]
     Io(#[from] io::Error),
 }
 
@@ -251,7 +251,11 @@ where
     }) {
         Ok(done) => done,
         Err(e) => {
-            log::warn!("virtio-blk {}: request {head}: {e}", disk.path().display());
+            log::warn!(
+                "virtio-blk {}: request {head}: {}",
+                disk.path().display(),
+                crate::logger::Chain(&e)
+            );
             (e.status(), 0)
         }
     };

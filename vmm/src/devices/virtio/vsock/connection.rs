@@ -88,7 +88,7 @@ impl Credit {
 pub enum ConnError {
     #[error("the guest sent {len} bytes with only {free} bytes of credit")]
     CreditExceeded { len: usize, free: u32 },
-    #[error("the host socket failed: {0}")]
+    #[error("the host socket failed")]
     Io(#[from] io::Error),
     #[error("the host socket accepted no bytes")]
     WriteZero,

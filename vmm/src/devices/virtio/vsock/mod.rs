@@ -25,7 +25,7 @@ pub enum VsockError {
     SocketInUse { path: PathBuf },
     #[error("vsock socket path {path} exists and is not a socket", path = path.display())]
     NotASocket { path: PathBuf },
-    #[error("cannot listen on vsock socket {path}: {source}", path = path.display())]
+    #[error("cannot listen on vsock socket {path}", path = path.display())]
     Bind {
         path: PathBuf,
         #[source]

@@ -79,7 +79,7 @@ pub enum PacketError {
     TooLarge(u32),
     #[error("header announces {announced} payload bytes but the chain holds {available}")]
     Truncated { announced: u32, available: usize },
-    #[error("guest memory access failed: {0}")]
+    #[error("guest memory access failed")]
     Io(#[from] io::Error),
 }
 
