@@ -12,14 +12,9 @@ mkdir -p "$bundle/rootfs/bin"
 cp /bin/busybox "$bundle/rootfs/bin/busybox"
 for applet in sh echo cat ls uname; do ln -s busybox "$bundle/rootfs/bin/$applet"; done
 (cd "$bundle" && rust-vm spec)
-python3 - "$bundle/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-spec = json.load(open(path))
-spec["process"]["args"] = ["sh", "-c", "echo hello from a microVM; uname -r"]
-spec["process"]["terminal"] = False
-json.dump(spec, open(path, "w"), indent=2)
-PY
+jq '.process.args = ["sh", "-c", "echo hello from a microVM; uname -r"] | .process.terminal = false' \
+    "$bundle/config.json" > "$bundle/config.json.new"
+mv "$bundle/config.json.new" "$bundle/config.json"
 
 rust-vm check || true   # informative: one line per requirement
 echo "==> rust-vm run (back-end: ${RUST_VM_BACKEND:-from config, default vm})"

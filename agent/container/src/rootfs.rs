@@ -8,7 +8,9 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
-use super::mounts::{parse_options, propagation_flags, resolve_in_root};
+use mount_options::{parse_options, propagation_flags};
+
+use super::mounts::resolve_in_root;
 use super::step::{Context, StepError};
 use super::syscalls::{FileKind, Syscalls};
 

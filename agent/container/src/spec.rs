@@ -99,7 +99,7 @@ pub fn validate(spec: &Spec, offer: Capabilities) -> Result<(), SpecError> {
                 format!("{} is not an absolute path", dest.display()),
             ));
         }
-        super::mounts::parse_options(m.options().as_deref().unwrap_or_default())
+        mount_options::parse_options(m.options().as_deref().unwrap_or_default())
             .map_err(|reason| SpecError::new(format!("mounts[{i}].options"), reason))?;
         let is_bind = m.typ().as_deref() == Some("bind")
             || m.options()
@@ -252,7 +252,7 @@ pub fn validate(spec: &Spec, offer: Capabilities) -> Result<(), SpecError> {
             }
         }
         if let Some(p) = l.rootfs_propagation() {
-            if super::mounts::propagation_flags(p).is_none() {
+            if mount_options::propagation_flags(p).is_none() {
                 return Err(SpecError::new(
                     "linux.rootfsPropagation",
                     format!("unknown propagation {p:?}"),

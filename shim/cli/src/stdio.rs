@@ -2,7 +2,7 @@
 //! connections (one Unix stream per stdio stream; see docs/protocol.md).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+
 use std::mem::ManuallyDrop;
 use std::net::Shutdown;
 use std::os::fd::FromRawFd;
@@ -13,27 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rust_vm_sandbox::protocol::{attach, Address, StreamKind};
+use rust_vm_sandbox::stdio::relay;
 
 /// Our fd `fd`, borrowed for the life of the process (never closed by us).
 fn own_fd(fd: i32) -> ManuallyDrop<File> {
     // SAFETY: fds 0-2 stay open for the life of the process; ManuallyDrop never closes them.
     ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
-}
-
-fn copy_until_eof(mut from: impl Read, mut to: impl Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-        to.flush()?;
-        total += n as u64;
-    }
 }
 
 /// Output relays that finish when the agent closes the streams (after the process exits).
@@ -65,9 +50,7 @@ impl Relay {
             thread::Builder::new()
                 .name(format!("relay-{kind}"))
                 .spawn(move || {
-                    if let Err(e) = copy_until_eof(&stream, &*own_fd(fd)) {
-                        log::debug!("relaying {kind}: {e}");
-                    }
+                    relay(&stream, &*own_fd(fd), &format!("relaying {kind}"));
                     let _ = tx.send(());
                 })
                 .context("starting a relay thread")?;
@@ -97,9 +80,7 @@ impl Relay {
 }
 
 fn relay_stdin(stream: UnixStream) {
-    if let Err(e) = copy_until_eof(&*own_fd(0), &stream) {
-        log::debug!("relaying stdin: {e}");
-    }
+    relay(&*own_fd(0), &stream, "relaying stdin");
     // Our EOF is the container's EOF.
     let _ = stream.shutdown(Shutdown::Write);
 }

@@ -13,8 +13,8 @@ use thiserror::Error;
 
 /// Environment variable naming the rust-vm configuration file.
 pub const CONFIG_ENV: &str = "RUST_VM_CONFIG";
-/// The rust-vm configuration file when nothing else names one.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/rust-vm/config.toml";
+/// The rust-vm configuration file when nothing else names one (the CLI's default too).
+pub use rust_vm_sandbox::config::DEFAULT_CONFIG_PATH;
 
 /// Protobuf message name of containerd's generic runtime options.
 const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";

@@ -68,47 +68,12 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Splits mount(8)-style options into flags and the filesystem's data string.
-fn parse_options(options: &[String]) -> (MsFlags, Vec<&str>) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            other => {
-                data.push(other);
-                continue;
-            }
-        };
-        flags.insert(set);
-        flags.remove(clear);
-    }
-    (flags, data)
-}
-
 /// The kernel copies at most one page of mount data.
 const MAX_MOUNT_DATA: usize = 4096;
 
 fn mount_one(kind: &str, source: &str, options: &[String], target: &Path) -> Result<(), String> {
-    let (flags, data) = parse_options(options);
-    let data = data.join(",");
+    let options = mount_options::parse_options(options)?;
+    let (flags, data) = (options.flags, options.data.join(","));
     if data.len() >= MAX_MOUNT_DATA {
         if kind == "overlay" {
             return mount_overlay_relative(source, flags, &data, target);
@@ -130,6 +95,16 @@ fn mount_one(kind: &str, source: &str, options: &[String], target: &Path) -> Res
             None::<&str>,
         )
         .map_err(|e| format!("remount read-only: {e}"))?;
+    }
+    if !options.propagation.is_empty() {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            options.propagation,
+            None::<&str>,
+        )
+        .map_err(|e| format!("setting propagation: {e}"))?;
     }
     Ok(())
 }
@@ -324,10 +299,14 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (flags, data) = parse_options(&options);
+        let parsed = mount_options::parse_options(&options).expect("valid");
+        let flags = parsed.flags;
         assert!(flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_BIND));
         assert!(flags.contains(MsFlags::MS_REC));
-        assert_eq!(data, vec!["index=off", "lowerdir=/a:/b"]);
+        assert_eq!(parsed.data, vec!["index=off", "lowerdir=/a:/b"]);
+        // The agent's table: remount means nothing for a new mount.
+        let remount = ["remount".to_string()];
+        assert!(mount_options::parse_options(&remount).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! when the process is deleted, which unblocks a copier stuck on a full FIFO.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rust_vm_protocol::{Client, ClientError, StreamKind};
+use rust_vm_sandbox::stdio::relay;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -251,27 +252,9 @@ fn open_sink(field: &'static str, sink: &Sink) -> Result<(File, Option<File>), S
     }
 }
 
-fn copy_output(mut stream: UnixStream, out: File, label: &str) {
-    let mut out = Some(out);
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                log::warn!("{label}: reading from the agent: {err}");
-                break;
-            }
-        };
-        if let Some(file) = out.as_mut() {
-            if let Err(err) = file.write_all(&buf[..n]) {
-                // The sink is gone for good (deleted); drain so the process never blocks.
-                log::debug!("{label}: output sink failed: {err}");
-                out = None;
-            }
-        }
-    }
+fn copy_output(stream: UnixStream, out: File, label: &str) {
+    // A deleted sink is gone for good: the rest is drained so the process never blocks.
+    relay(stream, out, label);
 }
 
 fn copy_input(fifo: &Path, stream: &UnixStream, label: &str) {
@@ -284,16 +267,15 @@ fn copy_input(fifo: &Path, stream: &UnixStream, label: &str) {
             return;
         }
     };
-    let mut writer = stream;
-    if let Err(err) = io::copy(&mut input, &mut writer) {
-        log::debug!("{label}: {err}");
-    }
+    relay(&mut input, stream, label);
     // EOF from containerd: the process sees its stdin closed.
     let _ = stream.shutdown(Shutdown::Write);
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
 
     #[test]

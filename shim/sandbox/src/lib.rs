@@ -25,6 +25,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;
+pub mod stdio;
 
 pub use config::RuntimeConfig;
 pub use error_chain::{error_chain, Chain};
