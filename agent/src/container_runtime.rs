@@ -10,8 +10,8 @@ use rust_vm_container::{
 };
 use rust_vm_protocol::{ErrorCode, ProtocolError};
 
-use crate::error_chain;
 use crate::server::runtime::{ContainerHandle, Runtime};
+use rust_vm_protocol::error_chain;
 
 pub struct ContainerRuntime {
     sys: Arc<dyn Syscalls>,

@@ -103,19 +103,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its sources, outermost first, joined by ": " (no message repeats its source,
-/// so each cause appears once).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Options of PID 1. The kernel starts init with every word of its command line it did not
 /// understand (`noxsave`, ...), followed by the words after ` -- ` (without the `--` itself):
 /// the agent's options start at the first word that looks like one (or after a literal `--`).
@@ -250,6 +237,7 @@ mod tests {
 
     #[test]
     fn an_error_chain_names_every_cause_once() {
+        use rust_vm_protocol::error_chain;
         let e = rust_vm_container::ContainerError::Sys {
             id: "c".into(),
             what: "opening /dev/null".into(),

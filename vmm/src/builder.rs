@@ -278,27 +278,24 @@ fn attach_virtio_devices(
     }
     let mut slots = slots.into_iter();
     let mut fragments = Vec::with_capacity(count);
+    // One call for devices of different types (attach_mmio_device is generic over them).
+    macro_rules! attach {
+        ($device:expr, $slot:expr) => {
+            fragments.push(attach_mmio_device(
+                vm.fd(),
+                mmio_bus,
+                event_manager,
+                mem,
+                Arc::new(Mutex::new($device)),
+                $slot,
+            )?)
+        };
+    }
     for (block, slot) in config.block.iter().zip(slots.by_ref()) {
-        let device = Arc::new(Mutex::new(Block::new(block)?));
-        fragments.push(attach_mmio_device(
-            vm.fd(),
-            mmio_bus,
-            event_manager,
-            mem,
-            device,
-            slot,
-        )?);
+        attach!(Block::new(block)?, slot);
     }
     if let (Some(vsock), Some(slot)) = (&config.vsock, slots.next()) {
-        let device = Arc::new(Mutex::new(Vsock::new(vsock)?));
-        fragments.push(attach_mmio_device(
-            vm.fd(),
-            mmio_bus,
-            event_manager,
-            mem,
-            device,
-            slot,
-        )?);
+        attach!(Vsock::new(vsock)?, slot);
     }
     Ok(fragments)
 }

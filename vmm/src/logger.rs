@@ -45,19 +45,3 @@ pub fn init(level: LevelFilter) {
     let _ = log::set_logger(logger);
     log::set_max_level(level);
 }
-
-/// Displays an error with its sources, `: `-separated: our error messages never repeat their
-/// source, so a logged error shows its whole chain through this.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}

@@ -9,11 +9,13 @@
 //! The full description is in `docs/protocol.md`.
 
 pub mod client;
+mod error_chain;
 pub mod frame;
 pub mod message;
 pub mod transport;
 
 pub use client::{attach, Client, ClientError};
+pub use error_chain::{error_chain, Chain};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_SIZE};
 pub use message::*;
 pub use transport::{connect, Address, TransportError, DEFAULT_VSOCK_PORT};

@@ -801,22 +801,44 @@ fn metrics(stats: &ContainerStats) -> Metrics {
     }
 }
 
+/// Task calls that are one `do_` method each, the shim's error becoming a ttrpc status; the
+/// `empty` ones answer containerd's `Empty`.
+macro_rules! delegate {
+    (
+        values { $($name:ident($req:ty) -> $resp:ty => $method:ident;)* }
+        empty { $($ename:ident($ereq:ty) => $emethod:ident;)* }
+    ) => {
+        $(
+            fn $name(&self, _: &TtrpcContext, req: $req) -> TtrpcResult<$resp> {
+                Ok(self.$method(req)?)
+            }
+        )*
+        $(
+            fn $ename(&self, _: &TtrpcContext, req: $ereq) -> TtrpcResult<Empty> {
+                self.$emethod(req)?;
+                Ok(Empty::new())
+            }
+        )*
+    };
+}
+
 impl containerd_shim::Task for Service {
-    fn create(&self, _: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
-        Ok(self.do_create(req)?)
-    }
-
-    fn start(&self, _: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        Ok(self.do_start(req)?)
-    }
-
-    fn state(&self, _: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        Ok(self.do_state(req)?)
-    }
-
-    fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        self.do_kill(req)?;
-        Ok(Empty::new())
+    delegate! {
+        values {
+            create(CreateTaskRequest) -> CreateTaskResponse => do_create;
+            start(StartRequest) -> StartResponse => do_start;
+            state(StateRequest) -> StateResponse => do_state;
+            delete(DeleteRequest) -> DeleteResponse => do_delete;
+            pids(PidsRequest) -> PidsResponse => do_pids;
+            stats(StatsRequest) -> StatsResponse => do_stats;
+        }
+        empty {
+            kill(KillRequest) => do_kill;
+            exec(ExecProcessRequest) => do_exec;
+            resize_pty(ResizePtyRequest) => do_resize_pty;
+            close_io(CloseIORequest) => do_close_io;
+            update(UpdateTaskRequest) => do_update;
+        }
     }
 
     fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
@@ -828,38 +850,6 @@ impl containerd_shim::Task for Service {
             exited_at: Some(exit.at).into(),
             ..Default::default()
         })
-    }
-
-    fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        Ok(self.do_delete(req)?)
-    }
-
-    fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        self.do_exec(req)?;
-        Ok(Empty::new())
-    }
-
-    fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        self.do_resize_pty(req)?;
-        Ok(Empty::new())
-    }
-
-    fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        self.do_close_io(req)?;
-        Ok(Empty::new())
-    }
-
-    fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        Ok(self.do_pids(req)?)
-    }
-
-    fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        Ok(self.do_stats(req)?)
-    }
-
-    fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        self.do_update(req)?;
-        Ok(Empty::new())
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {

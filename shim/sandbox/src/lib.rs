@@ -18,7 +18,6 @@
 //! ```
 
 pub mod config;
-mod error_chain;
 pub mod hooks;
 pub mod host;
 pub mod pod;
@@ -28,8 +27,8 @@ pub mod settings;
 pub mod stdio;
 
 pub use config::RuntimeConfig;
-pub use error_chain::{error_chain, Chain};
 pub use pod::{Created, NewContainer, Pod, PodError};
 pub use rust_vm_protocol as protocol;
+pub use rust_vm_protocol::{error_chain, Chain};
 pub use sandbox::{LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};
 pub use settings::{Backend, LogLevel};

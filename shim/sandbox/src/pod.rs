@@ -52,7 +52,7 @@ pub enum PodError {
         id: String,
         /// What the agent call said when the connection broke.
         agent: String,
-        source: SandboxError,
+        source: Box<SandboxError>,
     },
     #[error("attaching the stdio of container {id}")]
     Attach {
@@ -319,7 +319,7 @@ impl Pod {
             Err(PodError::Sandbox { source, .. }) => PodError::SandboxDied {
                 id: id.to_string(),
                 agent: Chain(&err).to_string(),
-                source,
+                source: Box::new(source),
             },
             _ => PodError::Create {
                 id: id.to_string(),

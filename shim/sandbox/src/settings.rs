@@ -68,13 +68,7 @@ impl LogLevel {
     }
 
     pub fn to_filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
+        vmm_config::LogLevel::from(self).to_filter()
     }
 }
 
@@ -96,6 +90,19 @@ impl FromStr for LogLevel {
             other => Err(format!(
                 "unknown log level {other:?} (expected error, warn, info, debug or trace)"
             )),
+        }
+    }
+}
+
+/// The VMM's level for a sandbox logging at `level`.
+impl From<LogLevel> for vmm_config::LogLevel {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => vmm_config::LogLevel::Error,
+            LogLevel::Warn => vmm_config::LogLevel::Warn,
+            LogLevel::Info => vmm_config::LogLevel::Info,
+            LogLevel::Debug => vmm_config::LogLevel::Debug,
+            LogLevel::Trace => vmm_config::LogLevel::Trace,
         }
     }
 }

@@ -30,6 +30,17 @@ fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// In a child before exec: die with `parent`'s spawning thread, in a process group of its own.
+/// Only async-signal-safe calls.
+fn owned_by(parent: libc::pid_t) -> io::Result<()> {
+    die_with_parent(parent)?;
+    // SAFETY: setpgid only changes this process's group.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Spawns `cmd` so that it is SIGKILLed when the calling thread exits, in its own process group
 /// (a Ctrl-C on the owner's terminal goes to the owner, which decides what to forward).
 pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
@@ -37,13 +48,7 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure only makes async-signal-safe calls.
     unsafe {
-        cmd.pre_exec(move || {
-            die_with_parent(parent)?;
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || owned_by(parent));
     }
     cmd.spawn()
 }
@@ -61,10 +66,7 @@ pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
     // SAFETY: the closure only makes async-signal-safe calls (fork, waitpid, mount, _exit, ...).
     unsafe {
         cmd.pre_exec(move || {
-            die_with_parent(parent)?;
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            owned_by(parent)?;
             if libc::unshare(AGENT_NAMESPACES) != 0 {
                 return Err(io::Error::last_os_error());
             }

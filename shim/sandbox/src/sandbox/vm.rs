@@ -167,23 +167,13 @@ pub(super) fn vmm_config(
         }),
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
-        log_level: vmm_log_level(config.log_level),
+        log_level: config.log_level.into(),
         // The VMM detects an emulating host itself; `on` covers a host the config declares one.
         reflect_emulation_failures: if config.emulating_host {
             ReflectMode::On
         } else {
             ReflectMode::Auto
         },
-    }
-}
-
-fn vmm_log_level(level: LogLevel) -> vmm_config::LogLevel {
-    match level {
-        LogLevel::Error => vmm_config::LogLevel::Error,
-        LogLevel::Warn => vmm_config::LogLevel::Warn,
-        LogLevel::Info => vmm_config::LogLevel::Info,
-        LogLevel::Debug => vmm_config::LogLevel::Debug,
-        LogLevel::Trace => vmm_config::LogLevel::Trace,
     }
 }
 

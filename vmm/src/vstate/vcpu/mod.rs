@@ -297,7 +297,7 @@ impl Vcpu {
         {
             match reflector.reflect(self.index, &self.fd, &self.mem) {
                 Ok(()) => return ExitOutcome::Continue,
-                Err(e) => not_reflected = format!("\n{}", crate::logger::Chain(&e)),
+                Err(e) => not_reflected = format!("\n{:#}", anyhow::Error::from(e)),
             }
         }
         let ndata = (internal.ndata as usize).min(internal.data.len());

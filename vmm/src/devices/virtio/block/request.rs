@@ -251,12 +251,14 @@ where
     }) {
         Ok(done) => done,
         Err(e) => {
+            let status = e.status();
+            // `{:#}`: the error with its causes.
             log::warn!(
-                "virtio-blk {}: request {head}: {}",
+                "virtio-blk {}: request {head}: {:#}",
                 disk.path().display(),
-                crate::logger::Chain(&e)
+                anyhow::Error::from(e)
             );
-            (e.status(), 0)
+            (status, 0)
         }
     };
     if let Err(e) = mem.write_obj(code, status.addr()) {

@@ -1,7 +1,6 @@
 //! The virtio-vsock device: RX, TX and event queues, served from the event loop together with
 //! the host sockets of its muxer.
 
-use crate::logger::Chain;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_queue::QueueOwnedT;
@@ -80,7 +79,10 @@ impl Vsock {
                     self.muxer
                         .handle_guest_packet(&header, &self.tx_payload[..len]);
                 }
-                Err(e) => log::warn!("vsock: dropping TX packet {head}: {}", Chain(&e)),
+                Err(e) => log::warn!(
+                    "vsock: dropping TX packet {head}: {:#}",
+                    anyhow::Error::from(e)
+                ),
             }
             add_used(queue, mem, head, 0);
             used = true;
@@ -105,7 +107,10 @@ impl Vsock {
             let buffer = match RxBuffer::new(mem, chain) {
                 Ok(buffer) => buffer,
                 Err(e) => {
-                    log::warn!("vsock: unusable RX buffer {head}: {}", Chain(&e));
+                    log::warn!(
+                        "vsock: unusable RX buffer {head}: {:#}",
+                        anyhow::Error::from(e)
+                    );
                     add_used(queue, mem, head, 0);
                     used = true;
                     continue;
@@ -120,7 +125,10 @@ impl Vsock {
             let len = match buffer.write(&header, &payload[..header.len as usize]) {
                 Ok(len) => len,
                 Err(e) => {
-                    log::warn!("vsock: cannot write RX buffer {head}: {}", Chain(&e));
+                    log::warn!(
+                        "vsock: cannot write RX buffer {head}: {:#}",
+                        anyhow::Error::from(e)
+                    );
                     0
                 }
             };

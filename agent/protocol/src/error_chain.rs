@@ -1,8 +1,8 @@
 //! Printing an error with its causes once.
 //!
-//! Our error messages never repeat their source (the source is the next link of the chain), so
-//! an error that becomes text — a log line, a ttrpc status for containerd, a field of another
-//! error — is printed with its whole chain, `: `-separated, like anyhow's `{:#}`.
+//! rust-vm's error messages never repeat their source (the source is the next link of the
+//! chain), so an error that becomes text — a protocol error's message, a log line, a ttrpc
+//! status for containerd — is printed with its whole chain, `: `-separated, like anyhow's `{:#}`.
 
 use std::error::Error;
 use std::fmt;
