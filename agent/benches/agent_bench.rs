@@ -11,7 +11,6 @@
 //! Run by `cargo test --benches` (without the `--bench` that `cargo bench` passes) it only says
 //! so and succeeds.
 
-use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +21,7 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use oci_spec::runtime::Spec;
 use rust_vm_protocol::{Client, CreateContainer, RootfsSource};
+use rust_vm_test_support::{spec_json, BusyboxBundle};
 
 #[derive(Debug, Parser)]
 #[command(name = "agent_bench")]
@@ -41,53 +41,16 @@ struct Args {
     /// The crun binary.
     #[arg(long, default_value = "crun")]
     crun: PathBuf,
-    /// busybox-static, copied into the bundle's rootfs.
-    #[arg(long, default_value = "/bin/busybox")]
-    busybox: PathBuf,
 }
 
-fn spec_json() -> serde_json::Value {
-    serde_json::json!({
-        "ociVersion": "1.0.2",
-        "root": { "path": "rootfs", "readonly": true },
-        "hostname": "bench",
-        "process": {
-            "terminal": false,
-            "args": ["/bin/true"],
-            "cwd": "/",
-            "env": ["PATH=/bin"],
-            "user": { "uid": 0, "gid": 0 },
-            "noNewPrivileges": true,
-        },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "mount" }, { "type": "uts" },
-                { "type": "ipc" }, { "type": "network" },
-            ],
-        },
-    })
-}
-
-fn make_bundle(dir: &Path, busybox: &Path) -> anyhow::Result<()> {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "tmp"] {
-        fs::create_dir_all(root.join(d))?;
-    }
-    fs::copy(busybox, root.join("bin/busybox"))
-        .with_context(|| format!("copying {}", busybox.display()))?;
-    for applet in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
-    }
-    fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&spec_json())?,
-    )?;
-    Ok(())
+/// The shared test spec, as this benchmark has always run it: `/bin/true` in a read-only
+/// rootfs (a relative root: crun reads it from the bundle), no new privileges.
+fn bench_spec() -> serde_json::Value {
+    let mut spec = spec_json(&["/bin/true"]);
+    spec["root"] = serde_json::json!({ "path": "rootfs", "readonly": true });
+    spec["hostname"] = serde_json::json!("bench");
+    spec["process"]["noNewPrivileges"] = serde_json::json!(true);
+    spec
 }
 
 struct AgentProcess(Child);
@@ -213,10 +176,9 @@ fn main() -> anyhow::Result<()> {
         None => PathBuf::from(env!("CARGO_BIN_EXE_rust-vm-agent")),
     };
     let dir = tempfile::Builder::new().prefix("agent-bench-").tempdir()?;
-    let bundle = dir.path().join("bundle");
-    make_bundle(&bundle, &args.busybox)?;
-    let spec: Spec = serde_json::from_value(spec_json())?;
-    let rootfs = bundle.join("rootfs");
+    let bundle = BusyboxBundle::with_spec("agent-bench", &bench_spec());
+    let spec: Spec = serde_json::from_value(bench_spec())?;
+    let rootfs = bundle.root();
     let crun_state = dir.path().join("crun-state");
     let (_agent, client) = start_agent(&agent_binary, dir.path())?;
 
@@ -225,7 +187,7 @@ fn main() -> anyhow::Result<()> {
     for i in 0..args.warmup + args.runs {
         let id = format!("bench-{i}");
         let a = agent_run(&client, &spec, &rootfs, &id).context("agent run")?;
-        let c = crun_run(&args.crun, &crun_state, &bundle, &id).context("crun run")?;
+        let c = crun_run(&args.crun, &crun_state, bundle.path(), &id).context("crun run")?;
         if i >= args.warmup {
             agent_times.push(a);
             crun_times.push(c);

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{create_request, read_all, spec_json, Bundle};
+use common::{create_request, read_all, spec_json};
 use rust_vm_protocol::{AgentMode, Client, StreamKind};
 
 struct Init {
@@ -110,7 +110,7 @@ impl Drop for Init {
 #[test]
 #[ignore = "needs root"]
 fn pid_1_sets_up_the_guest_serves_and_powers_off() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let mut init = Init::start(bundle.path());
     let client = Client::connect(&init.addr).unwrap();
     assert_eq!(client.version().unwrap().mode, AgentMode::Guest);
@@ -207,7 +207,7 @@ fn pid_1_sets_up_the_guest_serves_and_powers_off() {
 #[test]
 #[ignore = "needs root"]
 fn pid_1_on_a_unix_socket_is_host_mode() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let mut init = Init::start_with(bundle.path(), &[]);
     let client = Client::connect(&init.addr).unwrap();
     assert_eq!(client.version().unwrap().mode, AgentMode::Host);

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{alive, create_request, mounts_under, read_all, spec, spec_json, Agent, Bundle};
+use common::{create_request, read_all, spec, spec_json, Agent, Bundle};
 use rust_vm_protocol::{
     ClientError, ConsoleSize, ContainerStatus, ErrorCode, Exec, RootfsSource, StreamKind,
 };
+use rust_vm_test_support::{alive, mounts_under};
 
 fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     let err = result.expect_err("the agent should refuse");
@@ -40,7 +41,7 @@ fn run(agent: &Agent, bundle: &Bundle, id: &str, spec_value: serde_json::Value) 
 #[test]
 #[ignore = "needs root"]
 fn container_runs_as_pid_1_with_the_specs_identity() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let mut spec_value = spec_json(&["sh", "-c", "echo $$; hostname; id; pwd; echo FOO=$FOO"]);
     spec_value["process"]["user"] =
@@ -51,7 +52,7 @@ fn container_runs_as_pid_1_with_the_specs_identity() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text:?}");
     assert_eq!(lines[0], "1", "PID in the container's namespace");
-    assert_eq!(lines[1], "testbox");
+    assert_eq!(lines[1], "box");
     assert!(
         lines[2].starts_with("uid=1000(user) gid=1000(user)"),
         "{}",
@@ -65,7 +66,7 @@ fn container_runs_as_pid_1_with_the_specs_identity() {
 #[test]
 #[ignore = "needs root"]
 fn exit_codes_0_3_and_128_plus_signal() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     assert_eq!(run(&agent, &bundle, "zero", spec_json(&["true"])).0, 0);
     assert_eq!(
@@ -94,7 +95,7 @@ fn exit_codes_0_3_and_128_plus_signal() {
 #[test]
 #[ignore = "needs root"]
 fn a_signal_is_delivered_to_the_container() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     // A PID 1 ignores signals it has no handler for, so the shell installs one.
@@ -120,7 +121,7 @@ fn a_signal_is_delivered_to_the_container() {
 #[test]
 #[ignore = "needs root"]
 fn stdin_is_piped_through() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let mut req = create_request(&bundle, "cat", &spec_json(&["sh", "-c", "wc -c; cat"]));
@@ -140,7 +141,7 @@ fn stdin_is_piped_through() {
 #[test]
 #[ignore = "needs root"]
 fn exec_into_a_running_container() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     client
@@ -178,7 +179,7 @@ fn exec_into_a_running_container() {
     );
     let lines: Vec<&str> = text.lines().collect();
     assert_ne!(lines[0], "1", "the exec is not the container's init");
-    assert_eq!(lines[1], "testbox", "the exec joined the uts namespace");
+    assert_eq!(lines[1], "box", "the exec joined the uts namespace");
     assert!(
         lines[2].starts_with("sleep"),
         "the exec sees the container's pid 1: {text:?}"
@@ -194,7 +195,7 @@ fn exec_into_a_running_container() {
 #[test]
 #[ignore = "needs root"]
 fn a_terminal_process() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; tty; stty size; read line; echo got:$line";
@@ -230,7 +231,7 @@ fn a_terminal_process() {
 #[test]
 #[ignore = "needs root"]
 fn tty_resize_reaches_the_process() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let script = "read line; stty size";
@@ -249,7 +250,7 @@ fn tty_resize_reaches_the_process() {
 #[test]
 #[ignore = "needs root"]
 fn stats_and_updates_need_cgroups() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     assert!(!client.version().unwrap().cgroups);
@@ -284,7 +285,7 @@ fn stats_from_a_real_cgroup2_hierarchy() {
         unified.join("cgroup.procs").exists(),
         "no cgroup2 at {unified:?}"
     );
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let root = unified.join(format!("rust-vm-agent-test-{}", std::process::id()));
     let root_arg = root.display().to_string();
     let agent = Agent::start(bundle.path(), &["--cgroup-root", &root_arg]);
@@ -335,7 +336,7 @@ fn stats_from_a_real_cgroup2_hierarchy() {
 #[test]
 #[ignore = "needs root"]
 fn remove_leaves_no_mount_and_no_process() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let image = bundle.path().join("rootfs.ext4");
@@ -416,7 +417,7 @@ fn remove_leaves_no_mount_and_no_process() {
 #[test]
 #[ignore = "needs root"]
 fn second_create_with_the_same_id_is_refused() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let req = create_request(&bundle, "twice", &spec_json(&["true"]));
@@ -430,7 +431,7 @@ fn second_create_with_the_same_id_is_refused() {
 #[test]
 #[ignore = "needs root"]
 fn bad_specs_are_refused_naming_the_field() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let mut no_args = spec_json(&["true"]);
@@ -455,7 +456,7 @@ fn bad_specs_are_refused_naming_the_field() {
 #[test]
 #[ignore = "needs root"]
 fn a_missing_program_fails_start_and_the_container_can_be_removed() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     let created = client.create_container(create_request(
@@ -480,7 +481,7 @@ fn a_missing_program_fails_start_and_the_container_can_be_removed() {
 #[test]
 #[ignore = "needs root"]
 fn control_stays_responsive_while_output_is_not_read() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = Arc::new(agent.client());
     let flood = "head -c 20000000 /dev/zero";
@@ -523,7 +524,7 @@ fn control_stays_responsive_while_output_is_not_read() {
 #[test]
 #[ignore = "needs root"]
 fn sigterm_to_the_agent_removes_its_containers() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let mut agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     client
@@ -547,7 +548,7 @@ fn sigterm_to_the_agent_removes_its_containers() {
 #[test]
 #[ignore = "needs root"]
 fn shutdown_stops_the_agent() {
-    let bundle = Bundle::new();
+    let bundle = common::bundle();
     let mut agent = Agent::start(bundle.path(), &["--no-cgroups"]);
     let client = agent.client();
     client.shutdown().unwrap();
@@ -560,7 +561,7 @@ fn shutdown_stops_the_agent() {
 #[test]
 #[ignore = "needs root"]
 fn concurrent_clients_each_get_their_own_exits() {
-    let bundle = Arc::new(Bundle::new());
+    let bundle = Arc::new(common::bundle());
     let agent = Arc::new(Agent::start(bundle.path(), &["--no-cgroups"]));
     let workers: Vec<_> = (0..4)
         .map(|worker| {

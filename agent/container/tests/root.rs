@@ -24,7 +24,7 @@ fn config(rootfs: &BusyboxRootfs) -> RuntimeConfig {
     RuntimeConfig {
         // This host has cgroup v1; the cgroup code is tested against a fake v2 tree.
         cgroups: CgroupConfig::Disabled,
-        state_dir: rootfs.dir.join("state"),
+        state_dir: rootfs.path().join("state"),
     }
 }
 
@@ -302,7 +302,7 @@ fn user_namespace_maps_root() {
 #[ignore = "needs root"]
 fn block_device_rootfs_is_mounted_and_unmounted() {
     let rootfs = BusyboxRootfs::new("block");
-    let image = rootfs.dir.join("rootfs.ext4");
+    let image = rootfs.path().join("rootfs.ext4");
     let ok = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
         .arg(rootfs.root())
@@ -335,7 +335,7 @@ fn block_device_rootfs_is_mounted_and_unmounted() {
     );
     let check = || -> Result<(), String> {
         let (mut c, h) = result.map_err(|e| e.to_string())?;
-        let state = rootfs.dir.join("state");
+        let state = rootfs.path().join("state");
         if mounts_under(&state).is_empty() {
             return Err("the block device is not mounted".into());
         }
@@ -472,7 +472,7 @@ fn cgroup_v2_membership_kill_and_removal_on_the_real_kernel() {
             cgroups: CgroupConfig::V2 {
                 root: cg_root.clone(),
             },
-            state_dir: rootfs.dir.join("state"),
+            state_dir: rootfs.path().join("state"),
         },
     )
     .expect("create");

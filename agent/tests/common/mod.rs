@@ -1,5 +1,5 @@
-//! Shared by the host-mode tests and the benchmark: a busybox rootfs, specs, and an agent
-//! process listening on a Unix socket.
+//! Shared by the agent's host-mode and guest-mode tests: create requests and an agent process
+//! listening on a Unix socket (busybox bundles, specs and leak checks: rust-vm-test-support).
 
 #![allow(dead_code)]
 
@@ -14,84 +14,11 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::Spec;
 use rust_vm_protocol::{Client, CreateContainer, RootfsSource};
 
-/// Applets linked into the test rootfs.
-const APPLETS: &[&str] = &[
-    "sh", "echo", "hostname", "id", "pwd", "cat", "sleep", "env", "true", "false", "tty", "stty",
-    "head", "kill", "ls", "wc", "grep", "ip",
-];
+pub use rust_vm_test_support::{spec_json, BusyboxBundle as Bundle};
 
-/// A temporary directory holding `rootfs/` (busybox) and room for agent state.
-pub struct Bundle {
-    pub dir: tempfile::TempDir,
-}
-
-impl Bundle {
-    pub fn new() -> Bundle {
-        let dir = tempfile::Builder::new()
-            .prefix("rust-vm-agent-test-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().join("rootfs");
-        for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "home/user"] {
-            fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
-        }
-        fs::copy("/bin/busybox", root.join("bin/busybox"))
-            .expect("copying /bin/busybox (Debian package busybox-static)");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
-                .expect("symlink an applet");
-        }
-        fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
-        )
-        .expect("passwd");
-        fs::write(
-            root.join("etc/group"),
-            "root:x:0:\nuser:x:1000:\nextra:x:2000:\n",
-        )
-        .expect("group");
-        Bundle { dir }
-    }
-
-    pub fn root(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// A spec in the shape containerd produces, with `args` as the process.
-pub fn spec_json(args: &[&str]) -> serde_json::Value {
-    serde_json::json!({
-        "ociVersion": "1.0.2",
-        "root": { "path": "rootfs", "readonly": false },
-        "hostname": "testbox",
-        "process": {
-            "terminal": false,
-            "args": args,
-            "cwd": "/",
-            "env": ["PATH=/bin", "FOO=bar"],
-            "user": { "uid": 0, "gid": 0 },
-        },
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-        ],
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "mount" }, { "type": "uts" },
-                { "type": "ipc" }, { "type": "network" },
-            ],
-            "maskedPaths": ["/proc/kcore"],
-            "readonlyPaths": ["/proc/sys"],
-        },
-    })
+/// A busybox bundle for the agent tests.
+pub fn bundle() -> Bundle {
+    Bundle::new("agent-test")
 }
 
 pub fn spec(value: &serde_json::Value) -> Spec {
@@ -198,24 +125,4 @@ pub fn read_all(mut stream: UnixStream) -> String {
     let mut out = String::new();
     stream.read_to_string(&mut out).expect("reading a stream");
     out
-}
-
-/// Whether a pid exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-/// Mount points in our mount namespace at or under `prefix`.
-pub fn mounts_under(prefix: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| Path::new(m).starts_with(prefix))
-        .collect()
 }

@@ -1,32 +1,15 @@
 //! `rust-vm run` of busybox `true` with the namespaces back-end vs `runc run` on the same bundle,
 //! side by side: `cargo bench -p rust-vm-cli --bench run_true` (root; runc and busybox-static
-//! installed). Prints both medians and the ratio.
+//! installed). Prints both medians and the ratio. Run by `cargo test --benches` (without the
+//! `--bench` that `cargo bench` passes) it only says so and succeeds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNS: usize = 30;
+use rust_vm_test_support::BusyboxBundle;
 
-fn bundle(dir: &Path, rust_vm: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let bin = dir.join("rootfs/bin");
-    std::fs::create_dir_all(&bin)?;
-    std::fs::copy("/bin/busybox", bin.join("busybox"))?;
-    std::os::unix::fs::symlink("busybox", bin.join("true"))?;
-    let status = Command::new(rust_vm)
-        .arg("spec")
-        .arg("--bundle")
-        .arg(dir)
-        .status()?;
-    if !status.success() {
-        return Err("rust-vm spec failed".into());
-    }
-    let path = dir.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    spec["process"]["args"] = serde_json::json!(["true"]);
-    std::fs::write(&path, serde_json::to_vec(&spec)?)?;
-    Ok(())
-}
+const RUNS: usize = 30;
 
 fn median(mut cmd: impl FnMut(usize) -> Command) -> Result<Duration, Box<dyn std::error::Error>> {
     let mut times = Vec::with_capacity(RUNS);
@@ -44,26 +27,17 @@ fn median(mut cmd: impl FnMut(usize) -> Command) -> Result<Duration, Box<dyn std
     Ok(times[RUNS / 2])
 }
 
-fn agent_next_to(rust_vm: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let agent = rust_vm.with_file_name("rust-vm-agent");
-    if !agent.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "rust-vm-agent"])
-            .status()?;
-        if !status.success() {
-            return Err("cargo build --release -p rust-vm-agent failed".into());
-        }
-    }
-    Ok(agent)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("run_true: not run (run it with `cargo bench`, as root)");
+        return Ok(());
+    }
     let rust_vm = PathBuf::from(env!("CARGO_BIN_EXE_rust-vm"));
-    let agent = agent_next_to(&rust_vm)?;
+    // Built next to this benchmark (with --release under `cargo bench`) if missing.
+    let agent = rust_vm_test_support::agent();
     let work = tempfile::tempdir()?;
-    let dir = work.path().join("bundle");
-    bundle(&dir, &rust_vm)?;
+    let bundle = BusyboxBundle::with_runtime_spec(&rust_vm, &["true"], |_| {});
+    let dir = bundle.path();
     let rv_root = work.path().join("rust-vm");
     let runc_root = work.path().join("runc");
     let ours = median(|i| {
@@ -79,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ])
             .arg(&agent)
             .args(["run", "--bundle"])
-            .arg(&dir)
+            .arg(dir)
             .arg(format!("b{i}"));
         c
     })?;
@@ -88,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.arg("--root")
             .arg(&runc_root)
             .args(["run", "--bundle"])
-            .arg(&dir)
+            .arg(dir)
             .arg(format!("r{i}"));
         c
     })?;

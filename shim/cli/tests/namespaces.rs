@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{process_exists, without_pid_namespace, BundleDir, Runtime};
+use common::{alive, bundle, bundle_with, without_pid_namespace, Runtime};
 
 const ROOT: &str = "needs root (namespaces, mounts)";
 
@@ -13,7 +13,7 @@ const ROOT: &str = "needs root (namespaces, mounts)";
 #[ignore = "needs root (namespaces, mounts)"]
 fn run_echo_prints_hello_and_exits_0() {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::new(&["echo", "hello"]);
+    let bundle = bundle(&["echo", "hello"]);
     let out = rt.run(
         &[
             "run",
@@ -39,7 +39,7 @@ fn run_echo_prints_hello_and_exits_0() {
 
 fn run_exit_code(args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Option<i32> {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::with(args, edit);
+    let bundle = bundle_with(args, edit);
     let out = rt.run(
         &["run", "-b", &bundle.path().display().to_string(), "c"],
         None,
@@ -67,7 +67,7 @@ fn run_exit_status_is_the_containers() {
 #[ignore = "needs root (namespaces, mounts)"]
 fn run_pipes_stdin_through() {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::new(&["cat"]);
+    let bundle = bundle(&["cat"]);
     let input = b"line one\nline two\n".repeat(1000);
     let out = rt.run(
         &["run", "-b", &bundle.path().display().to_string(), "cat"],
@@ -86,7 +86,7 @@ fn run_pipes_stdin_through() {
 #[ignore = "needs root (namespaces, mounts)"]
 fn run_keeps_stdout_and_stderr_apart() {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::new(&["sh", "-c", "echo out; echo err >&2"]);
+    let bundle = bundle(&["sh", "-c", "echo out; echo err >&2"]);
     let out = rt.run(
         &["run", "-b", &bundle.path().display().to_string(), "c"],
         None,
@@ -100,7 +100,7 @@ fn run_keeps_stdout_and_stderr_apart() {
 fn lifecycle_created_running_stopped_then_delete_removes_everything() {
     let rt = Runtime::namespaces();
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::new(&["sh", "-c", "echo started; sleep 30"]);
+    let bundle = bundle(&["sh", "-c", "echo started; sleep 30"]);
     rt.create("life", &bundle, io.path());
     let state = rt.state("life");
     assert_eq!(state["status"], "created");
@@ -112,7 +112,7 @@ fn lifecycle_created_running_stopped_then_delete_removes_everything() {
     );
     let pid = state["pid"].as_u64().expect("pid") as u32;
     assert!(
-        pid > 1 && process_exists(pid),
+        pid > 1 && alive(pid),
         "pid {pid} is not a live host process"
     );
     let sandbox = serde_json::from_slice::<serde_json::Value>(
@@ -138,8 +138,8 @@ fn lifecycle_created_running_stopped_then_delete_removes_everything() {
 
     rt.ok(&["delete", "life"]);
     assert!(!rt.container_dir("life").exists(), "state directory left");
-    assert!(!process_exists(pid), "container process {pid} left");
-    assert!(!process_exists(sandbox), "agent {sandbox} left");
+    assert!(!alive(pid), "container process {pid} left");
+    assert!(!alive(sandbox), "agent {sandbox} left");
     assert!(rt.ok(&["list", "--quiet"]).is_empty());
     let err = rt.fails(&["state", "life"]);
     assert!(err.contains("does not exist"), "{err}");
@@ -150,7 +150,7 @@ fn lifecycle_created_running_stopped_then_delete_removes_everything() {
 fn kill_delivers_the_signal() {
     let rt = Runtime::namespaces();
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::new(&[
+    let bundle = bundle(&[
         "sh",
         "-c",
         "trap 'echo got USR1; exit 0' USR1; echo ready; while true; do sleep 0.1; done",
@@ -182,7 +182,7 @@ fn kill_delivers_the_signal() {
 fn exec_runs_in_the_container() {
     let rt = Runtime::namespaces();
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::with(&["sleep", "30"], |spec| {
+    let bundle = bundle_with(&["sleep", "30"], |spec| {
         spec["hostname"] = "exec-test".into();
     });
     rt.create("ex", &bundle, io.path());
@@ -205,7 +205,7 @@ fn exec_runs_in_the_container() {
 #[ignore = "needs root (namespaces, mounts)"]
 fn run_detach_returns_at_once() {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::new(&["sleep", "60"]);
+    let bundle = bundle(&["sleep", "60"]);
     let started = Instant::now();
     let status = rt
         .command()
@@ -241,7 +241,7 @@ fn errors_name_the_problem() {
         "x",
     ]);
     assert!(err.contains("config.json"), "{err}");
-    let bad = BundleDir::with(&["true"], |spec| {
+    let bad = bundle_with(&["true"], |spec| {
         spec["process"]["args"] = serde_json::json!([])
     });
     let err = rt.fails(&["create", "--bundle", &bad.path().display().to_string(), "x"]);
@@ -254,7 +254,7 @@ fn errors_name_the_problem() {
     assert!(err.contains("NOTASIGNAL"), "{err}");
 
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::new(&["sleep", "30"]);
+    let bundle = bundle(&["sleep", "30"]);
     rt.create("dup", &bundle, io.path());
     let err = rt.fails(&[
         "create",
@@ -270,7 +270,7 @@ fn errors_name_the_problem() {
     assert!(err.contains("is running"), "{err}");
     rt.ok(&["delete", "--force", "dup"]);
     // A spec the agent refuses: the error comes back naming the field.
-    let refused = BundleDir::with(&["true"], |spec| {
+    let refused = bundle_with(&["true"], |spec| {
         spec["linux"]["namespaces"]
             .as_array_mut()
             .expect("namespaces")
@@ -291,7 +291,7 @@ fn errors_name_the_problem() {
 fn a_killed_monitor_takes_its_sandbox_along_and_delete_cleans_up() {
     let rt = Runtime::namespaces();
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::new(&["sleep", "60"]);
+    let bundle = bundle(&["sleep", "60"]);
     rt.create("orphan", &bundle, io.path());
     rt.ok(&["start", "orphan"]);
     let container = rt.state("orphan")["pid"].as_u64().expect("pid") as u32;
@@ -306,7 +306,7 @@ fn a_killed_monitor_takes_its_sandbox_along_and_delete_cleans_up() {
         libc::kill(owner, libc::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while process_exists(agent) || process_exists(container) {
+    while alive(agent) || alive(container) {
         assert!(
             Instant::now() < deadline,
             "agent {agent} or container {container} outlived the monitor"
@@ -322,7 +322,7 @@ fn a_killed_monitor_takes_its_sandbox_along_and_delete_cleans_up() {
 #[ignore = "needs root (namespaces, mounts)"]
 fn run_forwards_signals_to_the_container() {
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::new(&[
+    let bundle = bundle(&[
         "sh",
         "-c",
         "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
@@ -358,7 +358,7 @@ fn run_forwards_signals_to_the_container() {
 fn list_and_state_show_every_container() {
     let rt = Runtime::namespaces();
     let io = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::with(&["sleep", "30"], |spec| {
+    let bundle = bundle_with(&["sleep", "30"], |spec| {
         spec["annotations"] = serde_json::json!({"org.example.k": "v"});
     });
     rt.create("l1", &bundle, io.path());
@@ -391,7 +391,7 @@ fn run_with_a_terminal_relays_it() {
     use std::io::{Read, Write};
     use std::os::fd::OwnedFd;
     let rt = Runtime::namespaces();
-    let bundle = BundleDir::with(&["sh"], |spec| spec["process"]["terminal"] = true.into());
+    let bundle = bundle_with(&["sh"], |spec| spec["process"]["terminal"] = true.into());
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let slave = |fd: &OwnedFd| std::process::Stdio::from(fd.try_clone().expect("dup"));
     let mut child = rt

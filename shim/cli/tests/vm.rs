@@ -7,59 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{processes_mentioning, rust_vm, BundleDir};
+use common::{bundle, processes_mentioning, rust_vm, vmm};
+use rust_vm_test_support::initramfs;
+use rust_vm_test_support::procs::assert_nothing_left;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
-
-fn vmm() -> PathBuf {
-    let dir = rust_vm().parent().expect("bin dir").to_path_buf();
-    let vmm = dir.join("rust-vm-vmm");
-    if !vmm.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "rust-vm-vmm"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p rust-vm-vmm");
-        assert!(status.success());
-    }
-    vmm
-}
-
-/// A real initramfs layout from rootfs/build-initramfs.sh around a static stand-in for the
-/// agent (the guest never gets to run it here; see the module comment).
-fn initramfs(dir: &Path) -> PathBuf {
-    let init = dir.join("init");
-    let src = dir.join("init.c");
-    std::fs::write(&src, "int main(void) { for (;;) ; }\n").expect("write");
-    let cc = std::process::Command::new("cc")
-        .args(["-static", "-Os", "-o"])
-        .arg(&init)
-        .arg(&src)
-        .status()
-        .expect("cc");
-    assert!(
-        cc.success(),
-        "cc -static failed (apt-get install build-essential)"
-    );
-    let out = dir.join("initramfs.cpio.gz");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/build-initramfs.sh");
-    let status = std::process::Command::new(script)
-        .arg("--agent")
-        .arg(&init)
-        .arg("--output")
-        .arg(&out)
-        .env("RUST_VM_CACHE", dir.join("cache"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("build-initramfs.sh");
-    assert!(status.success());
-    out
-}
 
 struct Outcome {
     stderr: String,
@@ -73,7 +29,7 @@ fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
         Path::new(KERNEL).exists(),
         "{KERNEL} missing: run guest-kernel/build.sh"
     );
-    let bundle = BundleDir::new(&["echo", "hello"]);
+    let bundle = bundle(&["echo", "hello"]);
     let log = work.join("runtime.log");
     let started = Instant::now();
     let out = std::process::Command::new(rust_vm())
@@ -88,7 +44,7 @@ fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
             KERNEL,
         ])
         .arg("--initramfs")
-        .arg(initramfs(work))
+        .arg(initramfs::stand_in(work))
         .arg("--vmm")
         .arg(vmm())
         .args(["--agent-timeout", &agent_timeout.to_string()])
@@ -106,16 +62,6 @@ fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
         took: started.elapsed(),
         code: out.status.code(),
     }
-}
-
-fn assert_nothing_left(root: &Path) {
-    let root_text = root.display().to_string();
-    let left = processes_mentioning(&root_text);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    let entries: Vec<_> = std::fs::read_dir(root)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(entries.is_empty(), "state left behind: {entries:?}");
 }
 
 fn assert_booted_our_vm(log: &str) {
@@ -201,7 +147,7 @@ fn default_timeout_run_fails_cleanly_on_this_host() {
 fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let bundle = BundleDir::new(&["true"]);
+    let bundle = bundle(&["true"]);
     let mut child = std::process::Command::new(rust_vm())
         .arg("--root")
         .arg(root.path())
@@ -214,7 +160,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
             KERNEL,
         ])
         .arg("--initramfs")
-        .arg(initramfs(work.path()))
+        .arg(initramfs::stand_in(work.path()))
         .arg("--vmm")
         .arg(vmm())
         .args(["--agent-timeout", "120", "run", "--bundle"])
@@ -253,7 +199,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         String::from_utf8_lossy(&run.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while common::process_exists(vmm_pid) {
+    while common::alive(vmm_pid) {
         assert!(
             Instant::now() < deadline,
             "VMM {vmm_pid} outlived its owner"
@@ -307,7 +253,7 @@ fn the_real_agent_answers_from_the_guest_over_vsock() {
         .status()
         .expect("zcat");
     assert!(zcat.success());
-    let bundle = BundleDir::new(&["sh", "-c", "echo hello from the guest; exit 3"]);
+    let bundle = bundle(&["sh", "-c", "echo hello from the guest; exit 3"]);
     let log = work.path().join("runtime.log");
     let out = std::process::Command::new(rust_vm())
         .arg("--root")

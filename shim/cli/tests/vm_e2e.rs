@@ -1,6 +1,8 @@
 //! End to end through the product path: our VMM boots our guest kernel with the real initramfs
 //! (the static agent as `/init`, built by `rootfs/build-initramfs.sh`), and the host talks to the
-//! agent over vsock. On an instruction-emulating host (PVM, this project's machines) this needs
+//! agent over vsock: once through the sandbox library with the one end-to-end driver
+//! (`rust_vm_test_support::e2e`, which the `vm_run` benchmark runs too), then through
+//! `rust-vm run`. On an instruction-emulating host (PVM, this project's machines) this needs
 //! the emulation workarounds the `vm` back-end applies when it detects such a host
 //! (docs/pvm-host-boot.md); each boot takes tens of seconds there, well under one on hardware KVM.
 //!
@@ -14,53 +16,16 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{processes_mentioning, rust_vm, BundleDir};
-use rust_vm_sandbox::config::{DEFAULT_INITRAMFS, DEFAULT_KERNEL};
-use rust_vm_sandbox::{Backend, RuntimeConfig, Sandbox};
+use common::{bundle, rust_vm, vmm};
+use rust_vm_sandbox::protocol::{AgentMode, PROTOCOL_VERSION};
+use rust_vm_test_support::e2e::{self, E2e};
+use rust_vm_test_support::procs::assert_nothing_left;
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Fails (never skips) when the host or the installed guest artifacts are missing.
 fn require_vm_host() {
-    assert!(
-        Path::new("/dev/kvm").exists(),
-        "/dev/kvm missing: these tests need KVM (hardware or PVM)"
-    );
-    assert!(
-        Path::new(DEFAULT_KERNEL).is_file(),
-        "{DEFAULT_KERNEL} missing: run guest-kernel/build.sh (or scripts/setup.sh)"
-    );
-    assert!(
-        Path::new(DEFAULT_INITRAMFS).is_file(),
-        "{DEFAULT_INITRAMFS} missing: run rootfs/build-initramfs.sh (or scripts/setup.sh)"
-    );
-}
-
-/// `rust-vm-vmm` next to `rust-vm` (the same target directory), built on first use.
-fn vmm() -> PathBuf {
-    let vmm = rust_vm()
-        .parent()
-        .expect("rust-vm has a directory")
-        .join("rust-vm-vmm");
-    if !vmm.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "rust-vm-vmm"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build -p rust-vm-vmm");
-        assert!(status.success(), "cargo build -p rust-vm-vmm failed");
-    }
-    vmm
-}
-
-fn assert_nothing_left(root: &Path) {
-    let left = processes_mentioning(&root.display().to_string());
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    let entries: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(entries.is_empty(), "state left behind: {entries:?}");
+    e2e::require_vm_host().unwrap_or_else(|e| panic!("{e}"));
 }
 
 struct Run {
@@ -89,7 +54,7 @@ impl Run {
 /// (installed kernel and initramfs, the host's agent timeout, detected workarounds).
 fn run_in_vm(root: &Path, args: &[&str]) -> Run {
     require_vm_host();
-    let bundle = BundleDir::new(args);
+    let bundle = bundle(args);
     let log = root
         .parent()
         .expect("state root has a parent")
@@ -123,43 +88,51 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
+/// The sandbox library's path, through the one end-to-end driver (also the `vm_run` benchmark's).
 #[test]
 #[ignore = "needs /dev/kvm and root; boots the guest kernel (~1 min)"]
-fn agent_as_init_answers_over_vsock() {
+fn agent_as_init_answers_over_vsock_and_runs_a_container() {
     let _vm = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_vm_host();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state_dir = dir.path().join("sandbox");
-    let mut cfg = RuntimeConfig::default().sandbox_config("e2e-ping", &state_dir);
-    cfg.backend = Backend::Vm;
-    cfg.vmm_path = vmm();
-    let started = Instant::now();
-    // Start returns once the agent answered `version` over the VMM's vsock socket.
-    let sandbox = Sandbox::start(cfg).unwrap_or_else(|e| panic!("sandbox did not start: {e}"));
-    let booted = started.elapsed();
-    let info = sandbox
-        .agent_info()
-        .cloned()
-        .expect("start records the agent's version");
-    assert_eq!(info.protocol, rust_vm_sandbox::protocol::PROTOCOL_VERSION);
-    assert_eq!(info.mode, rust_vm_sandbox::protocol::AgentMode::Guest);
-    // A second round trip on the same connection: the agent keeps serving.
-    let again = sandbox.client().version().expect("version over vsock");
-    assert_eq!(again.agent_version, info.agent_version);
-    sandbox.client().ping().expect("ping over vsock");
-    let vmm_pid = sandbox.pid();
-    let console = std::fs::read_to_string(sandbox.console_log()).unwrap_or_default();
+    let run = E2e::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let report = e2e::run(&run).unwrap_or_else(|e| panic!("end-to-end run failed: {e:#}"));
+    // The sandbox started once the agent answered `version` over the VMM's vsock socket, and it
+    // kept serving on the same connection.
+    assert_eq!(report.agent.protocol, PROTOCOL_VERSION);
+    assert_eq!(report.agent.mode, AgentMode::Guest);
+    assert_eq!(report.agent_again.agent_version, report.agent.agent_version);
     assert!(
-        console.contains("Run /init as init process"),
-        "console:\n{console}"
+        report.console.contains("Run /init as init process"),
+        "console:\n{}",
+        report.console
     );
-    sandbox.shutdown().expect("shutdown");
+    // The container ran from the boot disk inside the guest.
+    assert_eq!(
+        (
+            report.stdout.as_str(),
+            report.stderr.as_str(),
+            report.exit_code
+        ),
+        ("out\n", "err\n", 3),
+        "console:\n{}",
+        report.console
+    );
     assert!(
-        !common::process_exists(vmm_pid),
-        "VMM {vmm_pid} still running after shutdown"
+        !common::alive(report.vmm_pid),
+        "VMM {} still running after shutdown",
+        report.vmm_pid
     );
-    assert!(!state_dir.exists(), "{} left behind", state_dir.display());
-    eprintln!("agent answered {booted:?} after the VMM started");
+    assert!(
+        !report.state_dir.exists(),
+        "{} left behind",
+        report.state_dir.display()
+    );
+    for name in e2e::milestone_names() {
+        match report.milestones.get(name) {
+            Some(at) => eprintln!("{name:<32} {:>8.2} s", at.as_secs_f64()),
+            None => eprintln!("{name:<32} not seen"),
+        }
+    }
 }
 
 #[test]

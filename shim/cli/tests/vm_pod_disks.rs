@@ -8,53 +8,23 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
-use common::{rust_vm, BundleDir};
+use common::{bundle, vmm, BusyboxBundle};
 use rust_vm_sandbox::protocol::{CreateContainer, RootfsSource, StreamKind};
 use rust_vm_sandbox::{Backend, LogLevel, RuntimeConfig, Sandbox};
+use rust_vm_test_support::initramfs;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 
-fn vmm() -> PathBuf {
-    let vmm = rust_vm().parent().expect("bin dir").join("rust-vm-vmm");
-    if !vmm.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "rust-vm-vmm"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p rust-vm-vmm");
-        assert!(status.success());
-    }
-    vmm
-}
-
-/// An uncompressed initramfs around this tree's agent (the one that flushes a device's cache
-/// before mounting it), built by rootfs/build-initramfs.sh.
-fn initramfs(dir: &Path) -> PathBuf {
-    let out = dir.join("initramfs.cpio");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/build-initramfs.sh");
-    let status = std::process::Command::new(script)
-        .args(["--uncompressed", "--output"])
-        .arg(&out)
-        .env("RUST_VM_CACHE", dir.join("cache"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("build-initramfs.sh");
-    assert!(status.success(), "build-initramfs.sh failed");
-    out
-}
-
-fn spec(bundle: &BundleDir) -> oci_spec::runtime::Spec {
+fn spec(bundle: &BusyboxBundle) -> oci_spec::runtime::Spec {
     let text = std::fs::read(bundle.path().join("config.json")).expect("config.json");
     serde_json::from_slice(&text).expect("spec")
 }
 
 /// Creates, runs and removes one container; returns its stdout and exit code.
-fn run(sandbox: &Sandbox, id: &str, bundle: &BundleDir, rootfs: RootfsSource) -> (String, i32) {
+fn run(sandbox: &Sandbox, id: &str, bundle: &BusyboxBundle, rootfs: RootfsSource) -> (String, i32) {
     let console = || std::fs::read_to_string(sandbox.console_log()).unwrap_or_default();
     sandbox
         .client()
@@ -87,16 +57,18 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
     );
     let work = tempfile::tempdir().expect("tempdir");
     let state = work.path().join("sb");
-    let first = BundleDir::new(&["sh", "-c", "echo first"]);
-    let second = BundleDir::new(&["sh", "-c", "cat /name"]);
-    let third = BundleDir::new(&["sh", "-c", "cat /name"]);
+    let first = bundle(&["sh", "-c", "echo first"]);
+    let second = bundle(&["sh", "-c", "cat /name"]);
+    let third = bundle(&["sh", "-c", "cat /name"]);
     std::fs::write(second.path().join("rootfs/name"), "second\n").expect("write");
     std::fs::write(third.path().join("rootfs/name"), "third\n").expect("write");
 
     let mut cfg = RuntimeConfig::default().sandbox_config("pod", &state);
     cfg.backend = Backend::Vm;
     cfg.kernel = KERNEL.into();
-    cfg.initramfs = initramfs(work.path());
+    // An uncompressed initramfs around this tree's agent (the one that flushes a device's cache
+    // before mounting it).
+    cfg.initramfs = initramfs::with_agent(work.path());
     cfg.vmm_path = vmm();
     cfg.mem_mib = 128;
     cfg.agent_timeout = Duration::from_secs(400);

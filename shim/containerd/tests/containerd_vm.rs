@@ -20,38 +20,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Containerd, IMAGE, NO_CPU_SHARES, RUNTIME};
+// The stand-in `/init` never answers, so the failure paths do not depend on how far or fast
+// the guest boots.
+use rust_vm_test_support::initramfs;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 const INITRAMFS: &str = "/var/lib/rust-vm/initramfs.cpio.gz";
 const AGENT_TIMEOUT_SECS: u64 = 6;
-
-/// The initramfs layout of rootfs/build-initramfs.sh around a static stand-in for the agent
-/// that never answers, so the failure paths do not depend on how far or fast the guest boots.
-fn initramfs(dir: &Path) -> PathBuf {
-    let src = dir.join("init.c");
-    let init = dir.join("init");
-    std::fs::write(&src, "int main(void) { for (;;) ; }\n").expect("write init.c");
-    let cc = Command::new("cc")
-        .args(["-static", "-Os", "-o"])
-        .arg(&init)
-        .arg(&src)
-        .status()
-        .expect("run cc (apt-get install build-essential)");
-    assert!(cc.success(), "cc -static failed");
-    let out = dir.join("initramfs.cpio.gz");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/build-initramfs.sh");
-    let status = Command::new(&script)
-        .arg("--agent")
-        .arg(&init)
-        .arg("--output")
-        .arg(&out)
-        .env("RUST_VM_CACHE", dir.join("cache"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(status.success(), "build-initramfs.sh failed");
-    out
-}
 
 #[test]
 #[ignore = "needs root, /dev/kvm, containerd and the guest kernel (guest-kernel/build.sh)"]
@@ -64,7 +39,7 @@ fn vm_backend_boots_the_guest_then_fails_cleanly() {
     let ctd = Containerd::start("vm");
     let config = ctd.write_vm_config(
         KERNEL,
-        &initramfs(&ctd.dir),
+        &initramfs::stand_in(&ctd.dir),
         &format!("agent_timeout_secs = {AGENT_TIMEOUT_SECS}\n"),
     );
 
@@ -147,7 +122,11 @@ fn killed_shim_takes_its_vmm_along() {
     let _serial = common::serial();
     let ctd = Containerd::start("vmkill");
     // Long enough for the test to find the booting VMM and kill the shim under it.
-    let config = ctd.write_vm_config(KERNEL, &initramfs(&ctd.dir), "agent_timeout_secs = 60\n");
+    let config = ctd.write_vm_config(
+        KERNEL,
+        &initramfs::stand_in(&ctd.dir),
+        "agent_timeout_secs = 60\n",
+    );
     let mut run = Command::new("ctr")
         .arg("--address")
         .arg(&ctd.socket)
@@ -165,17 +144,7 @@ fn killed_shim_takes_its_vmm_along() {
     // The sandbox's VMM is up when a process names the sandbox's state directory.
     let state = common::sandbox_state_dir("default", "vmk");
     let state_text = state.to_string_lossy().into_owned();
-    let vmm_pids = || -> Vec<u32> {
-        common::processes()
-            .into_iter()
-            .filter(|(pid, argv)| {
-                common::alive(*pid)
-                    && argv.first().is_some_and(|a| a.ends_with("rust-vm-vmm"))
-                    && argv.iter().any(|a| a.contains(&state_text))
-            })
-            .map(|(pid, _)| pid)
-            .collect()
-    };
+    let vmm_pids = || rust_vm_test_support::vmm_pids(&state_text);
     let deadline = Instant::now() + Duration::from_secs(30);
     let vmms = loop {
         let found = vmm_pids();
@@ -243,16 +212,7 @@ fn vm_config(ctd: &Containerd) -> PathBuf {
 
 /// Live VMM processes of a sandbox: our VMM binary naming the sandbox's state directory.
 fn vmm_pids(state: &Path) -> Vec<u32> {
-    let state_text = state.to_string_lossy().into_owned();
-    common::processes()
-        .into_iter()
-        .filter(|(pid, argv)| {
-            common::alive(*pid)
-                && argv.first().is_some_and(|a| a.ends_with("rust-vm-vmm"))
-                && argv.iter().any(|a| a.contains(&state_text))
-        })
-        .map(|(pid, _)| pid)
-        .collect()
+    rust_vm_test_support::vmm_pids(&state.to_string_lossy())
 }
 
 /// Everything a VM sandbox had is gone: VMM processes (any naming the state directory),

@@ -9,11 +9,11 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Containerd, IMAGE, NO_CPU_SHARES, RUNTIME};
+use rust_vm_test_support::initramfs;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 const SANDBOX: [&str; 4] = [
@@ -29,20 +29,6 @@ const MEMBER: [&str; 4] = [
     "io.kubernetes.cri.sandbox-id=vmpod",
 ];
 
-fn initramfs(dir: &Path) -> PathBuf {
-    let out = dir.join("initramfs.cpio");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/build-initramfs.sh");
-    let status = Command::new(&script)
-        .args(["--uncompressed", "--output"])
-        .arg(&out)
-        .env("RUST_VM_CACHE", dir.join("cache"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(status.success(), "build-initramfs.sh failed");
-    out
-}
-
 #[test]
 #[ignore = "needs /dev/kvm and root; boots the guest (~1 min)"]
 fn pod_members_run_from_disk_slots_on_the_vm_backend() {
@@ -54,7 +40,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     let ctd = Containerd::start("vmpod");
     let config = ctd.write_vm_config(
         KERNEL,
-        &initramfs(&ctd.dir),
+        &initramfs::with_agent(&ctd.dir),
         "agent_timeout_secs = 300\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
     );
     let config_arg = config.to_string_lossy().into_owned();

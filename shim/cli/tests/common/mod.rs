@@ -1,88 +1,26 @@
-//! Helpers for the `rust-vm` command tests: busybox bundles, a private state root, and running
-//! the command.
+//! Helpers for the `rust-vm` command tests: bundles with the runtime's own spec, a private state
+//! root, and running the command (the rest: rust-vm-test-support).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const BUSYBOX: &str = "/bin/busybox";
+pub use rust_vm_test_support::{agent, alive, processes_mentioning, vmm, BusyboxBundle};
 
 pub fn rust_vm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rust-vm"))
 }
 
-/// The agent binary next to `rust-vm` (same target directory), built on first use.
-pub fn agent() -> PathBuf {
-    static AGENT: OnceLock<PathBuf> = OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            let dir = rust_vm().parent().expect("bin dir").to_path_buf();
-            let agent = dir.join("rust-vm-agent");
-            if !agent.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let status = Command::new(cargo)
-                    .args(["build", "-p", "rust-vm-agent"])
-                    .current_dir(env!("CARGO_MANIFEST_DIR"))
-                    .status()
-                    .expect("running cargo build -p rust-vm-agent");
-                assert!(status.success(), "cargo build -p rust-vm-agent failed");
-            }
-            assert!(agent.exists(), "{} missing", agent.display());
-            agent
-        })
-        .clone()
+/// A busybox bundle whose config.json is `rust-vm spec`'s with `args` as the process.
+pub fn bundle(args: &[&str]) -> BusyboxBundle {
+    bundle_with(args, |_| {})
 }
 
-/// A busybox bundle: `rootfs/bin/busybox` plus applet links, and a config.json from
-/// `rust-vm spec` with `args` and the edits applied.
-pub struct BundleDir {
-    pub dir: tempfile::TempDir,
-}
-
-impl BundleDir {
-    pub fn new(args: &[&str]) -> BundleDir {
-        Self::with(args, |_| {})
-    }
-
-    pub fn with(args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> BundleDir {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
-        }
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))
-            .expect("copy /bin/busybox (apt-get install busybox-static)");
-        for applet in [
-            "sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "kill", "hostname", "id",
-            "wc", "env", "grep",
-        ] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("ln");
-        }
-        let out = Command::new(rust_vm())
-            .args(["spec", "--bundle"])
-            .arg(dir.path())
-            .output()
-            .expect("rust-vm spec");
-        assert!(
-            out.status.success(),
-            "spec: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = dir.path().join("config.json");
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        spec["process"]["args"] = serde_json::json!(args);
-        edit(&mut spec);
-        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write");
-        BundleDir { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
+/// [`bundle`] with `edit` applied to the spec.
+pub fn bundle_with(args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> BusyboxBundle {
+    BusyboxBundle::with_runtime_spec(&rust_vm(), args, edit)
 }
 
 /// Removes the "pid" namespace from a spec: the process is then not a PID 1 (which the kernel
@@ -166,7 +104,7 @@ impl Runtime {
 
     /// `create` with the container's stdio going to files in `io` (a monitor keeps the stdio it
     /// is given open until the container exits, so pipes would not reach EOF).
-    pub fn create(&self, id: &str, bundle: &BundleDir, io: &Path) {
+    pub fn create(&self, id: &str, bundle: &BusyboxBundle, io: &Path) {
         let out = std::fs::File::create(io.join("stdout")).expect("stdout file");
         let err = std::fs::File::create(io.join("stderr")).expect("stderr file");
         let status = self
@@ -225,38 +163,4 @@ impl Drop for Runtime {
             }
         }
     }
-}
-
-pub fn process_exists(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .map(|i| !stat[i + 2..].starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// Processes whose command line mentions `needle`.
-pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if text.contains(needle) && process_exists(pid) {
-                found.push((pid, text));
-            }
-        }
-    }
-    found
 }

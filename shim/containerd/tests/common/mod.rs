@@ -5,7 +5,7 @@
 //! Everything it starts is stopped on drop: tasks, shims, containerd; mounts under its
 //! directory are undone and the directory removed.
 
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 use std::fs;
 use std::io::Write;
@@ -39,31 +39,8 @@ pub fn agent_binary() -> PathBuf {
     workspace_binary("rust-vm-agent", "rust-vm-agent")
 }
 
-/// A binary of another package of the workspace, next to the shim; built on demand, since
-/// cargo builds only this package's binaries for its tests.
-pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
-    let shim = shim_binary();
-    let dir = shim.parent().expect("shim binary has a directory");
-    let binary = dir.join(name);
-    if binary.is_file() {
-        return binary;
-    }
-    let target_dir = dir.parent().expect("profile directory has a parent");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", package])
-        .env("CARGO_TARGET_DIR", target_dir);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    assert!(
-        binary.is_file(),
-        "{} missing after the build",
-        binary.display()
-    );
-    binary
-}
+pub use rust_vm_test_support::procs::{alive, descendants, parent_pid, processes};
+pub use rust_vm_test_support::{mounts_under, workspace_binary};
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -429,74 +406,6 @@ impl Drop for Containerd {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `(pid, argv)` of every process.
-pub fn processes() -> Vec<(u32, Vec<String>)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let argv = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            Some((pid, argv))
-        })
-        .collect()
-}
-
-pub fn parent_pid(pid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Every process whose ancestry includes `ancestor`.
-pub fn descendants(ancestor: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .filter(|&pid| {
-            let mut cur = pid;
-            for _ in 0..64 {
-                match parent_pid(cur) {
-                    Some(p) if p == ancestor => return true,
-                    Some(0) | Some(1) | None => return false,
-                    Some(p) => cur = p,
-                }
-            }
-            false
-        })
-        .collect()
-}
-
-pub fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes.
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn cleanup_mounts(dir: &Path) {

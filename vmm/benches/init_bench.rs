@@ -1,8 +1,12 @@
-//! init-bench: boots the guest kernel with the test initramfs (`vmm::test_initramfs`) and prints
+//! init_bench: boots the guest kernel with the test initramfs (`vmm::test_initramfs`) and prints
 //! the wall time from VMM start to each boot milestone on the serial console, up to `/init`'s
-//! marker and the VMM's exit. Run it from a release build (it starts the `rust-vm-vmm` next to it):
+//! marker and the VMM's exit. A bench target without the test harness; it starts the
+//! `rust-vm-vmm` cargo built with it (release under `cargo bench`):
 //!
-//!     cargo build --release -p rust-vm-vmm && target/release/init-bench
+//!     cargo bench -p rust-vm-vmm --bench init_bench
+//!
+//! Run by `cargo test --benches` (without the `--bench` that `cargo bench` passes) it boots no
+//! VM: it only says so and succeeds.
 //!
 //! Environment: RUST_VM_VMM (VMM binary), RUST_VM_KERNEL (default /var/lib/rust-vm/vmlinux),
 //! BENCH_RUNS (default 3), BENCH_MEM_MIB (default 128), BENCH_VCPUS (default 1),
@@ -44,12 +48,7 @@ fn vmm_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RUST_VM_VMM") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let path = exe.with_file_name("rust-vm-vmm");
-    if !path.is_file() {
-        bail!("{} not found: build it, or set RUST_VM_VMM", path.display());
-    }
-    Ok(path)
+    Ok(PathBuf::from(env!("CARGO_BIN_EXE_rust-vm-vmm")))
 }
 
 struct Run {
@@ -134,6 +133,10 @@ fn fmt_secs(value: Option<f64>) -> String {
 }
 
 fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("init_bench: not run (run it with `cargo bench` on a KVM host)");
+        return Ok(());
+    }
     let vmm = vmm_binary()?;
     let kernel =
         std::env::var("RUST_VM_KERNEL").unwrap_or_else(|_| "/var/lib/rust-vm/vmlinux".into());
@@ -167,7 +170,7 @@ fn main() -> Result<()> {
     .map(|s| s.to_string())
     .collect();
 
-    println!("init-bench: {kernel}, {vcpus} vCPU(s), {mem_mib} MiB, {runs} run(s)");
+    println!("init_bench: {kernel}, {vcpus} vCPU(s), {mem_mib} MiB, {runs} run(s)");
     println!("cmdline: {cmdline}");
     let mut results = Vec::with_capacity(runs);
     for i in 0..runs {

@@ -1,10 +1,13 @@
-//! vmm-bench: prints the VMM's memory overhead while a guest runs and its CPU time from exec to
-//! the first KVM_RUN. Run it from a release build (it starts the `rust-vm-vmm` next to it):
+//! vmm_bench: prints the VMM's memory overhead while a guest runs and its CPU time from exec to
+//! the first KVM_RUN. A bench target without the test harness; it starts the `rust-vm-vmm` cargo
+//! built with it (release under `cargo bench`):
 //!
-//!     cargo build --release -p rust-vm-vmm && target/release/vmm-bench
+//!     cargo bench -p rust-vm-vmm --bench vmm_bench
 //!
-//! Environment: RUST_VM_VMM (VMM binary), RUST_VM_KERNEL (guest kernel, default
-//! /var/lib/rust-vm/vmlinux), BENCH_RUNS (start-up samples, default 20).
+//! Environment: RUST_VM_VMM (another VMM binary), RUST_VM_KERNEL (guest kernel, default
+//! /var/lib/rust-vm/vmlinux), BENCH_RUNS (start-up samples, default 20). Run by `cargo test
+//! --benches` (without the `--bench` that `cargo bench` passes) it starts no VM: it only says so
+//! and succeeds.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -14,6 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use vmm::arch::layout::ram_regions;
 use vmm::test_guest::{elf_image, print_and_idle, print_and_reset};
+
+#[path = "common/smaps.rs"]
+mod smaps;
+use smaps::rss_kib;
 
 const MEM_MIB: u64 = 256;
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,12 +38,7 @@ fn vmm_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RUST_VM_VMM") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let path = exe.with_file_name("rust-vm-vmm");
-    if !path.is_file() {
-        bail!("{} not found: build it, or set RUST_VM_VMM", path.display());
-    }
-    Ok(path)
+    Ok(PathBuf::from(env!("CARGO_BIN_EXE_rust-vm-vmm")))
 }
 
 fn spawn(vmm: &Path, guest: &Guest, log_level: &str) -> Result<Child> {
@@ -71,34 +73,6 @@ fn first_kvm_run_us(vmm: &Path, guest: &Guest) -> Result<u64> {
     }
     stop(child);
     found.context("the VMM never logged its first KVM_RUN")
-}
-
-/// Sum of `Rss:` over the mappings in smaps for which `keep(size)` holds, in KiB.
-fn rss_kib(smaps: &str, keep: impl Fn(u64) -> bool) -> u64 {
-    let mut total = 0;
-    let mut counting = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) =
-                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-            {
-                counting = keep(end - start);
-                continue;
-            }
-        }
-        if counting {
-            if let Some(kib) = line.strip_prefix("Rss:") {
-                total += kib
-                    .trim()
-                    .trim_end_matches(" kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
 }
 
 /// Waits until the guest prints `ready`, then reads the VMM's smaps.
@@ -144,6 +118,10 @@ fn median(mut samples: Vec<u64>) -> (u64, u64, u64) {
 }
 
 fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("vmm_bench: not run (run it with `cargo bench` on a KVM host)");
+        return Ok(());
+    }
     let vmm = vmm_binary()?;
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
@@ -220,26 +198,4 @@ fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rss_is_split_by_mapping_size() {
-        let smaps = "\
-55d0-55e0 r-xp 00000000 08:01 123 /usr/bin/rust-vm-vmm
-Size:                 64 kB
-Rss:                  40 kB
-7f00000000-7f10000000 rw-p 00000000 00:00 0
-Size:             262144 kB
-Rss:                1024 kB
-7ffd000-7ffe000 rw-p 00000000 00:00 0 [stack]
-Rss:                   8 kB
-";
-        let guest = 0x10000000;
-        assert_eq!(rss_kib(smaps, |size| size != guest), 48);
-        assert_eq!(rss_kib(smaps, |size| size == guest), 1024);
-    }
 }
