@@ -45,9 +45,9 @@ pub enum PodError {
     Thread(#[source] io::Error),
     #[error(transparent)]
     Hook(#[from] HookError),
-    #[error("creating container {id} in the sandbox")]
+    #[error("creating container {id:?} in the sandbox")]
     Create { id: String, source: ClientError },
-    #[error("creating container {id} in the sandbox: {agent}")]
+    #[error("creating container {id:?} in the sandbox: {agent}")]
     SandboxDied {
         id: String,
         /// What the agent call said when the connection broke.
