@@ -15,7 +15,7 @@ use super::channel::{Channel, Message};
 use super::config::{CgroupConfig, RuntimeConfig};
 use super::destroy::{unmount_with_retry, wait_exited};
 use super::error::{ContainerError, SpecError};
-use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role, TerminalSize};
+use super::init::{fork_intermediate, ChildArgs, ChildStdio, Role, TerminalSize};
 use super::namespaces::NamespacePlan;
 use super::process::ProcessPlan;
 use super::spec::{validate, Capabilities};
@@ -443,42 +443,24 @@ fn setup(
         .chain(std::iter::once(child_chan.raw()))
         .collect();
     let rootfs_path = rootfs_dir.as_path();
-    // SAFETY: the child only runs `intermediate_main`, which ends in _exit; glibc's fork
-    // makes malloc usable in the child even if other agent threads held its locks.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(ContainerError::sys(
-            id,
-            "fork",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    if pid == 0 {
-        let moved = match isolate_fds(stdio.fds, &keep) {
-            Ok(m) => m,
-            // SAFETY: fresh fork, nothing to clean up.
-            Err(_) => unsafe { libc::_exit(1) },
-        };
-        let args = ChildArgs {
-            sys,
-            role: Role::Init {
-                spec,
-                rootfs: rootfs_path,
-            },
-            process: plan,
-            join: &join,
-            new_user: namespaces.new_user,
-            root_mapped,
-            unshare: namespaces.unshare,
-            stdio: ChildStdio {
-                fds: moved,
-                ..stdio.child()
-            },
-            chan: child_chan.raw(),
-            seccomp,
-        };
-        intermediate_main(&args);
-    }
+    let pid = fork_intermediate(id, stdio.fds, &keep, |moved| ChildArgs {
+        sys,
+        role: Role::Init {
+            spec,
+            rootfs: rootfs_path,
+        },
+        process: plan,
+        join: &join,
+        new_user: namespaces.new_user,
+        root_mapped,
+        unshare: namespaces.unshare,
+        stdio: ChildStdio {
+            fds: moved,
+            ..stdio.child()
+        },
+        chan: child_chan.raw(),
+        seccomp,
+    })?;
     partial.pids.push(pid);
     drop(child_chan);
     stdio.release_child_ends();

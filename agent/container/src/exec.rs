@@ -9,7 +9,7 @@ use oci_spec::runtime::Process;
 use super::channel::{Channel, Message};
 use super::create::{map_contains_zero, prepare_stdio, terminal_master, unexpected, STEP_TIMEOUT};
 use super::error::ContainerError;
-use super::init::{intermediate_main, isolate_fds, ChildArgs, ChildStdio, Role};
+use super::init::{fork_intermediate, ChildArgs, ChildStdio, Role};
 use super::namespaces::NamespacePlan;
 use super::process::ProcessPlan;
 use super::spec::validate_process;
@@ -71,38 +71,21 @@ impl Container {
             .chain(std::iter::once(child_chan.raw()))
             .collect();
         let sys = self.sys.as_ref();
-        // SAFETY: as in create: the child only runs intermediate_main, which ends in _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(ContainerError::sys(
-                &self.id,
-                "fork",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        if pid == 0 {
-            let moved = match isolate_fds(stdio.fds, &keep) {
-                Ok(m) => m,
-                // SAFETY: fresh fork, nothing to clean up.
-                Err(_) => unsafe { libc::_exit(1) },
-            };
-            let args = ChildArgs {
-                sys,
-                role: Role::Exec,
-                process: &plan,
-                join: &join,
-                new_user: false,
-                root_mapped,
-                unshare: nix::sched::CloneFlags::empty(),
-                stdio: ChildStdio {
-                    fds: moved,
-                    ..stdio.child()
-                },
-                chan: child_chan.raw(),
-                seccomp: seccomp.as_ref(),
-            };
-            intermediate_main(&args);
-        }
+        let pid = fork_intermediate(&self.id, stdio.fds, &keep, |moved| ChildArgs {
+            sys,
+            role: Role::Exec,
+            process: &plan,
+            join: &join,
+            new_user: false,
+            root_mapped,
+            unshare: nix::sched::CloneFlags::empty(),
+            stdio: ChildStdio {
+                fds: moved,
+                ..stdio.child()
+            },
+            chan: child_chan.raw(),
+            seccomp: seccomp.as_ref(),
+        })?;
         drop(child_chan);
         stdio.release_child_ends();
         let result = self.finish_exec(pid, &agent_chan, stdio.terminal.is_some());

@@ -20,6 +20,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::Spec;
 
 use super::channel::{recv_raw, send_raw, send_raw_with_fd, Message};
+use super::error::ContainerError;
 use super::process::ProcessPlan;
 use super::rootfs::RootfsSetup;
 use super::step::{Context, StepError};
@@ -266,6 +267,32 @@ fn exec(args: &ChildArgs, exe: &std::ffi::CStr) -> Result<Infallible, StepError>
     }
     let e = sys.execve(exe, &p.args, &p.env);
     Err(StepError::new(format!("exec {}", exe.to_string_lossy()), e))
+}
+
+/// Forks the intermediate process of a create or an exec. The child moves `stdio` into place
+/// (closing every other fd but `keep`), then runs [`intermediate_main`] with the arguments
+/// `args` builds from the moved fds; it never returns. The parent gets the child's pid.
+pub fn fork_intermediate<'a>(
+    id: &str,
+    stdio: [RawFd; 3],
+    keep: &[RawFd],
+    args: impl FnOnce([RawFd; 3]) -> ChildArgs<'a>,
+) -> Result<libc::pid_t, ContainerError> {
+    // SAFETY: the child only runs `intermediate_main`, which ends in _exit; glibc's fork
+    // makes malloc usable in the child even if other agent threads held its locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(ContainerError::sys(id, "fork", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let moved = match isolate_fds(stdio, keep) {
+            Ok(m) => m,
+            // SAFETY: fresh fork, nothing to clean up.
+            Err(_) => unsafe { libc::_exit(1) },
+        };
+        intermediate_main(&args(moved));
+    }
+    Ok(pid)
 }
 
 /// In a fresh fork: moves `fds` above 2 (so dup2 onto 0..2 cannot clobber them) and closes

@@ -29,7 +29,7 @@ use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
-use rust_vm_protocol::{ContainerStats, ErrorCode, Exec};
+use rust_vm_protocol::{ClientError, ContainerStats, ErrorCode, Exec};
 use rust_vm_sandbox::{Chain, NewContainer, Pod};
 
 use crate::config;
@@ -685,13 +685,19 @@ impl Service {
         })
     }
 
+    /// One agent call about container `id` (which must exist here); its error names `what`.
+    fn ask_agent<T>(
+        &self,
+        id: &str,
+        what: &str,
+        call: impl FnOnce(&rust_vm_protocol::Client) -> std::result::Result<T, ClientError>,
+    ) -> Result<T> {
+        self.container(id)?;
+        call(self.sandbox()?.client()).map_err(|e| ShimError::agent(format!("{what} of {id}"), e))
+    }
+
     fn do_pids(&self, req: PidsRequest) -> Result<PidsResponse> {
-        self.container(&req.id)?;
-        let pids = self
-            .sandbox()?
-            .client()
-            .list_processes(&req.id)
-            .map_err(|e| ShimError::agent(format!("list processes of {}", req.id), e))?;
+        let pids = self.ask_agent(&req.id, "list processes", |c| c.list_processes(&req.id))?;
         Ok(PidsResponse {
             processes: pids
                 .into_iter()
@@ -705,12 +711,7 @@ impl Service {
     }
 
     fn do_stats(&self, req: StatsRequest) -> Result<StatsResponse> {
-        self.container(&req.id)?;
-        let stats = self
-            .sandbox()?
-            .client()
-            .stats(&req.id)
-            .map_err(|e| ShimError::agent(format!("stats of {}", req.id), e))?;
+        let stats = self.ask_agent(&req.id, "stats", |c| c.stats(&req.id))?;
         let value = metrics(&stats)
             .write_to_bytes()
             .map_err(|e| ShimError::internal("encode metrics", &e))?;

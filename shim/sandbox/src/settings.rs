@@ -58,13 +58,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
+        vmm_config::LogLevel::from(self).name()
     }
 
     pub fn to_filter(self) -> log::LevelFilter {
