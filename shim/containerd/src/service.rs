@@ -30,6 +30,7 @@ use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
 use rust_vm_protocol::{ClientError, ContainerStats, ErrorCode, Exec};
+use rust_vm_sandbox::hooks::{self, OciState, Stage, OCI_VERSION};
 use rust_vm_sandbox::{Chain, NewContainer, Pod};
 
 use crate::config;
@@ -62,9 +63,34 @@ struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// OOM kills already reported.
     oom_kills: AtomicU64,
+    /// The bundle's spec: its poststart and poststop hooks run here.
+    spec: Spec,
 }
 
 impl Container {
+    /// Runs the container's `stage` hooks on the host (the hook rule of
+    /// `rust_vm_sandbox::hooks`). poststart and poststop failures are warnings, as the runtime
+    /// spec says: the process already runs, or is gone.
+    fn run_host_hooks(&self, stage: Stage, status: &str, pid: u32) {
+        let state = OciState {
+            oci_version: OCI_VERSION.to_string(),
+            id: self.id.clone(),
+            status: status.to_string(),
+            pid: i32::try_from(pid).unwrap_or(0),
+            bundle: PathBuf::from(&self.bundle),
+            annotations: self
+                .spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        };
+        if let Err(err) = hooks::run(&self.spec, stage, &state) {
+            log::warn!("container {}: {}", self.id, Chain(&err));
+        }
+    }
+
     /// Records the agent's OOM-kill count; true when it rose since last seen.
     fn note_oom_kills(&self, kills: u64) -> bool {
         kills > self.oom_kills.fetch_max(kills, Ordering::SeqCst)
@@ -299,6 +325,7 @@ impl Service {
             init: Arc::new(Process::new(&id, None, stdio.clone(), None)),
             execs: Mutex::new(HashMap::new()),
             oom_kills: AtomicU64::new(0),
+            spec: spec.clone(),
         };
         let undo = |container: &Container| {
             self.unmount(container, Some(&sandbox));
@@ -511,6 +538,9 @@ impl Service {
             }
         };
         process.set_running();
+        if process.exec_id.is_none() {
+            container.run_host_hooks(Stage::Poststart, "running", pid);
+        }
         self.watch(
             Arc::clone(&sandbox),
             Arc::clone(&container),
@@ -574,6 +604,7 @@ impl Service {
             }
         }
         self.unmount(&container, sandbox.as_deref());
+        container.run_host_hooks(Stage::Poststop, "stopped", 0);
         let last = {
             let mut pod = lock(&self.pod);
             pod.containers.remove(&req.id);
@@ -923,18 +954,57 @@ mod tests {
         assert_eq!(Metrics::parse_from_bytes(&bytes).unwrap(), m);
     }
 
-    #[test]
-    fn oom_kills_are_reported_once_per_rise() {
-        let c = Container {
+    fn container(spec: Spec) -> Container {
+        Container {
             id: "c".into(),
-            bundle: String::new(),
+            bundle: "/b".into(),
             rootfs: PathBuf::new(),
             mounted: false,
             owns_sandbox: true,
             init: Arc::new(Process::new("c", None, StdioPaths::default(), None)),
             execs: Mutex::new(HashMap::new()),
             oom_kills: AtomicU64::new(0),
+            spec,
+        }
+    }
+
+    #[test]
+    fn poststart_and_poststop_hooks_run_on_the_host_with_the_state() {
+        use oci_spec::runtime::{HookBuilder, HooksBuilder, SpecBuilder};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = |name: &str| {
+            let save = format!("cat > {}", dir.path().join(name).display());
+            HookBuilder::default()
+                .path("/bin/sh")
+                .args(vec!["sh".to_string(), "-c".to_string(), save])
+                .build()
+                .expect("hook")
         };
+        let hooks = HooksBuilder::default()
+            .poststart(vec![hook("poststart.json")])
+            .poststop(vec![hook("poststop.json")])
+            .build()
+            .expect("hooks");
+        let c = container(SpecBuilder::default().hooks(hooks).build().expect("spec"));
+        c.run_host_hooks(Stage::Poststart, "running", 42);
+        c.run_host_hooks(Stage::Poststop, "stopped", 0);
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(dir.path().join(name)).expect(name))
+                .expect("json")
+        };
+        let started = read("poststart.json");
+        assert_eq!(
+            (started["id"].as_str(), started["pid"].as_i64()),
+            (Some("c"), Some(42))
+        );
+        assert_eq!(started["status"], "running");
+        assert_eq!(started["bundle"], "/b");
+        assert_eq!(read("poststop.json")["status"], "stopped");
+    }
+
+    #[test]
+    fn oom_kills_are_reported_once_per_rise() {
+        let c = container(Spec::default());
         assert!(!c.note_oom_kills(0));
         assert!(c.note_oom_kills(1));
         assert!(!c.note_oom_kills(1), "the same count twice is one event");

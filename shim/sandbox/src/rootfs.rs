@@ -5,7 +5,7 @@
 //! The image is a private, writable copy: the container may write to its root (as it would with
 //! runc), the bundle stays untouched, and the file is deleted with the sandbox. The image is
 //! sparse and has no journal (it never outlives a crash), so its cost is the copy of the content
-//! (docs/running.md has the measured cost per MiB; `cargo bench -p rust-vm-cli --bench
+//! (docs/running.md has the measured cost per MiB; `cargo bench -p rust-vm-sandbox --bench
 //! rootfs_image` prints it).
 
 use std::fs;
