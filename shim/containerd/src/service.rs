@@ -716,6 +716,14 @@ impl Service {
         })
     }
 
+    /// The refusal of a task call rust-vm does not implement, for an existing container.
+    fn unsupported(&self, id: &str, call: &str, verb: &str) -> Result<ShimError> {
+        self.container(id)?;
+        Ok(ShimError::Unimplemented(format!(
+            "{call} of {id}: rust-vm does not {verb} tasks"
+        )))
+    }
+
     /// One agent call about container `id` (which must exist here); its error names `what`.
     fn ask_agent<T>(
         &self,
@@ -885,29 +893,17 @@ impl containerd_shim::Task for Service {
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
-        self.container(&req.id)?;
-        Err(
-            ShimError::Unimplemented(format!("pause of {}: rust-vm does not pause tasks", req.id))
-                .into(),
-        )
+        Err(self.unsupported(&req.id, "pause", "pause")?.into())
     }
 
     fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
-        self.container(&req.id)?;
-        Err(ShimError::Unimplemented(format!(
-            "resume of {}: rust-vm does not pause tasks",
-            req.id
-        ))
-        .into())
+        Err(self.unsupported(&req.id, "resume", "pause")?.into())
     }
 
     fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
-        self.container(&req.id)?;
-        Err(ShimError::Unimplemented(format!(
-            "checkpoint of {}: rust-vm does not checkpoint tasks",
-            req.id
-        ))
-        .into())
+        Err(self
+            .unsupported(&req.id, "checkpoint", "checkpoint")?
+            .into())
     }
 
     fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {

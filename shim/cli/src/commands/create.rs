@@ -75,7 +75,7 @@ fn spawn_monitor(g: &Global, dir: &ContainerDir, bundle: &Bundle) -> Result<i32>
         .arg("--log-level")
         .arg(
             g.runtime_config()
-                .map(|c| c.log_level.as_str())
+                .map(|c| c.log_level.name())
                 .unwrap_or("warn"),
         )
         .arg("__monitor")

@@ -27,7 +27,7 @@ pub(super) fn agent_command(config: &SandboxConfig, paths: &Paths) -> Command {
         .arg("--state-dir")
         .arg(paths.dir.join("agent-state"))
         .arg("--log-level")
-        .arg(config.log_level.as_str());
+        .arg(config.log_level.name());
     cmd
 }
 

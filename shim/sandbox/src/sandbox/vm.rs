@@ -32,7 +32,7 @@ pub fn kernel_cmdline(config: &SandboxConfig) -> String {
     let mut cmdline =
         format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1 rdinit=/init");
     match config.log_level {
-        LogLevel::Error => cmdline.push_str(" loglevel=3"),
+        LogLevel::Off | LogLevel::Error => cmdline.push_str(" loglevel=3"),
         LogLevel::Warn | LogLevel::Info => {}
         LogLevel::Debug | LogLevel::Trace => cmdline.push_str(" ignore_loglevel"),
     }
@@ -42,7 +42,7 @@ pub fn kernel_cmdline(config: &SandboxConfig) -> String {
         cmdline.push_str(extra);
     }
     cmdline.push_str(" -- --log-level ");
-    cmdline.push_str(config.log_level.as_str());
+    cmdline.push_str(config.log_level.name());
     cmdline
 }
 
