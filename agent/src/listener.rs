@@ -9,12 +9,20 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use nix::sys::socket::{
-    accept4, bind, listen, recv, send, setsockopt, shutdown, socket, sockopt, AddressFamily,
-    Backlog, MsgFlags, Shutdown, SockFlag, SockType, VsockAddr,
+    accept4, bind, getpeername, listen, recv, send, setsockopt, shutdown, socket, sockopt,
+    AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, VsockAddr,
 };
 
 /// `VMADDR_CID_ANY`: accept connections addressed to any of our CIDs.
 const VMADDR_CID_ANY: u32 = u32::MAX;
+/// `VMADDR_CID_HOST`: the host, where the shim is: the only peer the agent serves over vsock.
+const VMADDR_CID_HOST: u32 = 2;
+
+/// Whether a vsock peer may talk to the agent: only the host may (not another guest, not a
+/// process of this guest through a local transport).
+fn vsock_peer_allowed(cid: u32) -> bool {
+    cid == VMADDR_CID_HOST
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddress {
@@ -55,6 +63,8 @@ impl fmt::Display for ListenAddress {
 
 pub struct Listener {
     fd: OwnedFd,
+    /// Accepted connections are checked against [`vsock_peer_allowed`].
+    vsock: bool,
 }
 
 impl Listener {
@@ -71,6 +81,7 @@ impl Listener {
                 let listener = UnixListener::bind(path)?;
                 Ok(Listener {
                     fd: OwnedFd::from(listener),
+                    vsock: false,
                 })
             }
             ListenAddress::Vsock { port } => {
@@ -82,7 +93,7 @@ impl Listener {
                 )?;
                 bind(fd.as_raw_fd(), &VsockAddr::new(VMADDR_CID_ANY, *port))?;
                 listen(&fd, Backlog::new(128).map_err(io::Error::from)?)?;
-                Ok(Listener { fd })
+                Ok(Listener { fd, vsock: true })
             }
         }
     }
@@ -93,6 +104,18 @@ impl Listener {
                 Ok(fd) => {
                     // SAFETY: accept4 returned a new descriptor that nothing else owns.
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    if self.vsock {
+                        let peer = getpeername::<VsockAddr>(fd.as_raw_fd())?;
+                        if !vsock_peer_allowed(peer.cid()) {
+                            log::warn!(
+                                "refused a vsock connection from CID {} port {}: only the host \
+                                 (CID {VMADDR_CID_HOST}) may reach the agent",
+                                peer.cid(),
+                                peer.port()
+                            );
+                            continue; // dropping `fd` closes it
+                        }
+                    }
                     return Ok(Conn { fd });
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -192,6 +215,14 @@ impl Write for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_host_may_connect_over_vsock() {
+        assert!(vsock_peer_allowed(VMADDR_CID_HOST));
+        for cid in [0, 1, 3, 4, 1000, VMADDR_CID_ANY] {
+            assert!(!vsock_peer_allowed(cid), "CID {cid}");
+        }
+    }
 
     /// The guest's listener, as far as this host allows: AF_VSOCK binds and listens, but has no
     /// loopback here, so nothing can connect.

@@ -312,6 +312,13 @@ fn take_listener(flags: &Flags) -> Result<OwnedFd> {
         // SAFETY: `start` placed the bound listening socket at this fd for us and nothing else
         // in this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
+        // `start` cleared close-on-exec so the socket survived our exec; set it again, or every
+        // process we start (the VMM, gzip, mkfs, the agent) inherits containerd's task socket.
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .context("setting close-on-exec on the listening socket")?;
         let listener = UnixListener::from(fd);
         // Reject a stray fd that is not our socket.
         listener
