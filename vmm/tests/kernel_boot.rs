@@ -7,29 +7,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{require_kvm, RunningVmm};
+use common::{kernel_path, require_kvm, RunningVmm};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
 const MIB: u64 = 1 << 20;
 
 /// One emulated kernel boot at a time: the host has few cores.
 static ONE_BOOT_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn kernel_path() -> String {
-    let path = std::env::var_os("RUST_VM_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/rust-vm/vmlinux"));
-    assert!(
-        path.is_file(),
-        "guest kernel {} is missing: build it with guest-kernel/build.sh or set RUST_VM_KERNEL",
-        path.display()
-    );
-    path.to_str().unwrap().to_string()
-}
 
 fn cmdline(tag: &str) -> String {
     // noxsave: PVM shows the host's XSAVE bits whatever CPUID we set (docs/cpu-templates.md).
@@ -120,6 +107,8 @@ fn kernel_boots_with_memory_below_the_gap() {
 #[test]
 #[ignore = "needs /dev/kvm and the guest kernel"]
 fn kernel_boots_with_memory_above_4_gib() {
+    // Same shape as the case below the gap on purpose: two cases of one check, differing only in
+    // memory size and the e820 map the kernel must print.
     assert_early_boot(
         3584,
         &[

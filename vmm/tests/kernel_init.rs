@@ -10,13 +10,9 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{require_kvm, scratch_dir, VMM};
+use common::{kernel_path, require_kvm, scratch_dir, RunningVmm};
 use vmm::config::host::{HostKind, EMULATING_HOST_CMDLINE};
 use vmm::config::DEFAULT_CMDLINE;
 use vmm::test_initramfs::{initramfs, INIT_MARKER};
@@ -30,88 +26,6 @@ fn cmdline() -> String {
     format!("{DEFAULT_CMDLINE} earlyprintk=serial,ttyS0 {EMULATING_HOST_CMDLINE}")
 }
 
-fn kernel_path() -> String {
-    let path = std::env::var_os("RUST_VM_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/rust-vm/vmlinux"));
-    assert!(
-        path.is_file(),
-        "guest kernel {} is missing: build it with guest-kernel/build.sh or set RUST_VM_KERNEL",
-        path.display()
-    );
-    path.to_str().unwrap().to_string()
-}
-
-/// The VMM with its serial console followed line by line and its log in a file.
-struct Vmm {
-    child: Child,
-    serial_rx: mpsc::Receiver<Vec<u8>>,
-    serial: String,
-}
-
-impl Vmm {
-    fn start(args: &[&str], log: &Path) -> Self {
-        let mut child = Command::new(VMM)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("cannot start the VMM binary");
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, serial_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            serial_rx,
-            serial: String::new(),
-        }
-    }
-
-    /// Follows the console until `done` holds or `limit` passes (or the VMM exits).
-    fn wait_for(&mut self, limit: Duration, done: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while !done(&self.serial) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.serial_rx.recv_timeout(left) {
-                Ok(bytes) => self.serial.extend(
-                    String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .filter(|c| *c != '\r'),
-                ),
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-
-    /// The exit status, or None if the VMM is still running after `limit` (then killed).
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs /dev/kvm and the guest kernel; boots to user space (tens of seconds on PVM)"]
 fn guest_kernel_runs_init_and_its_marker_reaches_the_console() {
@@ -121,7 +35,7 @@ fn guest_kernel_runs_init_and_its_marker_reaches_the_console() {
     std::fs::write(&initrd, initramfs()).unwrap();
     let log = scratch_dir("kernel-init-log").join("vmm.log");
     let start = Instant::now();
-    let mut vm = Vmm::start(
+    let mut vm = RunningVmm::start_logged(
         &[
             "--kernel",
             &kernel,

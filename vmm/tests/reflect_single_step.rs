@@ -9,11 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{elf_image, require_kvm, run_vmm, scratch_dir};
+use common::{asm_block, require_kvm, run_vmm, write_guest};
 use vmm::config::host::HostKind;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+// The same header and footer as the other hand-assembled guests (reflect_guest.rs): each block
+// names its own symbols, which delimit the bytes copied into this test's guest image.
 std::arch::global_asm!(
     r##"
     .pushsection .rodata.rvm_single_step_guest, "a"
@@ -45,13 +47,12 @@ fn fwait_under_single_step_is_not_completed() {
     require_kvm();
     // SAFETY: both symbols delimit one block of bytes in this binary's read-only data.
     let code = unsafe {
-        let start = &raw const rvm_single_step_guest_start;
-        let end = &raw const rvm_single_step_guest_end;
-        std::slice::from_raw_parts(start, end.offset_from(start) as usize).to_vec()
+        asm_block(
+            &raw const rvm_single_step_guest_start,
+            &raw const rvm_single_step_guest_end,
+        )
     };
-    let guest = scratch_dir("single-step").join("guest.elf");
-    std::fs::write(&guest, elf_image(&code)).expect("write the guest image");
-    let guest = guest.display().to_string();
+    let guest = write_guest("single-step", &code);
     let out = run_vmm(
         &[
             "--kernel",

@@ -2,17 +2,26 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::Duration;
 
-use common::{require_kvm, run_vmm, scratch_dir};
-use vmm::test_guest::{bzimage, elf_image, print_and_reset};
+use common::{require_kvm, run_vmm, scratch_dir, sized_file, write_guest};
+use vmm::test_guest::{bzimage, print_and_reset};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn write_guest(test: &str, code: &[u8]) -> String {
-    let path = scratch_dir(test).join("guest.elf");
-    std::fs::write(&path, elf_image(code)).unwrap();
-    path.to_str().unwrap().to_string()
+/// Runs the VMM to completion and fails unless it exits 0 (the guest reset the machine).
+fn run_ok(args: &[&str]) -> Output {
+    let out = run_vmm(args, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    out
+}
+
+/// [`run_ok`], and the guest's serial output on stdout is exactly `message`.
+fn assert_prints(args: &[&str], message: &str) {
+    let out = run_ok(args);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), message, "{args:?}");
 }
 
 #[test]
@@ -22,13 +31,10 @@ fn serial_output_is_relayed_and_reset_exits_zero() {
     let message = "hello from a hand-built guest\n";
     let guest = write_guest("serial", &print_and_reset(message));
     for vcpus in ["1", "2"] {
-        let out = run_vmm(
+        assert_prints(
             &["--kernel", &guest, "--mem-mib", "32", "--vcpus", vcpus],
-            LIMIT,
+            message,
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), message);
     }
 }
 
@@ -47,14 +53,7 @@ fn bzimage_is_entered_in_64_bit_mode_with_its_setup_header() {
     code.extend_from_slice(&print_and_reset(message));
     let path = scratch_dir("bzimage").join("bzImage");
     std::fs::write(&path, bzimage(&code)).unwrap();
-    let out = run_vmm(&["--kernel", path.to_str().unwrap()], LIMIT);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), message);
+    assert_prints(&["--kernel", path.to_str().unwrap()], message);
 }
 
 #[test]
@@ -71,14 +70,7 @@ fn guest_runs_with_ram_above_4_gib_and_host_template() {
         "--cpu-template",
         "host",
     ];
-    let out = run_vmm(&args, LIMIT);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), message);
+    assert_prints(&args, message);
 }
 
 #[test]
@@ -88,16 +80,7 @@ fn serial_output_goes_to_a_file() {
     let message = "to the file\n";
     let guest = write_guest("serial-file", &print_and_reset(message));
     let log = scratch_dir("serial-file-out").join("console.log");
-    let out = run_vmm(
-        &["--kernel", &guest, "--serial", log.to_str().unwrap()],
-        LIMIT,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&["--kernel", &guest, "--serial", log.to_str().unwrap()]);
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), message);
 }
@@ -164,10 +147,7 @@ fn bad_input_is_a_clear_error() {
     std::fs::write(&text, "not a kernel").unwrap();
     let guest = write_guest("bad-input-guest", &print_and_reset("x"));
     let initrd = dir.join("initrd.img");
-    std::fs::File::create(&initrd)
-        .unwrap()
-        .set_len(40 << 20)
-        .unwrap();
+    sized_file(&initrd, 40 << 20);
     let config = dir.join("vm.json");
     std::fs::write(&config, r#"{"kernel": "/k", "mem_mb": 64}"#).unwrap();
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{elf_image, require_kvm, scratch_dir, RunningVmm};
+use common::{asm_block, elf_image, require_kvm, scratch_dir, RunningVmm};
 
 // The guest program. Layout in guest RAM: virtio-blk queue 0 at 0x200000 (descriptors, avail
 // ring at +0x1000, used ring at +0x2000), its request at 0x203000/0x204000/0x205000; vsock RX,
@@ -45,6 +45,9 @@ rvm_virtio_guest_start:
     mov qword ptr [rdi + 8], 0
     mov rdi, 0x205000
     mov byte ptr [rdi], 0xff
+    // Hand-laid descriptor chains (this block request, the vsock RX/TX packets below) repeat the
+    // same stores with other addresses, lengths and flags: kept written out, one per chain, so
+    // each reads directly against the virtio split-queue layout.
     mov rdi, 0x200000
     mov rax, 0x203000
     mov qword ptr [rdi], rax
@@ -181,6 +184,8 @@ setup_interrupts:
     out 0xa1, al
     lea rax, [rip + irq_handler]
     mov rdi, 0x600400
+    // The same IDT-gate stores as reflect_guest.rs's `set_gate`: each guest is one self-contained
+    // global_asm! block copied byte for byte into its ELF, so no code is shared between them.
     mov word ptr [rdi], ax
     mov word ptr [rdi + 2], 0x08
     mov word ptr [rdi + 4], 0x8e00
@@ -329,9 +334,10 @@ extern "C" {
 fn guest_code() -> Vec<u8> {
     // SAFETY: both symbols delimit one block of bytes in this binary's read-only data.
     unsafe {
-        let start = &raw const rvm_virtio_guest_start;
-        let end = &raw const rvm_virtio_guest_end;
-        std::slice::from_raw_parts(start, end.offset_from(start) as usize).to_vec()
+        asm_block(
+            &raw const rvm_virtio_guest_start,
+            &raw const rvm_virtio_guest_end,
+        )
     }
 }
 

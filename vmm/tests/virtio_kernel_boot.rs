@@ -6,24 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{require_kvm, scratch_dir, RunningVmm};
+use common::{kernel_path, require_kvm, scratch_dir, sized_file, RunningVmm};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
-
-fn kernel_path() -> PathBuf {
-    let path = std::env::var_os("RUST_VM_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/rust-vm/vmlinux"));
-    assert!(
-        path.is_file(),
-        "guest kernel {} is missing: build it with guest-kernel/build.sh or set RUST_VM_KERNEL",
-        path.display()
-    );
-    path
-}
 
 #[test]
 #[ignore = "needs /dev/kvm and the guest kernel"]
@@ -32,16 +19,13 @@ fn kernel_command_line_registers_the_virtio_devices() {
     let kernel = kernel_path();
     let dir = scratch_dir("virtio-kernel-boot");
     let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    sized_file(&disk, 1 << 20);
     let uds = dir.join("v.sock");
     let user_cmdline = "console=ttyS0 earlyprintk=serial,ttyS0,115200 noxsave reboot=k panic=1";
 
     let mut vm = RunningVmm::start(&[
         "--kernel",
-        kernel.to_str().unwrap(),
+        &kernel,
         "--mem-mib",
         "256",
         "--cpu-template",

@@ -77,6 +77,28 @@ fn wait(pid: i32) -> WaitStatus {
     waitpid(Pid::from_raw(pid), None).expect("waitpid")
 }
 
+/// Everything written to a pty until its slave side closed (then EIO), with CR LF as LF.
+fn read_pty(master: OwnedFd) -> String {
+    let mut text = Vec::new();
+    let _ = fs::File::from(master).read_to_end(&mut text);
+    String::from_utf8_lossy(&text).replace('\r', "")
+}
+
+/// Creates and starts `spec` on a 24x80 terminal, reads the pty to its end and reaps the
+/// process: the container (still to destroy), the process's pid, its wait status and its text.
+fn run_on_a_terminal(
+    rootfs: &BusyboxRootfs,
+    id: &str,
+    spec: serde_json::Value,
+) -> (Container, i32, WaitStatus, String) {
+    let (mut c, h) =
+        create(rootfs, id, spec, StdioSpec::Terminal { rows: 24, cols: 80 }).expect("create");
+    let master = h.pty_master.expect("a pty master");
+    c.start().expect("start");
+    let text = read_pty(master);
+    (c, h.pid, wait(h.pid), text)
+}
+
 fn assert_gone(pid: i32) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(stat.is_empty(), "process {pid} is still there: {stat}");
@@ -198,20 +220,8 @@ fn a_terminal_process_gets_a_controlling_pty() {
     let rootfs = BusyboxRootfs::new("tty");
     let mut spec = spec_json(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty-ok; tty"]);
     spec["process"]["terminal"] = true.into();
-    let (mut c, h) = create(
-        &rootfs,
-        "tty",
-        spec,
-        StdioSpec::Terminal { rows: 24, cols: 80 },
-    )
-    .expect("create");
-    let master = h.pty_master.expect("a pty master");
-    c.start().expect("start");
-    let mut text = Vec::new();
-    // EIO once the slave side is closed.
-    let _ = fs::File::from(master).read_to_end(&mut text);
-    assert_eq!(wait(h.pid), WaitStatus::Exited(Pid::from_raw(h.pid), 0));
-    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let (c, pid, status, text) = run_on_a_terminal(&rootfs, "tty", spec);
+    assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 0));
     assert!(text.contains("tty-ok"), "{text:?}");
     // The pty is the container's own (its devpts instance), so it has a name in there.
     assert!(text.contains("\n/dev/pts/0\n"), "{text:?}");
@@ -231,23 +241,8 @@ fn a_terminal_belongs_to_the_processs_user() {
     ]);
     spec["process"]["terminal"] = true.into();
     spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
-    let (mut c, h) = create(
-        &rootfs,
-        "tty-user",
-        spec,
-        StdioSpec::Terminal { rows: 24, cols: 80 },
-    )
-    .expect("create");
-    let master = h.pty_master.expect("a pty master");
-    c.start().expect("start");
-    let mut text = Vec::new();
-    let _ = fs::File::from(master).read_to_end(&mut text);
-    let text = String::from_utf8_lossy(&text).replace('\r', "");
-    assert_eq!(
-        wait(h.pid),
-        WaitStatus::Exited(Pid::from_raw(h.pid), 0),
-        "{text}"
-    );
+    let (c, pid, status, text) = run_on_a_terminal(&rootfs, "tty-user", spec);
+    assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 0), "{text}");
     assert!(text.contains("owner=1000:1000\n"), "{text:?}");
     assert!(text.contains("reopened\n"), "{text:?}");
     c.destroy().expect("destroy");
@@ -574,10 +569,8 @@ fn exec_with_a_terminal_into_a_user_namespace_container() {
             },
         )
         .expect("exec");
-    let mut text = Vec::new();
-    let _ = fs::File::from(e.pty_master.expect("pty master")).read_to_end(&mut text);
+    let text = read_pty(e.pty_master.expect("pty master"));
     assert_eq!(wait(e.pid), WaitStatus::Exited(Pid::from_raw(e.pid), 0));
-    let text = String::from_utf8_lossy(&text).replace('\r', "");
     let lines: Vec<Vec<&str>> = text
         .lines()
         .map(|l| l.split_whitespace().collect())

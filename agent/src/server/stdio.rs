@@ -413,6 +413,17 @@ mod tests {
         (File::from(r), File::from(w))
     }
 
+    /// Attaches to `output` and delivers everything it has until its source ends.
+    fn attach_and_drain(output: &Output) -> Vec<u8> {
+        let mut got = Vec::new();
+        output
+            .attach()
+            .unwrap()
+            .deliver(&mut got, || false)
+            .unwrap();
+        got
+    }
+
     fn wait_for(mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond() {
@@ -429,12 +440,7 @@ mod tests {
         w.write_all(b"bird").unwrap();
         drop(w);
         wait_for(|| output.snapshot().1);
-        let mut got = Vec::new();
-        output
-            .attach()
-            .unwrap()
-            .deliver(&mut got, || false)
-            .unwrap();
+        let got = attach_and_drain(&output);
         assert_eq!(got, b"early bird");
     }
 
@@ -453,12 +459,7 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         assert_eq!(output.snapshot().0.len(), OUTPUT_BUFFER_SIZE);
         assert!(!writer.is_finished());
-        let mut got = Vec::new();
-        output
-            .attach()
-            .unwrap()
-            .deliver(&mut got, || false)
-            .unwrap();
+        let got = attach_and_drain(&output);
         writer.join().unwrap();
         assert_eq!(got.len(), total);
         assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
@@ -486,12 +487,7 @@ mod tests {
             assert!(first.deliver(&mut Broken, || false).is_err());
         }
         drop(w);
-        let mut got = Vec::new();
-        output
-            .attach()
-            .unwrap()
-            .deliver(&mut got, || false)
-            .unwrap();
+        let got = attach_and_drain(&output);
         assert_eq!(
             got, b"abc",
             "bytes a failed client did not take are still there"

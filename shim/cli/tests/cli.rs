@@ -112,31 +112,29 @@ fn spec_writes_a_loadable_default_and_refuses_to_overwrite() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
 
+/// `rust-vm --config <config> --root <root> list`, which must fail; returns its stderr.
+fn list_failing_with(config: &std::path::Path, root: &std::path::Path) -> String {
+    let out = Command::new(rust_vm())
+        .arg("--config")
+        .arg(config)
+        .args(["--root", &root.display().to_string(), "list"])
+        .output()
+        .expect("rust-vm");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn config_errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "vcpu = 2\n").expect("write");
-    let out = Command::new(rust_vm())
-        .arg("--config")
-        .arg(&config)
-        .args(["--root", &dir.path().display().to_string(), "list"])
-        .output()
-        .expect("rust-vm");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = list_failing_with(&config, dir.path());
     assert!(err.contains("config.toml") && err.contains("vcpu"), "{err}");
     // The cause is printed once, not once per link of the error chain.
     assert_eq!(err.matches("unknown field `vcpu`").count(), 1, "{err}");
     std::fs::write(&config, "mem_mib = \"lots\"\n").expect("write");
-    let out = Command::new(rust_vm())
-        .arg("--config")
-        .arg(&config)
-        .args(["--root", &dir.path().display().to_string(), "list"])
-        .output()
-        .expect("rust-vm");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = list_failing_with(&config, dir.path());
     assert_eq!(err.matches("TOML parse error").count(), 1, "{err}");
     assert_eq!(err.matches("mem_mib = \"lots\"").count(), 1, "{err}");
     let out = Command::new(rust_vm())

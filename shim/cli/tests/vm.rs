@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bundle, processes_mentioning, rust_vm, vmm};
+use common::{bundle, processes_mentioning, run_logged, vm_command, vmm};
 use rust_vm_test_support::initramfs;
 use rust_vm_test_support::procs::assert_nothing_left;
 
@@ -24,6 +24,18 @@ struct Outcome {
     code: Option<i32>,
 }
 
+/// The `vm` back-end with the installed kernel, the mute stand-in initramfs built in `work` and
+/// the workspace's VMM.
+fn mute_vm_command(root: &Path, work: &Path) -> Command {
+    let mut cmd = vm_command(root);
+    cmd.args(["--kernel", KERNEL])
+        .arg("--initramfs")
+        .arg(initramfs::stand_in(work))
+        .arg("--vmm")
+        .arg(vmm());
+    cmd
+}
+
 fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
     assert!(
         Path::new(KERNEL).exists(),
@@ -32,30 +44,9 @@ fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
     let bundle = bundle(&["echo", "hello"]);
     let log = work.join("runtime.log");
     let started = Instant::now();
-    let out = std::process::Command::new(rust_vm())
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--config",
-            "/dev/null",
-            "--backend",
-            "vm",
-            "--kernel",
-            KERNEL,
-        ])
-        .arg("--initramfs")
-        .arg(initramfs::stand_in(work))
-        .arg("--vmm")
-        .arg(vmm())
-        .args(["--agent-timeout", &agent_timeout.to_string()])
-        .arg("--log")
-        .arg(&log)
-        .args(["run", "--bundle"])
-        .arg(bundle.path())
-        .arg("vm1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("rust-vm run");
+    let mut cmd = mute_vm_command(root, work);
+    cmd.args(["--agent-timeout", &agent_timeout.to_string()]);
+    let out = run_logged(cmd, &log, &bundle, "vm1");
     Outcome {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         log: std::fs::read_to_string(&log).unwrap_or_default(),
@@ -148,21 +139,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let bundle = bundle(&["true"]);
-    let mut child = std::process::Command::new(rust_vm())
-        .arg("--root")
-        .arg(root.path())
-        .args([
-            "--config",
-            "/dev/null",
-            "--backend",
-            "vm",
-            "--kernel",
-            KERNEL,
-        ])
-        .arg("--initramfs")
-        .arg(initramfs::stand_in(work.path()))
-        .arg("--vmm")
-        .arg(vmm())
+    let mut child = mute_vm_command(root.path(), work.path())
         .args(["--agent-timeout", "120", "run", "--bundle"])
         .arg(bundle.path())
         .arg("vm2")
@@ -207,9 +184,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGKILL allows no cleanup: the state stays, reported stopped, and delete removes it.
-    let state = std::process::Command::new(rust_vm())
-        .arg("--root")
-        .arg(root.path())
+    let state = vm_command(root.path())
         .args(["state", "vm2"])
         .output()
         .expect("state");
@@ -221,9 +196,7 @@ fn a_killed_run_takes_its_vmm_along_and_delete_cleans_up() {
         )
     });
     assert_eq!(state["status"], "stopped");
-    let deleted = std::process::Command::new(rust_vm())
-        .arg("--root")
-        .arg(root.path())
+    let deleted = vm_command(root.path())
         .args(["delete", "vm2"])
         .status()
         .expect("delete");

@@ -12,11 +12,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{bundle, rust_vm, vmm};
+use common::{bundle, run_logged, vm_command, vmm};
 use rust_vm_sandbox::protocol::{AgentMode, PROTOCOL_VERSION};
 use rust_vm_test_support::e2e::{self, E2e};
 use rust_vm_test_support::procs::assert_nothing_left;
@@ -60,27 +60,9 @@ fn run_in_vm(root: &Path, args: &[&str]) -> Run {
         .expect("state root has a parent")
         .join("runtime.log");
     let started = Instant::now();
-    let out = Command::new(rust_vm())
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--config",
-            "/dev/null",
-            "--backend",
-            "vm",
-            "--log-level",
-            "info",
-            "--vmm",
-        ])
-        .arg(vmm())
-        .arg("--log")
-        .arg(&log)
-        .args(["run", "--bundle"])
-        .arg(bundle.path())
-        .arg("e2e")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rust-vm run");
+    let mut cmd = vm_command(root);
+    cmd.args(["--log-level", "info", "--vmm"]).arg(vmm());
+    let out = run_logged(cmd, &log, &bundle, "e2e");
     Run {
         out,
         log: std::fs::read_to_string(&log).unwrap_or_default(),

@@ -13,6 +13,19 @@ pub use vmm::test_guest::elf_image;
 
 pub const VMM: &str = env!("CARGO_BIN_EXE_rust-vm-vmm");
 
+/// The guest kernel built by guest-kernel/build.sh (or `RUST_VM_KERNEL`); fails when missing.
+pub fn kernel_path() -> String {
+    let path = std::env::var_os("RUST_VM_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/rust-vm/vmlinux"));
+    assert!(
+        path.is_file(),
+        "guest kernel {} is missing: build it with guest-kernel/build.sh or set RUST_VM_KERNEL",
+        path.display()
+    );
+    path.to_str().unwrap().to_string()
+}
+
 /// Fails (never skips) when this machine has no KVM.
 pub fn require_kvm() {
     assert!(
@@ -27,6 +40,28 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Creates `path` as a sparse file of `len` bytes (a disk or an initrd whose content does not
+/// matter).
+pub fn sized_file(path: &Path, len: u64) {
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+/// The bytes a `global_asm!` guest lays down between its start and end symbols.
+///
+/// # Safety
+/// `start` and `end` delimit one block of bytes in this binary's read-only data, `start` first.
+pub unsafe fn asm_block(start: *const u8, end: *const u8) -> Vec<u8> {
+    // SAFETY: as the caller promises.
+    unsafe { std::slice::from_raw_parts(start, end.offset_from(start) as usize).to_vec() }
+}
+
+/// Writes `code` as a guest ELF into this test's scratch directory; returns its path.
+pub fn write_guest(test: &str, code: &[u8]) -> String {
+    let path = scratch_dir(test).join("guest.elf");
+    std::fs::write(&path, elf_image(code)).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 /// Runs the VMM to completion, failing the test if it takes longer than `limit`.
@@ -62,11 +97,20 @@ pub struct RunningVmm {
 
 impl RunningVmm {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_stderr(args, Stdio::inherit())
+    }
+
+    /// Like [`RunningVmm::start`], with the VMM's log written to the file `log`.
+    pub fn start_logged(args: &[&str], log: &Path) -> Self {
+        Self::start_with_stderr(args, std::fs::File::create(log).unwrap().into())
+    }
+
+    fn start_with_stderr(args: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(VMM)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("cannot start the VMM binary");
         let mut stdout = child.stdout.take().unwrap();
@@ -103,6 +147,18 @@ impl RunningVmm {
             }
         }
         true
+    }
+
+    /// The exit status, or None if the VMM is still running after `limit` (then killed on drop).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {

@@ -13,6 +13,28 @@ pub fn rust_vm() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rust-vm"))
 }
 
+/// `rust-vm --root <root> --config /dev/null --backend vm`: the `vm` back-end with the built-in
+/// defaults and a private state root.
+pub fn vm_command(root: &Path) -> Command {
+    let mut cmd = Command::new(rust_vm());
+    cmd.arg("--root")
+        .arg(root)
+        .args(["--config", "/dev/null", "--backend", "vm"]);
+    cmd
+}
+
+/// `<cmd> --log <log> run --bundle <bundle> <id>` with stdin from /dev/null, to completion.
+pub fn run_logged(mut cmd: Command, log: &Path, bundle: &BusyboxBundle, id: &str) -> Output {
+    cmd.arg("--log")
+        .arg(log)
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(id)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rust-vm run")
+}
+
 /// A busybox bundle whose config.json is `rust-vm spec`'s with `args` as the process.
 pub fn bundle(args: &[&str]) -> BusyboxBundle {
     bundle_with(args, |_| {})

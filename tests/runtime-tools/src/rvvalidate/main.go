@@ -8,6 +8,9 @@
 // delete) and checks what the runtime spec requires, from the host and from inside the container
 // (busybox commands whose output the case reads back). Output is TAP, one line per case.
 //
+// The cases are a table: many open with the same create/start/wait/delete steps on purpose, so
+// each reads top to bottom as the sequence the spec describes and fails at its own step.
+//
 // Usage: rvvalidate -runtime "PATH [GLOBAL ARGS...]" -busybox /bin/busybox [-run REGEXP]
 package main
 
