@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Containerd, IMAGE, NO_CPU_SHARES, RUNTIME};
+use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
 // The stand-in `/init` never answers, so the failure paths do not depend on how far or fast
 // the guest boots.
 use rust_vm_test_support::initramfs;
@@ -389,12 +389,12 @@ fn run_detached_in_vm(ctd: &Containerd, config: &Path, id: &str, annotations: &[
     }
     argv.extend_from_slice(&[IMAGE, id, "sleep", "1000"]);
     ctd.ctr_ok(&argv);
-    ctd.wait_for_status(id, Some("RUNNING"), Duration::from_secs(20));
+    ctd.wait_for_status(id, Some("RUNNING"), GUEST_STEP);
 }
 
 fn kill_and_delete(ctd: &Containerd, id: &str) {
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
-    ctd.wait_for_status(id, Some("STOPPED"), Duration::from_secs(20));
+    ctd.wait_for_status(id, Some("STOPPED"), GUEST_STEP);
     let deleted = ctd.ctr(&["task", "delete", id]);
     let stderr = String::from_utf8_lossy(&deleted.stderr);
     assert!(deleted.status.success(), "task delete {id}: {stderr}");

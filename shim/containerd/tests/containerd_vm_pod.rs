@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Containerd, IMAGE, NO_CPU_SHARES, RUNTIME};
+use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
 use rust_vm_test_support::initramfs;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
@@ -56,7 +56,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     };
 
     ctr_run(&["-d"], &SANDBOX, "vmpod", &["sleep", "1000"]);
-    ctd.wait_for_status("vmpod", Some("RUNNING"), Duration::from_secs(30));
+    ctd.wait_for_status("vmpod", Some("RUNNING"), GUEST_STEP);
     let state = common::sandbox_state_dir("default", "vmpod");
     let slot0 = state.join("slot-0.img");
     assert_eq!(
@@ -77,7 +77,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     assert!(console.contains("[vdb]"), "{console}");
 
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmpod"]);
-    ctd.wait_for_status("vmpod", Some("STOPPED"), Duration::from_secs(30));
+    ctd.wait_for_status("vmpod", Some("STOPPED"), GUEST_STEP);
     ctd.ctr_ok(&["task", "delete", "vmpod"]);
     ctd.ctr_ok(&["containers", "rm", "vmpod"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -15,6 +15,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// How long one step inside a guest (a process starting, or dying of a signal, and its exit
+/// reaching containerd) may take on the vm back-end: guest ring 0 is instruction-emulated on this
+/// project's machines, about four times slower on the AMD ones than on the Intel ones, where such
+/// a step took a few seconds (once over 20 s on AMD under build load).
+pub const GUEST_STEP: std::time::Duration = std::time::Duration::from_secs(180);
 pub const RUNTIME: &str = "io.containerd.rust-vm.v2";
 pub const RUNC: &str = "io.containerd.runc.v2";
 pub const IMAGE: &str = "rust-vm.test/busybox:latest";

@@ -167,7 +167,7 @@ pub(super) fn vmm_config(
         }),
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
-        log_level: config.log_level.into(),
+        log_level: config.log_level,
         // The VMM detects an emulating host itself; `on` covers a host the config declares one.
         reflect_emulation_failures: if config.emulating_host {
             ReflectMode::On
