@@ -312,21 +312,26 @@ fn take_listener(flags: &Flags) -> Result<OwnedFd> {
         // SAFETY: `start` placed the bound listening socket at this fd for us and nothing else
         // in this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-        // `start` cleared close-on-exec so the socket survived our exec; set it again, or every
-        // process we start (the VMM, gzip, mkfs, the agent) inherits containerd's task socket.
-        nix::fcntl::fcntl(
-            &fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .context("setting close-on-exec on the listening socket")?;
-        let listener = UnixListener::from(fd);
-        // Reject a stray fd that is not our socket.
-        listener
-            .local_addr()
-            .context("fd 3 is not the shim's listening socket")?;
-        return Ok(listener.into());
+        return adopt_listener(fd);
     }
     Ok(bind(Path::new(socket_path(&flags.socket)))?.into())
+}
+
+/// The listening socket `start` handed over. `start` cleared its close-on-exec flag so that it
+/// survived our exec; it is set again here, or every process the shim starts (the VMM, gzip,
+/// mkfs, the agent) would inherit containerd's task socket.
+fn adopt_listener(fd: OwnedFd) -> Result<OwnedFd> {
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("setting close-on-exec on the listening socket")?;
+    let listener = UnixListener::from(fd);
+    // Reject a stray fd that is not our socket.
+    listener
+        .local_addr()
+        .context("fd 3 is not the shim's listening socket")?;
+    Ok(listener.into())
 }
 
 /// The task service under its v3 name (containerd 2.x) and its v2 name (containerd 1.6/1.7).
@@ -382,6 +387,21 @@ fn delete(flags: &Flags) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adopted_listener_is_close_on_exec_again() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let dir = std::env::temp_dir().join(format!("rust-vm-adopt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = UnixListener::bind(dir.join("s.sock")).unwrap();
+        let fd = OwnedFd::from(listener);
+        // As `start` leaves it: inheritable.
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        let fd = adopt_listener(fd).unwrap();
+        let flags = FdFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFD).unwrap());
+        assert!(flags.contains(FdFlag::FD_CLOEXEC));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn v2_and_v3_names_are_served() {

@@ -176,22 +176,7 @@ fn exec_ps_kill_delete() {
     let shim = ctd.shim_pid("app");
     let sandbox_pids = descendants(shim);
     assert!(!sandbox_pids.is_empty(), "the shim runs no sandbox process");
-    // The shim's task socket (its fd 3, inherited from `start`) stays with the shim: no process
-    // it started holds it.
-    let task_socket = std::fs::read_link(format!("/proc/{shim}/fd/3")).expect("shim fd 3");
-    for pid in &sandbox_pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue; // gone meanwhile
-        };
-        for fd in fds.flatten() {
-            assert_ne!(
-                std::fs::read_link(fd.path()).ok().as_ref(),
-                Some(&task_socket),
-                "sandbox process {pid} inherited the shim's task socket as fd {:?}",
-                fd.file_name()
-            );
-        }
-    }
+    common::assert_task_socket_not_inherited(shim, &sandbox_pids);
 
     let out = ctd.ctr_ok(&[
         "task",

@@ -442,6 +442,8 @@ fn vm_backend_pod_containers_share_one_vmm() {
     assert_eq!(ctd.shim_socket("vmapp"), socket, "vmapp has another shim");
     let shims = ctd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim per pod, found {shims:?}");
+    // A listing of the running VMM's fds: containerd's task socket is not among them.
+    common::assert_task_socket_not_inherited(shims[0], &vmms);
 
     // Both run under the guest's kernel, not the host's, and see their own rootfs.
     let host_release = String::from_utf8_lossy(

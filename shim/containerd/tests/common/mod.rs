@@ -435,3 +435,22 @@ pub fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
+
+/// The shim's task socket (its fd 3, handed over by `start`) stays with the shim: none of
+/// `pids` (the processes it started: VMM, agent, helpers) holds it.
+pub fn assert_task_socket_not_inherited(shim: u32, pids: &[u32]) {
+    let task_socket = std::fs::read_link(format!("/proc/{shim}/fd/3")).expect("shim fd 3");
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue; // gone meanwhile
+        };
+        for fd in fds.flatten() {
+            assert_ne!(
+                std::fs::read_link(fd.path()).ok().as_ref(),
+                Some(&task_socket),
+                "process {pid} inherited the shim's task socket as fd {:?}",
+                fd.file_name()
+            );
+        }
+    }
+}
