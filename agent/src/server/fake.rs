@@ -70,6 +70,8 @@ fn spawn(
     gate: Option<OwnedFd>,
 ) -> Result<ProcessHandle, ProtocolError> {
     let prepared = prepare(process)?;
+    // Unpacks the stdio like the real library's `prepare_stdio` does, for plain processes: the
+    // double must hand its child the same fds the real runtime would.
     let (fds, master) = match stdio {
         StdioSpec::Pipes {
             stdin,

@@ -33,6 +33,8 @@ pub enum FileKind {
 /// The syscalls of the library, one method each (a few are small sequences, documented as
 /// such). Paths are taken as given: the callers resolve them inside the rootfs. The real
 /// implementation is [`LinuxSyscalls`]; a test double changes nothing and records the calls.
+// The real implementation (linux.rs) and the recording double (recording.rs) repeat these
+// signatures: that is what implementing a trait is, not a twin to merge.
 pub trait Syscalls: Send + Sync + std::fmt::Debug {
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
     fn setns(&self, fd: RawFd, nstype: CloneFlags) -> io::Result<()>;

@@ -255,6 +255,8 @@ fn bind_options_become_a_bind_and_a_remount() {
         "/run/test/rootfs/data",
         MsFlags::MS_NODEV | MsFlags::MS_RELATIME,
     );
+    // Each case spells out its set-up and the calls it expects: the cases differ in the spec
+    // and in the calls, and reading one case top to bottom is the point.
     let setup = RootfsSetup {
         sys: &sys,
         spec: &spec_from(&v),
