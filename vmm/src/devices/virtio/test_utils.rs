@@ -137,6 +137,12 @@ impl GuestQueue {
         self.mem.write_obj(next, GuestAddress(at + 14)).unwrap();
     }
 
+    /// Sets the avail ring's index as a (possibly broken) driver would.
+    pub fn set_avail_idx(&mut self, idx: u16) {
+        self.avail_idx = idx;
+        self.write_u16(self.avail + 2, idx);
+    }
+
     /// Makes the chain starting at `head` available to the device.
     pub fn publish(&mut self, head: u16) {
         let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);

@@ -4,7 +4,7 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
 
 use super::disk::DiskImage;
@@ -25,6 +25,8 @@ pub struct Block {
     disk: DiskImage,
     /// virtio_blk_config up to `seg_max`: capacity (sectors), size_max (not offered), seg_max.
     config: [u8; 16],
+    /// The driver's avail index is out of range; reported once until it is sane again.
+    broken_avail: bool,
 }
 
 impl Block {
@@ -44,6 +46,7 @@ impl Block {
             common: VirtioCommon::new(features, &[QUEUE_SIZE])?,
             config,
             disk,
+            broken_avail: false,
         })
     }
 
@@ -62,6 +65,18 @@ impl Block {
             if let Err(e) = queue.disable_notification(&mem) {
                 log::warn!("virtio-blk: cannot disable queue notifications: {e}");
             }
+            // A driver that moved avail.idx more than a queue's length past what we took is
+            // broken (virtio 1.2, 2.7.13.3): virtio-queue then yields no chain while
+            // `enable_notification` keeps reporting work, which would spin this thread (and the
+            // vsock device that shares it). Serve nothing until the index makes sense again.
+            if let Err(e @ virtio_queue::Error::InvalidAvailRingIndex) = queue.iter(&mem) {
+                if !self.broken_avail {
+                    log::warn!("virtio-blk: not serving the request queue: {e}");
+                }
+                self.broken_avail = true;
+                break;
+            }
+            self.broken_avail = false;
             while let Some(chain) = queue.pop_descriptor_chain(&mem) {
                 let head = chain.head_index();
                 let len = request::process(&self.disk, &mem, chain);

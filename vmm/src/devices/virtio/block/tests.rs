@@ -425,6 +425,29 @@ fn looping_and_out_of_table_chains_do_not_hang_or_panic() {
 }
 
 #[test]
+fn an_avail_index_far_ahead_does_not_spin_the_event_loop() {
+    let mut h = Harness::new(false);
+    // More than a queue's length (16) past what the device took: no valid ring state.
+    h.queue.set_avail_idx(16 + 5);
+    h.notify();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        h.event_manager.run_with_timeout(100).unwrap();
+        let _ = done.send(());
+        h
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the event loop is stuck on the broken queue");
+    let mut h = worker.join().unwrap();
+    // A driver that comes back to a sane index is served again.
+    h.queue.set_avail_idx(0);
+    let header = h.header(VIRTIO_BLK_T_IN, 0);
+    let (len, status) = h.submit(&[header, writable(DATA, 512), h.status()]);
+    assert_eq!((len, status), (513, VIRTIO_BLK_S_OK as u8));
+}
+
+#[test]
 fn requests_queued_before_activation_are_served_on_activation() {
     let mut h = Harness::with_config(false, None, false);
     let bufs = [
