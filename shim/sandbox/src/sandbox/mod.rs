@@ -43,6 +43,8 @@ pub const GUEST_CID: u32 = vmm_config::MIN_GUEST_CID;
 
 /// How many lines of the guest console (or agent log) an error quotes.
 pub const LOG_TAIL_LINES: usize = 40;
+/// How much of the end of a log is read for its tail.
+pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// Longest Unix socket path the kernel accepts (`sun_path` minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// Room a socket path needs for the VMM's `<socket>_<port>` names of guest-initiated
@@ -158,8 +160,10 @@ pub struct LogTail {
 }
 
 impl LogTail {
+    /// The last `max_lines` lines, read from at most the last [`LOG_TAIL_BYTES`] of the file (a
+    /// guest writes its console as it likes: the file may be huge).
     pub fn read(path: &Path, max_lines: usize) -> LogTail {
-        let text = fs::read(path)
+        let text = read_tail(path, LOG_TAIL_BYTES)
             .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
             .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -677,10 +681,37 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) {
     }
 }
 
+/// The last `max` bytes of a file; when that is not the whole file, from the first line start.
+fn read_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(path)?;
+    let start = file.metadata()?.len().saturating_sub(max);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(max).read_to_end(&mut tail)?;
+    if start > 0 {
+        let first_line = tail.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        tail.drain(..first_line);
+    }
+    Ok(tail)
+}
+
+fn last_byte(file: &mut fs::File) -> io::Result<Option<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut byte = [0u8];
+    file.read_exact(&mut byte)?;
+    Ok(Some(byte[0]))
+}
+
+/// Appends the whole of `log` to `dest` between markers, streaming it (it may be large).
 fn append_log(log: &Path, what: &str, dest: &Path, id: &str) -> io::Result<()> {
     use std::io::Write;
-    let text = match fs::read(log) {
-        Ok(text) => text,
+    let mut text = match fs::File::open(log) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
@@ -689,8 +720,8 @@ fn append_log(log: &Path, what: &str, dest: &Path, id: &str) -> io::Result<()> {
         .append(true)
         .open(dest)?;
     writeln!(out, "--- sandbox {id}: {what} ---")?;
-    out.write_all(&text)?;
-    if !text.ends_with(b"\n") {
+    let copied = io::copy(&mut text, &mut out)?;
+    if copied > 0 && last_byte(&mut text)? != Some(b'\n') {
         writeln!(out)?;
     }
     writeln!(out, "--- sandbox {id}: end of {what} ---")
@@ -781,6 +812,36 @@ mod tests {
         assert!(shown.contains("console.log"), "{shown}");
         let missing = LogTail::read(&dir.path().join("none"), 3);
         assert!(missing.to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn the_tail_of_a_huge_log_reads_only_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("console.log");
+        let line = "x".repeat(99) + "\n";
+        let mut text = line.repeat(100_000); // 10 MB
+        text.push_str("second last\nlast\n");
+        fs::write(&log, &text).expect("write");
+        let tail = LogTail::read(&log, 2);
+        assert_eq!(tail.lines, vec!["second last", "last"]);
+        let bytes = read_tail(&log, LOG_TAIL_BYTES).expect("tail");
+        assert!(bytes.len() as u64 <= LOG_TAIL_BYTES);
+        assert!(
+            bytes.starts_with(line.as_bytes()),
+            "starts at a line boundary"
+        );
+
+        let dest = dir.path().join("kept.log");
+        append_log(&log, "console", &dest, "sb").expect("append");
+        let kept = fs::read_to_string(&dest).expect("kept");
+        assert!(kept.starts_with("--- sandbox sb: console ---\n"));
+        assert!(kept.ends_with("last\n--- sandbox sb: end of console ---\n"));
+        assert_eq!(
+            kept.len(),
+            text.len()
+                + "--- sandbox sb: console ---\n".len()
+                + "--- sandbox sb: end of console ---\n".len()
+        );
     }
 
     #[test]

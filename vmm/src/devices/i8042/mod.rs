@@ -23,6 +23,8 @@ const CMD_DISABLE_AUX: u8 = 0xa7;
 const CMD_ENABLE_AUX: u8 = 0xa8;
 const CMD_TEST_AUX: u8 = 0xa9;
 const CMD_SELF_TEST: u8 = 0xaa;
+/// Bytes the output queue holds at most.
+const OUTPUT_CAPACITY: usize = 16;
 const CMD_TEST_KBD: u8 = 0xab;
 const CMD_DISABLE_KBD: u8 = 0xad;
 const CMD_ENABLE_KBD: u8 = 0xae;
@@ -64,6 +66,15 @@ impl I8042Device {
         }
     }
 
+    /// Queues a byte for the guest to read. A real controller holds one; a few are kept for
+    /// back-to-back commands, and bytes past that are dropped, so a guest repeating a command
+    /// without reading cannot grow the queue.
+    fn put(&mut self, byte: u8) {
+        if self.output.len() < OUTPUT_CAPACITY {
+            self.output.push_back(byte);
+        }
+    }
+
     fn status(&self) -> u8 {
         let full = if self.output.is_empty() {
             0
@@ -76,18 +87,18 @@ impl I8042Device {
     fn command(&mut self, cmd: u8) {
         self.status |= STATUS_COMMAND;
         match cmd {
-            CMD_READ_CONFIG => self.output.push_back(self.config),
+            CMD_READ_CONFIG => self.put(self.config),
             CMD_WRITE_CONFIG
             | CMD_WRITE_OUTPUT_PORT
             | CMD_WRITE_KBD_OUTPUT
             | CMD_WRITE_AUX_OUTPUT => self.pending = Some(cmd),
             CMD_DISABLE_AUX => self.config |= CONFIG_AUX_DISABLED,
             CMD_ENABLE_AUX => self.config &= !CONFIG_AUX_DISABLED,
-            CMD_TEST_AUX | CMD_TEST_KBD => self.output.push_back(PORT_TEST_OK),
-            CMD_SELF_TEST => self.output.push_back(SELF_TEST_OK),
+            CMD_TEST_AUX | CMD_TEST_KBD => self.put(PORT_TEST_OK),
+            CMD_SELF_TEST => self.put(SELF_TEST_OK),
             CMD_DISABLE_KBD => self.config |= CONFIG_KBD_DISABLED,
             CMD_ENABLE_KBD => self.config &= !CONFIG_KBD_DISABLED,
-            CMD_READ_OUTPUT_PORT => self.output.push_back(self.output_port),
+            CMD_READ_OUTPUT_PORT => self.put(self.output_port),
             CMD_PULSE_RESET => self.reset(),
             other => log::debug!("i8042: ignoring command {other:#x}"),
         }
@@ -100,7 +111,7 @@ impl I8042Device {
             Some(CMD_WRITE_OUTPUT_PORT) => self.output_port = value,
             // "Write output buffer": the byte comes back as if the device had sent it (Linux
             // probes the AUX port this way).
-            Some(_) => self.output.push_back(value),
+            Some(_) => self.put(value),
             // No keyboard is attached: bytes for the keyboard itself go nowhere.
             None => {}
         }
@@ -176,6 +187,16 @@ mod tests {
         dev.write(COMMAND_OFFSET, &[CMD_READ_CONFIG]);
         assert_eq!(read(&mut dev, DATA_OFFSET), 0x31);
         assert!(evt.read().is_err(), "no reset from ordinary commands");
+    }
+
+    #[test]
+    fn repeated_commands_cannot_grow_the_output_queue() {
+        let (mut dev, _evt) = device();
+        for _ in 0..10_000 {
+            dev.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
+        }
+        assert_eq!(dev.output.len(), OUTPUT_CAPACITY);
+        assert_eq!(read(&mut dev, DATA_OFFSET), SELF_TEST_OK);
     }
 
     #[test]
