@@ -31,15 +31,8 @@ const AGENT_TIMEOUT_SECS: u64 = 6;
 #[test]
 #[ignore = "needs root, /dev/kvm, containerd and the guest kernel (guest-kernel/build.sh)"]
 fn vm_backend_boots_the_guest_then_fails_cleanly() {
-    assert!(
-        Path::new(KERNEL).is_file(),
-        "{KERNEL} missing: run guest-kernel/build.sh"
-    );
-    let _serial = common::serial();
-    let ctd = Containerd::start("vm");
-    let config = ctd.write_vm_config(
-        KERNEL,
-        &initramfs::stand_in(&ctd.dir),
+    let (_serial, ctd, config) = with_mute_guest(
+        "vm",
         &format!("agent_timeout_secs = {AGENT_TIMEOUT_SECS}\n"),
     );
 
@@ -87,46 +80,15 @@ fn vm_backend_boots_the_guest_then_fails_cleanly() {
         "no kernel log lines in the console tail:\n{stderr}"
     );
 
-    let state_text = state.to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let vmms: Vec<u32> = common::processes()
-            .into_iter()
-            .filter(|(pid, argv)| {
-                common::alive(*pid) && argv.iter().any(|a| a.contains(&state_text))
-            })
-            .map(|(pid, _)| pid)
-            .collect();
-        let shims = ctd.shim_pids();
-        let mounts = ctd.mounts();
-        if vmms.is_empty() && shims.is_empty() && mounts.is_empty() && !state.exists() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: VMM {vmms:?}, shims {shims:?}, mounts {mounts:?}, state {}",
-            state.exists()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_vm_clean(&ctd, &state, &[], &[]);
     let _ = ctd.ctr(&["containers", "rm", "vm1"]);
 }
 
 #[test]
 #[ignore = "needs root, /dev/kvm, containerd and the guest kernel (guest-kernel/build.sh)"]
 fn killed_shim_takes_its_vmm_along() {
-    assert!(
-        Path::new(KERNEL).is_file(),
-        "{KERNEL} missing: run guest-kernel/build.sh"
-    );
-    let _serial = common::serial();
-    let ctd = Containerd::start("vmkill");
     // Long enough for the test to find the booting VMM and kill the shim under it.
-    let config = ctd.write_vm_config(
-        KERNEL,
-        &initramfs::stand_in(&ctd.dir),
-        "agent_timeout_secs = 60\n",
-    );
+    let (_serial, ctd, config) = with_mute_guest("vmkill", "agent_timeout_secs = 60\n");
     let mut run = Command::new("ctr")
         .arg("--address")
         .arg(&ctd.socket)
@@ -195,6 +157,22 @@ fn require_vm_host() {
         Path::new(INITRAMFS).is_file(),
         "{INITRAMFS} missing: run rootfs/build-initramfs.sh"
     );
+}
+
+/// A private containerd (tests run one at a time) whose rust-vm configuration boots the real
+/// guest kernel with a stand-in `/init` that never answers: deterministic failure paths.
+fn with_mute_guest(
+    name: &str,
+    extra_config: &str,
+) -> (std::sync::MutexGuard<'static, ()>, Containerd, PathBuf) {
+    assert!(
+        Path::new(KERNEL).is_file(),
+        "{KERNEL} missing: run guest-kernel/build.sh"
+    );
+    let serial = common::serial();
+    let ctd = Containerd::start(name);
+    let config = ctd.write_vm_config(KERNEL, &initramfs::stand_in(&ctd.dir), extra_config);
+    (serial, ctd, config)
 }
 
 /// A rust-vm configuration selecting the `vm` back-end with the documented defaults (installed
