@@ -162,6 +162,8 @@ impl VirtioCommon {
 
 /// A virtio device as the transport sees it. Devices keep their shared state in a
 /// [`VirtioCommon`]; the provided methods cover the transport's needs from it.
+// Each device implements the same four accessors (type, common state, config space): that is
+// the trait's shape, not a twin to merge.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (VIRTIO_ID_*).
     fn device_type(&self) -> u32;
