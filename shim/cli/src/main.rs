@@ -41,7 +41,7 @@ pub struct Global {
     pub log: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// error, warn, info, debug or trace [config: log_level; default warn].
+    /// off, error, warn, info, debug or trace [config: log_level; default warn].
     #[arg(long, global = true)]
     pub log_level: Option<LogLevel>,
     /// Same as --log-level debug (runc compatibility).
