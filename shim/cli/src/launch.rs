@@ -79,7 +79,7 @@ pub fn create(
         init_pid: created.guest_pid,
         pid: created.pid,
         created: state::rfc3339_now(),
-        annotations: new_annotations(bundle),
+        annotations: rust_vm_sandbox::hooks::annotations(&bundle.spec),
     };
     dir.write_record(&record)?;
     Ok(Owned {
@@ -88,16 +88,6 @@ pub fn create(
         record,
         relay: created.stdio,
     })
-}
-
-fn new_annotations(bundle: &Bundle) -> std::collections::BTreeMap<String, String> {
-    bundle
-        .spec
-        .annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
 }
 
 /// Waits for the container's init to exit, records it, and shuts the pod down.

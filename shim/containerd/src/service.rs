@@ -30,7 +30,7 @@ use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
 use rust_vm_protocol::{ClientError, ContainerStats, ErrorCode, Exec};
-use rust_vm_sandbox::hooks::{self, OciState, Stage, OCI_VERSION};
+use rust_vm_sandbox::hooks::{self, OciState, Stage};
 use rust_vm_sandbox::{Chain, NewContainer, Pod};
 
 use crate::config;
@@ -72,20 +72,8 @@ impl Container {
     /// `rust_vm_sandbox::hooks`). poststart and poststop failures are warnings, as the runtime
     /// spec says: the process already runs, or is gone.
     fn run_host_hooks(&self, stage: Stage, status: &str, pid: u32) {
-        let state = OciState {
-            oci_version: OCI_VERSION.to_string(),
-            id: self.id.clone(),
-            status: status.to_string(),
-            pid: i32::try_from(pid).unwrap_or(0),
-            bundle: PathBuf::from(&self.bundle),
-            annotations: self
-                .spec
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        };
+        let pid = i32::try_from(pid).unwrap_or(0);
+        let state = OciState::new(&self.id, status, pid, Path::new(&self.bundle), &self.spec);
         if let Err(err) = hooks::run(&self.spec, stage, &state) {
             log::warn!("container {}: {}", self.id, Chain(&err));
         }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,29 @@ pub struct OciState {
     pub bundle: PathBuf,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+impl OciState {
+    /// The state of container `id` of `bundle`, with `spec`'s annotations.
+    pub fn new(id: &str, status: &str, pid: i32, bundle: &Path, spec: &Spec) -> OciState {
+        OciState {
+            oci_version: OCI_VERSION.to_string(),
+            id: id.to_string(),
+            status: status.to_string(),
+            pid,
+            bundle: bundle.to_path_buf(),
+            annotations: annotations(spec),
+        }
+    }
+}
+
+/// A spec's annotations, sorted.
+pub fn annotations(spec: &Spec) -> BTreeMap<String, String> {
+    spec.annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@
 //! ours), as runc reports; on `vm` it is the VMM's pid, the process's host-side representative
 //! (as Kata reports), since the process itself lives in the guest.
 
-use std::collections::BTreeMap;
 use std::error::Error;
 use std::fs;
 use std::io;
@@ -27,7 +26,7 @@ use rust_vm_protocol::{
     Address, Client, ClientError, ConsoleSize, CreateContainer, ErrorCode, RootfsSource,
 };
 
-use crate::hooks::{self, HookError, OciState, Stage, OCI_VERSION};
+use crate::hooks::{self, HookError, OciState, Stage};
 use crate::sandbox::process::host_pid_in_namespace;
 use crate::{Backend, Chain, Sandbox, SandboxConfig, SandboxError};
 
@@ -290,14 +289,7 @@ impl Pod {
             }
         };
         let pid = self.host_pid(created.pid);
-        let state = OciState {
-            oci_version: OCI_VERSION.to_string(),
-            id: new.id.to_string(),
-            status: "created".to_string(),
-            pid,
-            bundle: new.bundle.to_path_buf(),
-            annotations: annotations(new.spec),
-        };
+        let state = OciState::new(new.id, "created", pid, new.bundle, new.spec);
         for stage in [Stage::Prestart, Stage::CreateRuntime] {
             if let Err(err) = hooks::run(new.spec, stage, &state) {
                 drop(stdio);
@@ -399,12 +391,4 @@ impl Pod {
             Err(_) => Ok(()),
         }
     }
-}
-
-fn annotations(spec: &Spec) -> BTreeMap<String, String> {
-    spec.annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
 }
