@@ -39,6 +39,20 @@ build_rust() {
     cargo build --release --workspace
 }
 
+# virtiofsd, the virtio-fs project's vhost-user file server, one per pod (docs/virtio-fs.md).
+# Pinned; installed from crates.io with its lock file. Skipped when that version is installed.
+VIRTIOFSD_VERSION=1.14.0
+VIRTIOFSD_ROOT=/usr/local/lib/rust-vm
+build_virtiofsd() {
+    local bin=$VIRTIOFSD_ROOT/bin/virtiofsd
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qF "$VIRTIOFSD_VERSION"; then
+        step "virtiofsd $VIRTIOFSD_VERSION: installed ($bin)"
+        return
+    fi
+    step "virtiofsd $VIRTIOFSD_VERSION: building from crates.io into $VIRTIOFSD_ROOT"
+    cargo install --locked --quiet --root "$VIRTIOFSD_ROOT" --version "$VIRTIOFSD_VERSION" virtiofsd
+}
+
 build_initramfs() {
     step "guest initramfs (the static agent as /init; cached by the agent's hash)"
     rootfs/build-initramfs.sh >/dev/null
@@ -59,6 +73,7 @@ esac
 install_packages
 build_guest_kernel
 build_rust
+build_virtiofsd
 build_initramfs
 step "set-up done"
 if ! $prepare_only; then
