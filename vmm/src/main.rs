@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use vmm::builder::build_microvm;
 use vmm::config::{
-    BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SerialOutput, VmmConfig,
+    BlockDeviceConfig, CpuTemplate, FsDeviceConfig, LogLevel, ReflectMode, SerialOutput, VmmConfig,
     VsockDeviceConfig,
 };
 
@@ -47,6 +47,10 @@ struct Cli {
     /// Host Unix socket of the vsock device (needs --vsock-cid).
     #[arg(long = "vsock-uds", value_name = "PATH", requires = "vsock_cid")]
     vsock_uds: Option<PathBuf>,
+    /// virtio-fs device served by a vhost-user back-end (virtiofsd) listening on SOCKET;
+    /// repeat for more.
+    #[arg(long, value_name = "SOCKET,tag=TAG[,queues=N][,queue_size=N]")]
+    fs: Vec<FsDeviceConfig>,
     /// Serial console output: `stdout` or a file path [default: stdout].
     #[arg(long, value_name = "stdout|PATH")]
     serial: Option<SerialOutput>,
@@ -80,6 +84,7 @@ impl Cli {
             mem_mib: self.mem_mib,
             block: self.block,
             vsock,
+            fs: self.fs,
             serial: self.serial,
             cpu_template: self.cpu_template,
             log_level: self.log_level,

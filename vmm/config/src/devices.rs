@@ -99,6 +99,78 @@ pub struct VsockDeviceConfig {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-fs device whose file server is a vhost-user back-end (virtiofsd) listening on
+/// `socket`; the guest mounts it by `tag` (`mount -t virtiofs TAG DIR`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsDeviceConfig {
+    /// The back-end's vhost-user socket (it listens; the VMM connects at start).
+    pub socket: PathBuf,
+    /// At most [`crate::MAX_FS_TAG_LEN`] bytes, unique among the VM's file systems.
+    pub tag: String,
+    /// Request queues besides the high-priority one [default: 1].
+    #[serde(default = "default_fs_request_queues")]
+    pub request_queues: u16,
+    /// Entries per queue, a power of two [default: 1024].
+    #[serde(default = "default_fs_queue_size")]
+    pub queue_size: u16,
+}
+
+pub const DEFAULT_FS_REQUEST_QUEUES: u16 = 1;
+pub const DEFAULT_FS_QUEUE_SIZE: u16 = 1024;
+
+fn default_fs_request_queues() -> u16 {
+    DEFAULT_FS_REQUEST_QUEUES
+}
+
+fn default_fs_queue_size() -> u16 {
+    DEFAULT_FS_QUEUE_SIZE
+}
+
+impl FromStr for FsDeviceConfig {
+    type Err = ConfigError;
+
+    /// `SOCKET,tag=TAG[,queues=N][,queue_size=N]`, as given to `--fs`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| ConfigError::InvalidValue {
+            field: "--fs",
+            value: s.to_string(),
+            reason,
+        };
+        let mut parts = s.split(',');
+        let socket = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| invalid("expected SOCKET,tag=TAG".into()))?;
+        let mut fs = FsDeviceConfig {
+            socket: PathBuf::from(socket),
+            tag: String::new(),
+            request_queues: DEFAULT_FS_REQUEST_QUEUES,
+            queue_size: DEFAULT_FS_QUEUE_SIZE,
+        };
+        for option in parts {
+            let number = |v: &str| {
+                v.parse::<u16>()
+                    .map_err(|e| invalid(format!("{option:?}: {e}")))
+            };
+            match option.split_once('=') {
+                Some(("tag", tag)) => fs.tag = tag.to_string(),
+                Some(("queues", n)) => fs.request_queues = number(n)?,
+                Some(("queue_size", n)) => fs.queue_size = number(n)?,
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown option {option:?} (expected tag=TAG, queues=N or queue_size=N)"
+                    )))
+                }
+            }
+        }
+        if fs.tag.is_empty() {
+            return Err(invalid("no tag=TAG".into()));
+        }
+        Ok(fs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +184,24 @@ mod tests {
         assert!(!"/img".parse::<BlockDeviceConfig>().unwrap().read_only);
         assert!("/img,rw".parse::<BlockDeviceConfig>().is_err());
         assert!("".parse::<BlockDeviceConfig>().is_err());
+    }
+
+    #[test]
+    fn fs_flag_syntax() {
+        let fs: FsDeviceConfig = "/s.sock,tag=share,queues=2".parse().unwrap();
+        assert_eq!(fs.socket, PathBuf::from("/s.sock"));
+        assert_eq!(fs.tag, "share");
+        assert_eq!(
+            (fs.request_queues, fs.queue_size),
+            (2, DEFAULT_FS_QUEUE_SIZE)
+        );
+        assert!("/s.sock".parse::<FsDeviceConfig>().is_err());
+        assert!("/s.sock,tag=a,cache=always"
+            .parse::<FsDeviceConfig>()
+            .is_err());
+        assert!("/s.sock,tag=a,queues=x".parse::<FsDeviceConfig>().is_err());
+        let json: FsDeviceConfig = serde_json::from_str(r#"{"socket":"/s","tag":"t"}"#).unwrap();
+        assert_eq!(json.request_queues, DEFAULT_FS_REQUEST_QUEUES);
     }
 
     #[test]

@@ -17,9 +17,12 @@ mod options;
 mod vm;
 
 pub use cmdline::{BASE_CMDLINE, DEFAULT_CMDLINE};
-pub use devices::{BlockDeviceConfig, SerialOutput, VsockDeviceConfig};
+pub use devices::{
+    BlockDeviceConfig, FsDeviceConfig, SerialOutput, VsockDeviceConfig, DEFAULT_FS_QUEUE_SIZE,
+    DEFAULT_FS_REQUEST_QUEUES,
+};
 pub use options::{CpuTemplate, LogLevel, ReflectMode};
 pub use vm::{
     ConfigError, HostLimits, VmConfig, VmmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_BLOCK_ID_LEN,
-    MAX_VCPUS, MIN_GUEST_CID, MIN_MEM_MIB,
+    MAX_FS_TAG_LEN, MAX_QUEUE_SIZE, MAX_REQUEST_QUEUES, MAX_VCPUS, MIN_GUEST_CID, MIN_MEM_MIB,
 };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SerialOutput};
-use crate::{VsockDeviceConfig, DEFAULT_CMDLINE};
+use crate::{FsDeviceConfig, VsockDeviceConfig, DEFAULT_CMDLINE};
 
 pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEM_MIB: u64 = 128;
@@ -19,6 +19,13 @@ pub const MAX_VCPUS: u32 = 254;
 pub const MIN_GUEST_CID: u32 = 3;
 /// virtio-blk's serial (VIRTIO_BLK_T_GET_ID) is 20 bytes.
 pub const MAX_BLOCK_ID_LEN: usize = 20;
+/// virtio-fs's tag field is 36 bytes.
+pub const MAX_FS_TAG_LEN: usize = 36;
+/// Request queues of one virtio-fs device (plus its high-priority queue): more would only cost
+/// eventfds and backend threads.
+pub const MAX_REQUEST_QUEUES: u16 = 63;
+/// virtio queues hold at most 2^15 entries.
+pub const MAX_QUEUE_SIZE: u16 = 32768;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +60,18 @@ pub enum ConfigError {
     },
     #[error("block[{index}].id {id:?} is {} bytes: at most {MAX_BLOCK_ID_LEN} fit", id.len())]
     BlockId { index: usize, id: String },
+    #[error("fs[{index}].tag {tag:?}: {reason}")]
+    FsTag {
+        index: usize,
+        tag: String,
+        reason: String,
+    },
+    #[error("fs[{index}].request_queues is {value}: it must be between 1 and {max}")]
+    FsQueues { index: usize, value: u16, max: u16 },
+    #[error("fs[{index}].queue_size is {value}: it must be a power of two up to {MAX_QUEUE_SIZE}")]
+    FsQueueSize { index: usize, value: u16 },
+    #[error("fs[{index}].socket {}: its directory does not exist", path.display())]
+    FsSocketDirMissing { index: usize, path: PathBuf },
     #[error("vsock.guest_cid is {0}: it must be between {MIN_GUEST_CID} and {max}", max = u32::MAX - 1)]
     GuestCid(u32),
     #[error("vsock.uds_path {}: its directory does not exist", .0.display())]
@@ -84,6 +103,8 @@ pub struct VmmConfig {
     pub block: Vec<BlockDeviceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockDeviceConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<FsDeviceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<SerialOutput>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,7 +132,7 @@ impl VmmConfig {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// `self` with every setting present in `over` replaced; block devices are appended.
+    /// `self` with every setting present in `over` replaced; block and fs devices are appended.
     pub fn merge(mut self, over: VmmConfig) -> Self {
         self.kernel = over.kernel.or(self.kernel);
         self.initrd = over.initrd.or(self.initrd);
@@ -120,6 +141,7 @@ impl VmmConfig {
         self.mem_mib = over.mem_mib.or(self.mem_mib);
         self.block.extend(over.block);
         self.vsock = over.vsock.or(self.vsock);
+        self.fs.extend(over.fs);
         self.serial = over.serial.or(self.serial);
         self.cpu_template = over.cpu_template.or(self.cpu_template);
         self.log_level = over.log_level.or(self.log_level);
@@ -139,6 +161,7 @@ impl VmmConfig {
             mem_mib: self.mem_mib.unwrap_or(DEFAULT_MEM_MIB),
             block: self.block,
             vsock: self.vsock,
+            fs: self.fs,
             serial: self.serial.unwrap_or_default(),
             cpu_template: self.cpu_template.unwrap_or_default(),
             log_level: self.log_level.unwrap_or_default(),
@@ -157,6 +180,7 @@ impl From<VmConfig> for VmmConfig {
             mem_mib: Some(c.mem_mib),
             block: c.block,
             vsock: c.vsock,
+            fs: c.fs,
             serial: Some(c.serial),
             cpu_template: Some(c.cpu_template),
             log_level: Some(c.log_level),
@@ -175,6 +199,8 @@ pub struct VmConfig {
     pub mem_mib: u64,
     pub block: Vec<BlockDeviceConfig>,
     pub vsock: Option<VsockDeviceConfig>,
+    /// virtio-fs devices; guest memory is shared with their back-ends (a memfd) when any is set.
+    pub fs: Vec<FsDeviceConfig>,
     pub serial: SerialOutput,
     pub cpu_template: CpuTemplate,
     pub log_level: LogLevel,
@@ -260,6 +286,35 @@ impl VmConfig {
                 return Err(ConfigError::GuestCid(vsock.guest_cid));
             }
         }
+        for (index, fs) in self.fs.iter().enumerate() {
+            let tag_error = |reason: &str| ConfigError::FsTag {
+                index,
+                tag: fs.tag.clone(),
+                reason: reason.to_string(),
+            };
+            if fs.tag.is_empty() {
+                return Err(tag_error("it is empty"));
+            }
+            if fs.tag.len() > MAX_FS_TAG_LEN {
+                return Err(tag_error(&format!("more than {MAX_FS_TAG_LEN} bytes")));
+            }
+            if self.fs[..index].iter().any(|other| other.tag == fs.tag) {
+                return Err(tag_error("another file system has it"));
+            }
+            if fs.request_queues == 0 || fs.request_queues > MAX_REQUEST_QUEUES {
+                return Err(ConfigError::FsQueues {
+                    index,
+                    value: fs.request_queues,
+                    max: MAX_REQUEST_QUEUES,
+                });
+            }
+            if !fs.queue_size.is_power_of_two() || fs.queue_size > MAX_QUEUE_SIZE {
+                return Err(ConfigError::FsQueueSize {
+                    index,
+                    value: fs.queue_size,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -302,6 +357,15 @@ impl VmConfig {
                 .filter(|d| !d.as_os_str().is_empty());
             if dir.is_some_and(|d| !d.is_dir()) {
                 return Err(ConfigError::SocketDirMissing(vsock.uds_path.clone()));
+            }
+        }
+        for (index, fs) in self.fs.iter().enumerate() {
+            let dir = fs.socket.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                return Err(ConfigError::FsSocketDirMissing {
+                    index,
+                    path: fs.socket.clone(),
+                });
             }
         }
         Ok(())
@@ -375,6 +439,60 @@ mod tests {
         assert_eq!(config.cpu_template, CpuTemplate::Host);
         assert_eq!(config.log_level, LogLevel::Debug);
         assert_eq!(config.reflect_emulation_failures, ReflectMode::On);
+    }
+
+    #[test]
+    fn fs_devices_need_a_short_unique_tag_and_sane_queues() {
+        let fs = |tag: &str| crate::FsDeviceConfig {
+            socket: "/run/fs.sock".into(),
+            tag: tag.into(),
+            request_queues: 1,
+            queue_size: 1024,
+        };
+        let mut config = config_with_kernel();
+        config.fs = vec![fs("share")];
+        config.check_values().unwrap();
+        config.fs = vec![fs("share"), fs("share")];
+        let err = config.check_values().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fs[1].tag \"share\": another file system has it"
+        );
+        config.fs = vec![fs(&"t".repeat(MAX_FS_TAG_LEN + 1))];
+        assert!(matches!(
+            config.check_values(),
+            Err(ConfigError::FsTag { .. })
+        ));
+        config.fs = vec![fs("")];
+        assert!(matches!(
+            config.check_values(),
+            Err(ConfigError::FsTag { .. })
+        ));
+        let mut bad = fs("a");
+        bad.queue_size = 1000;
+        config.fs = vec![bad.clone()];
+        assert!(matches!(
+            config.check_values(),
+            Err(ConfigError::FsQueueSize {
+                index: 0,
+                value: 1000
+            })
+        ));
+        bad.queue_size = 1024;
+        bad.request_queues = 0;
+        config.fs = vec![bad];
+        assert!(matches!(
+            config.check_values(),
+            Err(ConfigError::FsQueues { .. })
+        ));
+        let mut missing = fs("a");
+        missing.socket = "/nonexistent/dir/fs.sock".into();
+        config.fs = vec![missing];
+        let err = config.validate(&HostLimits::new(8)).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/dir/fs.sock"),
+            "{err}"
+        );
     }
 
     #[test]

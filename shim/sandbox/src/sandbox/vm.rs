@@ -165,6 +165,7 @@ pub(super) fn vmm_config(
             guest_cid: GUEST_CID,
             uds_path: paths.socket.clone(),
         }),
+        fs: Vec::new(),
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
         log_level: config.log_level,
