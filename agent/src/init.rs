@@ -112,6 +112,23 @@ fn mount_one(m: &Mount) -> anyhow::Result<()> {
     }
 }
 
+/// Mounts the pod's virtio-fs share (see `rust_vm_protocol::GUEST_SHARE_DIR`). Device nodes on
+/// it are not honoured: containers get their /dev from the agent, never from the host.
+pub fn mount_share(tag: &str) -> anyhow::Result<()> {
+    let dir = rust_vm_protocol::GUEST_SHARE_DIR;
+    fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    mount(
+        Some(tag),
+        dir,
+        Some("virtiofs"),
+        MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting the virtio-fs share {tag:?} on {dir}"))?;
+    log::info!("virtio-fs share {tag:?} mounted on {dir}");
+    Ok(())
+}
+
 fn enable_controllers() {
     let control = Path::new("/sys/fs/cgroup/cgroup.subtree_control");
     for controller in CGROUP_CONTROLLERS {

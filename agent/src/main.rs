@@ -50,6 +50,10 @@ struct Args {
     /// Directory for per-container state (block-device rootfs mount points).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Init mode: mount the virtio-fs file system with this tag at /run/rust-vm/share (the pod's
+    /// share from the host); the agent powers off when it cannot.
+    #[arg(long, value_name = "TAG")]
+    share: Option<String>,
     /// Keep logging to stderr in init mode instead of switching to /dev/console.
     #[arg(long)]
     log_stderr: bool,
@@ -85,6 +89,14 @@ fn main() -> ExitCode {
         if !args.log_stderr {
             if let Some(console) = init::open_console() {
                 logger::use_console(console);
+            }
+        }
+        if let Some(tag) = &args.share {
+            // Without its share the pod cannot create a container: say why and stop, so the
+            // host reports the console's last words instead of a missing directory later.
+            if let Err(e) = init::mount_share(tag) {
+                log::error!("{e:#}");
+                init::power_off();
             }
         }
     }

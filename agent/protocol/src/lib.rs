@@ -19,3 +19,9 @@ pub use error_chain::{error_chain, Chain};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_SIZE};
 pub use message::*;
 pub use transport::{connect, Address, TransportError, DEFAULT_VSOCK_PORT};
+
+/// The virtio-fs tag of a pod's share: the host's per-sandbox export (docs/virtio-fs.md).
+pub const SHARE_TAG: &str = "rust-vm-share";
+/// Where the agent mounts the pod's share in the guest. Container `<id>` finds its root file
+/// system at `<dir>/<id>/rootfs` and its bind-mount sources under `<dir>/<id>/mounts/`.
+pub const GUEST_SHARE_DIR: &str = "/run/rust-vm/share";

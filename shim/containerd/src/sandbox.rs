@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::types::mount::Mount;
 use rust_vm_sandbox::config::ConfigError;
-use rust_vm_sandbox::{Pod, PodError, RuntimeConfig};
+use rust_vm_sandbox::{Pod, PodError, RootfsMode, RuntimeConfig};
 use thiserror::Error;
 
 use crate::mounts::{self, MountError};
@@ -53,8 +53,9 @@ fn short_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Starts the sandbox of pod `id` with the first container's rootfs directory. A `pod` (CRI
-/// sandbox) gets `pod_disk_slots` spare disks for the containers that join it later.
+/// Starts the sandbox of pod `id` with the first container's rootfs directory. Containers that
+/// join later come in through the pod's share; with `rootfs = "block"` a `pod` (CRI sandbox)
+/// gets `pod_disk_slots` spare disks for them instead.
 pub fn start(
     namespace: &str,
     id: &str,
@@ -71,7 +72,7 @@ pub fn start(
     }
     let mut cfg = runtime.sandbox_config(id, &dir);
     cfg.rootfs = Some(first_rootfs.to_owned());
-    if pod {
+    if pod && runtime.rootfs == RootfsMode::Block {
         cfg.disk_slots = runtime.pod_disk_slots;
     }
     Ok(Pod::start(cfg)?)

@@ -15,7 +15,7 @@ use crate::host::{
     HARDWARE_AGENT_TIMEOUT,
 };
 use crate::sandbox::SandboxConfig;
-use crate::settings::{Backend, LogLevel};
+use crate::settings::{Backend, LogLevel, RootfsMode, VirtiofsCache};
 
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rust-vm/config.toml";
@@ -36,6 +36,11 @@ pub const DEFAULT_POD_DISK_SLOTS: usize = 4;
 pub const DEFAULT_POD_DISK_MAX_MIB: u64 = 4096;
 /// virtio-mmio has room for 19 devices here; the boot disk and vsock take two.
 pub const MAX_POD_DISK_SLOTS: usize = 16;
+/// virtiofsd as scripts/setup.sh installs it.
+pub const DEFAULT_VIRTIOFSD: &str = "/usr/local/lib/rust-vm/bin/virtiofsd";
+pub const DEFAULT_VIRTIOFS_THREADS: usize = 0;
+/// More virtiofsd threads than this only cost memory.
+pub const MAX_VIRTIOFS_THREADS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -93,6 +98,15 @@ pub struct RuntimeConfig {
     pub pod_disk_slots: usize,
     /// `vm`: size of each pod disk slot in MiB: the most one later container's rootfs may take.
     pub pod_disk_max_mib: u64,
+    /// `vm`: `virtio-fs` (default: containers' root file systems through the pod's share, no
+    /// copy) or `block` (an ext4 copy on virtio-blk; later pod members need `pod_disk_slots`).
+    pub rootfs: RootfsMode,
+    /// `vm`: the virtiofsd binary (installed by scripts/setup.sh).
+    pub virtiofsd: PathBuf,
+    /// `vm`: virtiofsd's cache mode: `never`, `auto` (default) or `always` (docs/virtio-fs.md).
+    pub virtiofs_cache: VirtiofsCache,
+    /// `vm`: virtiofsd's thread pool size; 0 (default) serves requests on the queue's thread.
+    pub virtiofs_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -112,6 +126,10 @@ impl Default for RuntimeConfig {
             emulation_workarounds: Workarounds::default(),
             pod_disk_slots: DEFAULT_POD_DISK_SLOTS,
             pod_disk_max_mib: DEFAULT_POD_DISK_MAX_MIB,
+            rootfs: RootfsMode::default(),
+            virtiofsd: PathBuf::from(DEFAULT_VIRTIOFSD),
+            virtiofs_cache: VirtiofsCache::default(),
+            virtiofs_threads: DEFAULT_VIRTIOFS_THREADS,
         }
     }
 }
@@ -179,6 +197,12 @@ impl RuntimeConfig {
         if self.pod_disk_max_mib < 16 {
             return Err(invalid("pod_disk_max_mib", "must be at least 16 (MiB)"));
         }
+        if self.virtiofs_threads > MAX_VIRTIOFS_THREADS {
+            return Err(invalid(
+                "virtiofs_threads",
+                &format!("must be at most {MAX_VIRTIOFS_THREADS}"),
+            ));
+        }
         Ok(())
     }
 
@@ -218,6 +242,10 @@ impl RuntimeConfig {
             emulating_host,
             log_level: self.log_level,
             rootfs: None,
+            rootfs_mode: self.rootfs,
+            virtiofsd: self.virtiofsd.clone(),
+            virtiofs_cache: self.virtiofs_cache,
+            virtiofs_threads: self.virtiofs_threads,
             console_log: None,
             // Only a pod's sandbox gets slots (the containerd shim sets them).
             disk_slots: 0,
@@ -313,6 +341,34 @@ mod tests {
         let msg = error_chain(&err);
         assert_eq!(msg.matches("unknown CPU template").count(), 1, "{msg}");
         assert!(msg.contains("host, conservative"), "{msg}");
+    }
+
+    #[test]
+    fn share_settings_parse_and_bad_ones_are_named() {
+        let cfg = RuntimeConfig::parse(
+            "rootfs = \"block\"\nvirtiofs_cache = \"never\"\nvirtiofs_threads = 4\nvirtiofsd = \"/opt/v\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.rootfs, RootfsMode::Block);
+        let sb = cfg.sandbox_config("s", Path::new("/run/s"));
+        assert_eq!(sb.rootfs_mode, RootfsMode::Block);
+        assert_eq!(sb.virtiofs_cache, VirtiofsCache::Never);
+        assert_eq!(
+            (sb.virtiofs_threads, sb.virtiofsd.as_path()),
+            (4, Path::new("/opt/v"))
+        );
+        let defaults = RuntimeConfig::default();
+        assert_eq!(defaults.rootfs, RootfsMode::VirtioFs);
+        assert_eq!(defaults.virtiofs_cache, VirtiofsCache::Auto);
+        let err = RuntimeConfig::parse("rootfs = \"nfs\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            error_chain(&err).contains("virtio-fs"),
+            "{}",
+            error_chain(&err)
+        );
+        let err = RuntimeConfig::parse("virtiofs_threads = 65\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("virtiofs_threads"), "{err}");
     }
 
     #[test]

@@ -31,4 +31,4 @@ pub use pod::{Created, NewContainer, Pod, PodError};
 pub use rust_vm_protocol as protocol;
 pub use rust_vm_protocol::{error_chain, Chain};
 pub use sandbox::{LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};
-pub use settings::{Backend, LogLevel};
+pub use settings::{Backend, LogLevel, RootfsMode, VirtiofsCache};

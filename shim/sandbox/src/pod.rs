@@ -78,9 +78,19 @@ impl PodError {
     }
 }
 
+/// What the owner thread needs to prepare a container (see [`Sandbox::prepare_container`]).
+struct Prepare {
+    id: String,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    spec: Spec,
+}
+
+type Prepared = (RootfsSource, Spec);
+
 enum Command {
-    Rootfs(PathBuf, Sender<Result<RootfsSource, SandboxError>>),
-    ReleaseRootfs(PathBuf, Sender<Result<(), SandboxError>>),
+    Prepare(Box<Prepare>, Sender<Result<Prepared, SandboxError>>),
+    Release(String, PathBuf, Sender<Result<(), SandboxError>>),
     CheckAlive(Sender<Result<(), SandboxError>>),
     Shutdown(Sender<Result<(), SandboxError>>),
 }
@@ -142,11 +152,13 @@ impl Pod {
                 let _ = ready_tx.send(Ok((sandbox.agent_address().clone(), sandbox.pid())));
                 for command in command_rx {
                     match command {
-                        Command::Rootfs(dir, reply) => {
-                            let _ = reply.send(sandbox.rootfs_source(&dir));
+                        Command::Prepare(p, reply) => {
+                            let _ = reply.send(
+                                sandbox.prepare_container(&p.id, &p.bundle, &p.rootfs, &p.spec),
+                            );
                         }
-                        Command::ReleaseRootfs(dir, reply) => {
-                            let _ = reply.send(sandbox.release_rootfs(&dir));
+                        Command::Release(id, rootfs, reply) => {
+                            let _ = reply.send(sandbox.release_container(&id, &rootfs));
                         }
                         Command::CheckAlive(reply) => {
                             let _ = reply.send(sandbox.check_alive());
@@ -256,8 +268,13 @@ impl Pod {
     where
         E: Into<Box<dyn Error + Send + Sync>>,
     {
-        let spec = hooks::for_agent(new.spec)?;
-        let rootfs = self.ask(|tx| Command::Rootfs(new.rootfs.to_path_buf(), tx))?;
+        let prepare = Prepare {
+            id: new.id.to_string(),
+            bundle: new.bundle.to_path_buf(),
+            rootfs: new.rootfs.to_path_buf(),
+            spec: hooks::for_agent(new.spec)?,
+        };
+        let (rootfs, spec) = self.ask(|tx| Command::Prepare(Box::new(prepare), tx))?;
         let request = CreateContainer {
             container_id: new.id.to_string(),
             spec: Box::new(spec),
@@ -269,7 +286,7 @@ impl Pod {
         let created = match self.client.create_container(request) {
             Ok(created) => created,
             Err(err) => {
-                self.release_rootfs_logged(new.id, new.rootfs);
+                self.release_logged(new.id, new.rootfs);
                 return Err(self.create_failure(new.id, err));
             }
         };
@@ -321,7 +338,8 @@ impl Pod {
     }
 
     /// Removes a container from the agent (killing what is left of it; one it does not know is
-    /// fine), then frees the rootfs slot that `rootfs` took, so a later container can use it.
+    /// fine), then takes it out of the pod's share and frees the rootfs slot that `rootfs` took,
+    /// so a later container can use it.
     pub fn remove_container(&self, id: &str, rootfs: &Path) -> Result<(), PodError> {
         match self.client.remove_container(id, true) {
             Ok(()) => {}
@@ -333,12 +351,16 @@ impl Pod {
                 })
             }
         }
-        self.ask(|tx| Command::ReleaseRootfs(rootfs.to_path_buf(), tx))
+        self.ask(|tx| Command::Release(id.to_string(), rootfs.to_path_buf(), tx))
     }
 
-    fn release_rootfs_logged(&self, id: &str, rootfs: &Path) {
-        if let Err(err) = self.ask(|tx| Command::ReleaseRootfs(rootfs.to_path_buf(), tx)) {
-            log::warn!("freeing the rootfs slot of {id}: {}", Chain(&err));
+    fn release_logged(&self, id: &str, rootfs: &Path) {
+        if let Err(err) = self.ask(|tx| Command::Release(id.to_string(), rootfs.to_path_buf(), tx))
+        {
+            log::warn!(
+                "releasing the share and rootfs slot of {id}: {}",
+                Chain(&err)
+            );
         }
     }
 

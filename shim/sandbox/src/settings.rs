@@ -47,3 +47,54 @@ impl FromStr for Backend {
 /// Log verbosity (`log_level`, `--log-level`): the VMM's levels, passed on to the VMM and the
 /// agent as they are.
 pub use vmm_config::LogLevel;
+
+/// How a container's root file system reaches the guest (`rootfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RootfsMode {
+    /// Through the pod's virtio-fs share, without a copy (docs/virtio-fs.md).
+    #[default]
+    #[serde(rename = "virtio-fs")]
+    VirtioFs,
+    /// Copied into an ext4 image on virtio-blk: the pod's first container's image is its boot
+    /// disk, later members need pod disk slots.
+    #[serde(rename = "block")]
+    Block,
+}
+
+impl RootfsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootfsMode::VirtioFs => "virtio-fs",
+            RootfsMode::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for RootfsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// virtiofsd's `--cache` (`virtiofs_cache`): how long the guest may trust what it cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtiofsCache {
+    /// Nothing cached: every access asks the host (host-side changes seen at once).
+    Never,
+    /// Cached for a short time (about a second), as NFS does.
+    #[default]
+    Auto,
+    /// Cached until the guest drops it: fastest, host-side changes may stay unseen.
+    Always,
+}
+
+impl VirtiofsCache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtiofsCache::Never => "never",
+            VirtiofsCache::Auto => "auto",
+            VirtiofsCache::Always => "always",
+        }
+    }
+}

@@ -13,6 +13,7 @@
 
 mod namespaces;
 pub mod process;
+pub mod share;
 pub mod slots;
 mod vm;
 
@@ -32,8 +33,9 @@ use vmm_config::CpuTemplate;
 
 use crate::rootfs::{self, ImageError, ImageOptions};
 pub use crate::settings::Backend;
-use crate::settings::LogLevel;
+use crate::settings::{LogLevel, RootfsMode, VirtiofsCache};
 use crate::{error_chain, Chain};
+use share::{Share, ShareError, ShareOptions};
 use slots::{DiskSlots, SlotError};
 
 /// The vsock port the agent listens on in the guest.
@@ -78,9 +80,18 @@ pub struct SandboxConfig {
     /// How long the agent may take to answer after the VMM (or agent) is started.
     pub agent_timeout: Duration,
     pub log_level: LogLevel,
-    /// A bundle rootfs directory to give the first container: `vm` builds an ext4 image of it and
-    /// attaches it as virtio-blk `/dev/vda` (devices cannot be added to a running VM).
+    /// A bundle rootfs directory to give the first container. With `rootfs_mode = block`, `vm`
+    /// builds an ext4 image of it and attaches it as virtio-blk `/dev/vda` (devices cannot be
+    /// added to a running VM); through the share it needs nothing at start.
     pub rootfs: Option<PathBuf>,
+    /// `vm`: how containers' root file systems reach the guest.
+    pub rootfs_mode: RootfsMode,
+    /// `vm`: the virtiofsd binary serving the pod's share.
+    pub virtiofsd: PathBuf,
+    /// `vm`: virtiofsd's cache mode.
+    pub virtiofs_cache: VirtiofsCache,
+    /// `vm`: virtiofsd's thread pool size (0: none).
+    pub virtiofs_threads: usize,
     /// Where to append the guest console (or agent log) when the sandbox ends; it is otherwise
     /// deleted with the state directory.
     pub console_log: Option<PathBuf>,
@@ -150,6 +161,8 @@ pub enum SandboxError {
     Slot(#[from] SlotError),
     #[error("the VMM configuration")]
     VmmConfig(#[source] vmm_config::ConfigError),
+    #[error("the pod's virtio-fs share")]
+    Share(#[from] ShareError),
 }
 
 /// The last lines of a log file, printed with a header naming the file.
@@ -237,6 +250,8 @@ pub(crate) struct Paths {
     pub vmm_config: PathBuf,
     /// `vm`: the VMM's own stdout and stderr.
     pub vmm_log: PathBuf,
+    /// `vm`: virtiofsd's socket and log.
+    pub share: share::Layout,
 }
 
 impl Paths {
@@ -251,6 +266,7 @@ impl Paths {
             image: dir.join("rootfs.ext4"),
             vmm_config: dir.join("vmm.json"),
             vmm_log: dir.join("vmm.log"),
+            share: share::Layout::new(dir),
         }
     }
 }
@@ -268,6 +284,8 @@ pub struct Sandbox {
     rootfs_dir: Option<PathBuf>,
     /// `vm`: the pod disk slots and which rootfs each holds.
     slots: Mutex<DiskSlots>,
+    /// `vm`: the pod's virtio-fs share and its virtiofsd.
+    share: Option<Share>,
     finished: bool,
 }
 
@@ -282,6 +300,13 @@ pub fn validate_id(id: &str) -> Result<(), SandboxError> {
         Ok(())
     } else {
         Err(SandboxError::InvalidId(id.to_string()))
+    }
+}
+
+impl SandboxConfig {
+    /// `vm`: whether the first container's rootfs is the boot disk (`rootfs_mode = block`).
+    pub fn boot_disk(&self) -> bool {
+        self.rootfs.is_some() && self.rootfs_mode == RootfsMode::Block
     }
 }
 
@@ -300,7 +325,7 @@ impl Sandbox {
                 &paths.dir,
                 config.disk_slots,
                 config.disk_slot_mib,
-                usize::from(config.rootfs.is_some()),
+                usize::from(config.boot_disk()),
             ),
             Backend::Namespaces => DiskSlots::new(&paths.dir, 0, 0, 0),
         };
@@ -348,10 +373,21 @@ impl Sandbox {
             pid: 0,
             client: None,
             agent: None,
+            share: None,
             finished: false,
         };
         let (child, pid) = match sandbox.config.backend {
             Backend::Vm => {
+                sandbox.share = Some(Share::start(
+                    &sandbox.config.id,
+                    &sandbox.paths.dir,
+                    &ShareOptions {
+                        virtiofsd: sandbox.config.virtiofsd.clone(),
+                        cache: sandbox.config.virtiofs_cache,
+                        thread_pool_size: sandbox.config.virtiofs_threads,
+                        log_level: sandbox.config.log_level,
+                    },
+                )?);
                 let slots = sandbox.slots.get_mut().unwrap_or_else(|e| e.into_inner());
                 vm::launch(&sandbox.config, &sandbox.paths, slots)?
             }
@@ -394,6 +430,17 @@ impl Sandbox {
         // A host agent listens within milliseconds, a guest within seconds: poll fast at first.
         let mut pause = Duration::from_millis(1);
         loop {
+            if let Some(share) = self.share.as_mut() {
+                let pid = share.virtiofsd_pid().unwrap_or(0);
+                if let Some(status) = share.virtiofsd_exited() {
+                    return Err(SandboxError::EarlyExit {
+                        what: "virtiofsd",
+                        pid,
+                        status: status.to_string(),
+                        logs: self.log_tails(),
+                    });
+                }
+            }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(SandboxError::EarlyExit {
@@ -452,6 +499,7 @@ impl Sandbox {
     fn log_tails(&self) -> LogTails {
         let mut tails = Vec::new();
         if self.config.backend == Backend::Vm {
+            tails.push(LogTail::read(&self.paths.share.log, LOG_TAIL_LINES));
             tails.push(LogTail::read(&self.paths.vmm_log, LOG_TAIL_LINES));
         }
         tails.push(LogTail::read(&self.paths.console, LOG_TAIL_LINES));
@@ -572,6 +620,61 @@ impl Sandbox {
         }
     }
 
+    /// What the agent needs to create container `id` from `spec`: where its root is
+    /// ([`Sandbox::rootfs_source`], or on `vm` with `rootfs_mode = virtio-fs` the share), and the
+    /// spec with every bind mount's host source replaced by its copy in the share (`vm`; the
+    /// `namespaces` agent sees host paths as they are). [`Sandbox::release_container`] undoes it.
+    pub fn prepare_container(
+        &self,
+        id: &str,
+        bundle: &Path,
+        bundle_rootfs: &Path,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(RootfsSource, oci_spec::runtime::Spec), SandboxError> {
+        let Some(share) = &self.share else {
+            return Ok((self.rootfs_source(bundle_rootfs)?, spec.clone()));
+        };
+        validate_id(id)?;
+        let (spec, binds) = share::plan(spec, id, bundle);
+        let (rootfs, through_share) = match self.config.rootfs_mode {
+            RootfsMode::VirtioFs => (
+                RootfsSource::Directory {
+                    path: share::guest_rootfs(id),
+                },
+                Some(bundle_rootfs),
+            ),
+            RootfsMode::Block => (self.rootfs_source(bundle_rootfs)?, None),
+        };
+        let started = Instant::now();
+        if let Err(err) = share.add_container(id, through_share, &binds) {
+            if through_share.is_none() {
+                self.release_rootfs(bundle_rootfs)?;
+            }
+            return Err(err.into());
+        }
+        log::info!(
+            "sandbox {}: container {id} in the share ({}{} bind mount(s)) in {:?}",
+            self.config.id,
+            if through_share.is_some() {
+                "rootfs, "
+            } else {
+                ""
+            },
+            binds.len(),
+            started.elapsed()
+        );
+        Ok((rootfs, spec))
+    }
+
+    /// Undoes [`Sandbox::prepare_container`] once the agent removed the container: its part of
+    /// the share, and its pod disk slot.
+    pub fn release_container(&self, id: &str, bundle_rootfs: &Path) -> Result<(), SandboxError> {
+        if let Some(share) = &self.share {
+            share.remove_container(id)?;
+        }
+        self.release_rootfs(bundle_rootfs)
+    }
+
     /// Frees the pod disk slot that holds `bundle_rootfs` (after the agent removed the
     /// container, which unmounts it), so a later container can use it. Nothing to do for the
     /// boot disk or the `namespaces` back-end.
@@ -620,10 +723,15 @@ impl Sandbox {
             process::kill_and_reap(child);
         }
         self.client = None;
+        // After the VMM: its back-end goes last, and the share's mounts with it.
+        if let Some(mut share) = self.share.take() {
+            share.shutdown();
+        }
         if let Some(dest) = &self.config.console_log {
             let mut logs = vec![(&self.paths.console, "console")];
             if self.config.backend == Backend::Vm {
                 logs.push((&self.paths.vmm_log, "VMM log"));
+                logs.push((&self.paths.share.log, "virtiofsd log"));
             }
             for (log, what) in logs {
                 if let Err(e) = append_log(log, what, dest, &self.config.id) {

@@ -1,18 +1,20 @@
 //! `vm` back-end (the product): one `rust-vm-vmm` process per sandbox.
 //!
 //! The VMM gets a JSON configuration in the state directory: the guest kernel, the initramfs
-//! (agent as `/init`), the container rootfs image as virtio-blk (`/dev/vda` in the guest), a
-//! vsock device whose host side is `vsock.sock` in the state directory, and the serial console
-//! written to `console.log` there.
+//! (agent as `/init`), the pod's virtio-fs share (virtiofsd on `virtiofsd.sock`), with
+//! `rootfs_mode = block` the first container's rootfs image as virtio-blk (`/dev/vda`) and the
+//! pod disk slots, a vsock device whose host side is `vsock.sock` in the state directory, and the
+//! serial console written to `console.log` there.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use rust_vm_protocol::SHARE_TAG;
 use vmm_config::{
-    BlockDeviceConfig, ReflectMode, SerialOutput, VmConfig, VmmConfig, VsockDeviceConfig,
-    BASE_CMDLINE,
+    BlockDeviceConfig, FsDeviceConfig, ReflectMode, SerialOutput, VmConfig, VmmConfig,
+    VsockDeviceConfig, BASE_CMDLINE, DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES,
 };
 
 use super::{
@@ -27,7 +29,7 @@ pub const ROOTFS_DEVICE: &str = "/dev/vda";
 /// The guest kernel command line: serial console with early output, no reboot loop on panic
 /// (the VMM ends with the guest), the agent as init from the initramfs, the configured extra
 /// words (on an emulating host, what lets the kernel reach user space), and after ` -- ` the
-/// agent's own options.
+/// agent's own options (its log level, the share's tag to mount).
 pub fn kernel_cmdline(config: &SandboxConfig) -> String {
     let mut cmdline =
         format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1 rdinit=/init");
@@ -43,6 +45,8 @@ pub fn kernel_cmdline(config: &SandboxConfig) -> String {
     }
     cmdline.push_str(" -- --log-level ");
     cmdline.push_str(config.log_level.name());
+    cmdline.push_str(" --share ");
+    cmdline.push_str(SHARE_TAG);
     cmdline
 }
 
@@ -53,15 +57,14 @@ pub(super) fn check_inputs(
     paths: &Paths,
     slots: &DiskSlots,
 ) -> Result<(), SandboxError> {
-    vmm_config(
-        config,
-        paths,
-        &config.initramfs,
-        config.rootfs.is_some(),
-        slots,
-    )
-    .check_values()
-    .map_err(SandboxError::VmmConfig)?;
+    vmm_config(config, paths, &config.initramfs, config.boot_disk(), slots)
+        .check_values()
+        .map_err(SandboxError::VmmConfig)?;
+    require_file(
+        "virtiofsd",
+        &config.virtiofsd,
+        "run scripts/setup.sh (installs it) or set `virtiofsd` in /etc/rust-vm/config.toml",
+    )?;
     require_file(
         "guest kernel",
         &config.kernel,
@@ -165,7 +168,12 @@ pub(super) fn vmm_config(
             guest_cid: GUEST_CID,
             uds_path: paths.socket.clone(),
         }),
-        fs: Vec::new(),
+        fs: vec![FsDeviceConfig {
+            socket: paths.share.socket.clone(),
+            tag: SHARE_TAG.to_string(),
+            request_queues: DEFAULT_FS_REQUEST_QUEUES,
+            queue_size: DEFAULT_FS_QUEUE_SIZE,
+        }],
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
         log_level: config.log_level,
@@ -183,12 +191,12 @@ pub(super) fn launch(
     paths: &Paths,
     slots: &DiskSlots,
 ) -> Result<(Child, u32), SandboxError> {
-    if let Some(rootfs) = &config.rootfs {
+    if let Some(rootfs) = config.rootfs.as_ref().filter(|_| config.boot_disk()) {
         build_rootfs_image(rootfs, &paths.image)?;
     }
     let initramfs = guest_initramfs(config, paths)?;
     slots.create_files()?;
-    let vmm = vmm_config(config, paths, &initramfs, config.rootfs.is_some(), slots);
+    let vmm = vmm_config(config, paths, &initramfs, config.boot_disk(), slots);
     fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
         SandboxError::Io {
             what: "writing the VMM configuration",
@@ -244,7 +252,10 @@ mod tests {
             cmdline.contains(" noxsave  syscall_pf_fixup -- "),
             "{cmdline}"
         );
-        assert!(cmdline.ends_with(" -- --log-level warn"), "{cmdline}");
+        assert!(
+            cmdline.ends_with(" -- --log-level warn --share rust-vm-share"),
+            "{cmdline}"
+        );
         cfg.kernel_args = String::new();
         assert!(!kernel_cmdline(&cfg).contains("  "));
     }
@@ -262,6 +273,9 @@ mod tests {
         assert_eq!(vmm.serial, SerialOutput::File("/run/t/console.log".into()));
         assert_eq!(vmm.initrd.as_deref(), Some(cfg.initramfs.as_path()));
         assert_eq!((vmm.vcpus, vmm.mem_mib), (cfg.vcpus, cfg.mem_mib));
+        assert_eq!(vmm.fs.len(), 1);
+        assert_eq!(vmm.fs[0].socket, Path::new("/run/t/virtiofsd.sock"));
+        assert_eq!(vmm.fs[0].tag, SHARE_TAG);
         assert!(vmm_config(&cfg, &paths, &cfg.initramfs, false, &no_slots())
             .block
             .is_empty());
