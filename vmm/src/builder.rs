@@ -30,6 +30,7 @@ use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
+use crate::vstate::memory::{self, Backing, MemoryError};
 use crate::vstate::reflect::ReflectionLog;
 use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -45,10 +46,7 @@ pub enum BuildError {
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot allocate {mib} MiB of guest memory")]
-    GuestMemory {
-        mib: u64,
-        source: vm_memory::mmap::FromRangesError,
-    },
+    GuestMemory { mib: u64, source: MemoryError },
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
@@ -205,12 +203,21 @@ impl MutEventSubscriber for ExitWatcher {
     }
 }
 
+/// Guest RAM is shared through a memfd only when a vhost-user back-end needs to map it.
+fn memory_backing(config: &VmConfig) -> Backing {
+    if config.fs.is_empty() {
+        Backing::Anonymous
+    } else {
+        Backing::SharedMemfd
+    }
+}
+
 fn create_guest_memory(config: &VmConfig) -> Result<GuestMemory, BuildError> {
     let ranges: Vec<(GuestAddress, usize)> = ram_regions(config.mem_bytes())
         .into_iter()
         .map(|(addr, size)| (addr, size as usize))
         .collect();
-    GuestMemory::from_ranges(&ranges).map_err(|source| BuildError::GuestMemory {
+    memory::create(&ranges, memory_backing(config)).map_err(|source| BuildError::GuestMemory {
         mib: config.mem_mib,
         source,
     })
