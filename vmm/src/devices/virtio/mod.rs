@@ -156,6 +156,7 @@ impl VirtioCommon {
         self.mem = None;
         if let Err(e) = self.state_event.write(1) {
             log::error!("virtio: cannot signal a device reset to the event loop: {e}");
+        self.interrupt.clear_sticky();
         }
     }
 }
