@@ -417,3 +417,29 @@ fn a_backend_hang_up_is_reported_once_and_no_longer_watched() {
         assert_eq!(event_manager.run_with_timeout(20).unwrap(), 0);
     }
 }
+
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn attaches_to_a_vm_with_its_ioeventfds_and_irqfd() {
+    use crate::devices::bus::Bus;
+    use crate::devices::virtio::{attach_mmio_device, MmioSlot};
+
+    let s = setup(Options::default());
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    vm.create_irq_chip().unwrap();
+    let bus = Bus::new();
+    let mut event_manager = EventManager::new().unwrap();
+    let slot = MmioSlot {
+        base: 0xd000_0000,
+        gsi: 5,
+    };
+    let device = Arc::new(Mutex::new(s.device));
+    attach_mmio_device(&vm, &bus, &mut event_manager, &s.mem, device, slot).unwrap();
+    let mut word = [0u8; 4];
+    assert!(bus.read(0xd000_0008, &mut word));
+    assert_eq!(u32::from_le_bytes(word), 26, "virtio-fs device ID");
+    let mut tag = [0u8; 5];
+    assert!(bus.read(0xd000_0100, &mut tag));
+    assert_eq!(&tag, b"share");
+}
