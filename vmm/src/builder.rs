@@ -27,9 +27,11 @@ use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::I8042Device;
 use crate::devices::serial::{SerialDevice, SerialOutput as SerialWriter};
 use crate::devices::virtio::block::{Block, BlockError};
+use crate::devices::virtio::fs::{Fs, FsError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
+use crate::vstate::memory::{self, Backing, MemoryError};
 use crate::vstate::reflect::ReflectionLog;
 use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
 use crate::vstate::vm::{Vm, VmError};
@@ -45,10 +47,7 @@ pub enum BuildError {
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot allocate {mib} MiB of guest memory")]
-    GuestMemory {
-        mib: u64,
-        source: vm_memory::mmap::FromRangesError,
-    },
+    GuestMemory { mib: u64, source: MemoryError },
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
@@ -76,6 +75,8 @@ pub enum BuildError {
     Block(#[from] BlockError),
     #[error(transparent)]
     Vsock(#[from] VsockError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error(transparent)]
     Virtio(#[from] VirtioError),
     #[error("too many virtio devices: {count} configured, {max} MMIO slots")]
@@ -205,12 +206,21 @@ impl MutEventSubscriber for ExitWatcher {
     }
 }
 
+/// Guest RAM is shared through a memfd only when a vhost-user back-end needs to map it.
+fn memory_backing(config: &VmConfig) -> Backing {
+    if config.fs.is_empty() {
+        Backing::Anonymous
+    } else {
+        Backing::SharedMemfd
+    }
+}
+
 fn create_guest_memory(config: &VmConfig) -> Result<GuestMemory, BuildError> {
     let ranges: Vec<(GuestAddress, usize)> = ram_regions(config.mem_bytes())
         .into_iter()
         .map(|(addr, size)| (addr, size as usize))
         .collect();
-    GuestMemory::from_ranges(&ranges).map_err(|source| BuildError::GuestMemory {
+    memory::create(&ranges, memory_backing(config)).map_err(|source| BuildError::GuestMemory {
         mib: config.mem_mib,
         source,
     })
@@ -258,7 +268,7 @@ fn attach_legacy_devices(
     Ok(reset_evt)
 }
 
-/// Adds the configured virtio-mmio devices (block, vsock), each in the next slot from
+/// Adds the configured virtio-mmio devices (block, vsock, fs), each in the next slot from
 /// `arch::layout::virtio_mmio_slot`, and returns their command-line fragments.
 fn attach_virtio_devices(
     config: &VmConfig,
@@ -267,7 +277,7 @@ fn attach_virtio_devices(
     event_manager: &mut EventManager,
     mem: &GuestMemory,
 ) -> Result<Vec<String>, BuildError> {
-    let count = config.block.len() + usize::from(config.vsock.is_some());
+    let count = config.block.len() + usize::from(config.vsock.is_some()) + config.fs.len();
     let slots: Vec<MmioSlot> = (0..count)
         .map_while(virtio_mmio_slot)
         .map(|(base, gsi)| MmioSlot { base, gsi })
@@ -296,6 +306,9 @@ fn attach_virtio_devices(
     }
     if let (Some(vsock), Some(slot)) = (&config.vsock, slots.next()) {
         attach!(Vsock::new(vsock)?, slot);
+    }
+    for (fs, slot) in config.fs.iter().zip(slots.by_ref()) {
+        attach!(Fs::new(fs)?, slot);
     }
     Ok(fragments)
 }
@@ -396,4 +409,47 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
         mmio_bus,
         reflections,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    use vmm_sys_util::tempdir::TempDir;
+
+    use super::*;
+    use crate::config::{FsDeviceConfig, VmmConfig};
+
+    fn config(fs: Vec<FsDeviceConfig>) -> VmConfig {
+        VmmConfig {
+            kernel: Some("/boot/vmlinux".into()),
+            mem_mib: Some(64),
+            fs,
+            ..Default::default()
+        }
+        .finish()
+        .unwrap()
+    }
+
+    #[test]
+    fn guest_memory_is_anonymous_without_fs_devices() {
+        let mem = create_guest_memory(&config(Vec::new())).unwrap();
+        assert!(mem.iter().all(|r| r.file_offset().is_none()));
+    }
+
+    #[test]
+    fn guest_memory_is_one_shared_memfd_with_fs_devices() {
+        let dir = TempDir::new().unwrap();
+        let fs = FsDeviceConfig {
+            socket: dir.as_path().join("fs.sock"),
+            tag: "share".to_string(),
+            request_queues: 1,
+            queue_size: 128,
+        };
+        let config = config(vec![fs]);
+        let mem = create_guest_memory(&config).unwrap();
+        let total: u64 = mem.iter().map(|r| r.len()).sum();
+        assert_eq!(total, config.mem_bytes());
+        let file = mem.iter().next().unwrap().file_offset().unwrap();
+        assert_eq!(file.file().metadata().unwrap().len(), total);
+    }
 }

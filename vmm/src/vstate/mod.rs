@@ -1,5 +1,6 @@
-//! KVM state: the VM (memory slots, in-kernel irqchip and PIT) and its vCPUs.
+//! KVM state: guest memory, the VM (memory slots, in-kernel irqchip and PIT) and its vCPUs.
 
+pub mod memory;
 pub mod reflect;
 pub mod vcpu;
 pub mod vm;

@@ -1,4 +1,4 @@
-//! virtio devices (block, vsock) and the virtio-mmio transport that exposes them to the guest.
+//! virtio devices (block, vsock, fs) and the virtio-mmio transport that exposes them to the guest.
 //!
 //! A device is shared between two threads: the vCPU thread reaches it through its
 //! [`MmioTransport`] on the MMIO bus (register accesses, activation, reset), and the event loop
@@ -6,6 +6,7 @@
 //! Interrupts go out through an irqfd, so neither side ever polls.
 
 pub mod block;
+pub mod fs;
 mod interrupt;
 pub mod mmio;
 mod queue;
@@ -82,6 +83,8 @@ pub enum ActivateError {
     LegacyDriver,
     #[error("cannot signal activation to the event loop: {0}")]
     Signal(String),
+    #[error("its vhost-user back-end did not take the rings")]
+    Backend,
 }
 
 /// State every virtio device carries: features, queues, their notification eventfds, the
@@ -153,6 +156,7 @@ impl VirtioCommon {
         self.acked_features = 0;
         self.queues.iter_mut().for_each(QueueT::reset);
         self.interrupt.ack(u32::MAX);
+        self.interrupt.clear_sticky();
         self.mem = None;
         if let Err(e) = self.state_event.write(1) {
             log::error!("virtio: cannot signal a device reset to the event loop: {e}");
@@ -216,6 +220,18 @@ pub trait VirtioDevice: Send {
     fn interrupt(&self) -> Arc<IrqTrigger> {
         self.common().interrupt.clone()
     }
+}
+
+/// An error and its sources, `: `-separated, for a log line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads `data.len()` bytes at `offset` out of a device's config space image.
