@@ -276,6 +276,7 @@ fn attach_virtio_devices(
     mmio_bus: &Bus,
     event_manager: &mut EventManager,
     mem: &GuestMemory,
+    exit: &Arc<VmExitSignal>,
 ) -> Result<Vec<String>, BuildError> {
     let count = config.block.len() + usize::from(config.vsock.is_some()) + config.fs.len();
     let slots: Vec<MmioSlot> = (0..count)
@@ -308,7 +309,7 @@ fn attach_virtio_devices(
         attach!(Vsock::new(vsock)?, slot);
     }
     for (fs, slot) in config.fs.iter().zip(slots.by_ref()) {
-        attach!(Fs::new(fs)?, slot);
+        attach!(Fs::new(fs)?.with_exit_signal(exit.clone()), slot);
     }
     Ok(fragments)
 }
@@ -343,7 +344,8 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
     };
 
     let reset_evt = attach_legacy_devices(&vm, &io_bus, serial_writer(&config.serial)?)?;
-    let fragments = attach_virtio_devices(config, &vm, &mmio_bus, &mut event_manager, &mem)?;
+    let exit = Arc::new(VmExitSignal::new().map_err(BuildError::EventFd)?);
+    let fragments = attach_virtio_devices(config, &vm, &mmio_bus, &mut event_manager, &mem, &exit)?;
     let cmdline = loader::compose_cmdline(&config.cmdline, &fragments);
     let cmdline_len = loader::write_cmdline(&mem, &cmdline)?;
 
@@ -401,7 +403,7 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
     Ok(MicroVm {
         vcpus,
         event_manager,
-        exit: Arc::new(VmExitSignal::new().map_err(BuildError::EventFd)?),
+        exit,
         reset_evt,
         vm,
         mem,

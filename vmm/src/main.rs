@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 when the guest resets or powers off, 1 when the VM cannot be built (bad
 //! configuration, missing files, KVM errors), 2 when a vCPU faults (triple fault, KVM internal
-//! error), after printing the exit reason and the vCPU's registers.
+//! error; after printing the exit reason and the vCPU's registers) or a device's back-end
+//! (virtiofsd) goes away.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -21,11 +21,17 @@ pub enum VmExitReason {
     /// A vCPU hit something the VMM cannot continue from (triple fault, internal error, ...).
     /// `details` holds the exit reason and the register dump.
     VcpuFault { vcpu: u8, details: String },
+    /// A device's back-end process went away (virtiofsd): the guest's file system is gone, so
+    /// the VM ends rather than hang every process that touches it.
+    BackendGone { device: String },
 }
 
 impl VmExitReason {
     pub fn is_clean(&self) -> bool {
-        !matches!(self, VmExitReason::VcpuFault { .. })
+        !matches!(
+            self,
+            VmExitReason::VcpuFault { .. } | VmExitReason::BackendGone { .. }
+        )
     }
 }
 
@@ -35,6 +41,9 @@ impl fmt::Display for VmExitReason {
             VmExitReason::GuestReset => f.write_str("guest reset"),
             VmExitReason::GuestPowerOff => f.write_str("guest power-off"),
             VmExitReason::VcpuFault { vcpu, details } => write!(f, "vCPU {vcpu} fault: {details}"),
+            VmExitReason::BackendGone { device } => {
+                write!(f, "the back-end of {device} went away")
+            }
         }
     }
 }

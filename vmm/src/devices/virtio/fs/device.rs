@@ -2,6 +2,7 @@
 //! the rings, and a watch on the back-end's socket in the event loop.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_bindings::virtio_ids::VIRTIO_ID_FS;
@@ -12,6 +13,7 @@ use super::{FsDeviceConfig, FsError};
 use crate::devices::virtio::{
     error_chain, read_config_bytes, ActivateError, VirtioCommon, VirtioDevice, IRQ_VRING,
 };
+use crate::vstate::{VmExitReason, VmExitSignal};
 use crate::GuestMemory;
 
 /// virtio_fs_config.tag: the mount tag, NUL-padded (not NUL-terminated when 36 bytes long).
@@ -29,6 +31,8 @@ pub struct Fs {
     session: Session,
     /// The back-end closed its socket; reported once, then no longer watched.
     backend_gone: bool,
+    /// Told when the back-end goes away: the VM ends with it.
+    exit: Option<Arc<VmExitSignal>>,
 }
 
 impl Fs {
@@ -50,7 +54,14 @@ impl Fs {
             tag: config.tag.clone(),
             session,
             backend_gone: false,
+            exit: None,
         })
+    }
+
+    /// Ends the VM through `exit` when the back-end goes away.
+    pub fn with_exit_signal(mut self, exit: Arc<VmExitSignal>) -> Self {
+        self.exit = Some(exit);
+        self
     }
 
     pub fn tag(&self) -> &str {
@@ -153,6 +164,11 @@ impl MutEventSubscriber for Fs {
                 self.socket.display()
             );
             self.backend_gone = true;
+            if let Some(exit) = &self.exit {
+                exit.signal(VmExitReason::BackendGone {
+                    device: format!("virtio-fs {:?} ({})", self.tag, self.socket.display()),
+                });
+            }
         }
         // Hang-ups are level-triggered: keeping the fd would wake the loop for ever.
         if let Err(e) = ops.remove(events) {

@@ -398,10 +398,11 @@ fn a_backend_with_too_few_queues_or_no_version_1_is_refused() {
 }
 
 #[test]
-fn a_backend_hang_up_is_reported_once_and_no_longer_watched() {
+fn a_backend_hang_up_ends_the_vm_and_is_no_longer_watched() {
     let mut s = setup(Options::default());
     s.activate();
-    let device = Arc::new(Mutex::new(s.device));
+    let exit = Arc::new(crate::vstate::VmExitSignal::new().unwrap());
+    let device = Arc::new(Mutex::new(s.device.with_exit_signal(exit.clone())));
     let mut event_manager = EventManager::new().unwrap();
     event_manager.add_subscriber(device.clone());
     assert_eq!(event_manager.run_with_timeout(0).unwrap(), 0);
@@ -412,6 +413,9 @@ fn a_backend_hang_up_is_reported_once_and_no_longer_watched() {
         assert!(Instant::now() < deadline, "the hang-up was not seen");
         event_manager.run_with_timeout(100).unwrap();
     }
+    let reason = exit.reason().expect("the VM is told to stop");
+    assert!(!reason.is_clean());
+    assert!(reason.to_string().contains("virtio-fs"), "{reason}");
     // The socket is no longer watched: the loop stays idle instead of spinning on the hang-up.
     for _ in 0..5 {
         assert_eq!(event_manager.run_with_timeout(20).unwrap(), 0);
