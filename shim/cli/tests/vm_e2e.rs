@@ -16,7 +16,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{bundle, run_logged, vm_command, vmm};
+use common::{bundle_with, run_logged, vm_command, vmm};
 use rust_vm_sandbox::protocol::{AgentMode, PROTOCOL_VERSION};
 use rust_vm_test_support::e2e::{self, E2e};
 use rust_vm_test_support::procs::assert_nothing_left;
@@ -50,11 +50,12 @@ impl Run {
     }
 }
 
-/// `rust-vm run` of a busybox bundle with the `vm` back-end and the documented defaults
-/// (installed kernel and initramfs, the host's agent timeout, detected workarounds).
-fn run_in_vm(root: &Path, args: &[&str]) -> Run {
+/// `rust-vm run` of a busybox bundle (its spec edited by `edit`) with the `vm` back-end and the
+/// documented defaults (installed kernel and initramfs, the host's agent timeout, detected
+/// workarounds).
+fn run_in_vm(root: &Path, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Run {
     require_vm_host();
-    let bundle = bundle(args);
+    let bundle = bundle_with(args, edit);
     let log = root
         .parent()
         .expect("state root has a parent")
@@ -125,29 +126,105 @@ fn agent_as_init_answers_over_vsock_and_runs_a_container() {
     }
 }
 
+/// The container's script for the run below: bind mounts as podman and the kubelet make them,
+/// then symlinks that try to leave the container's view of the share.
+const BIND_MOUNT_SCRIPT: &str = r#"
+cat /etc/hosts
+echo "10.0.0.9 written-by-the-container" >> /etc/hosts
+cat /config/key
+if echo changed 2>/dev/null > /config/key; then echo READ-ONLY-BROKEN; fi
+echo "terminated on purpose" > /dev/termination-log
+cat /volume/note
+cat /volume/host-link 2>/dev/null && echo LEAK-volume-symlink
+ln -s / /escape; ln -s ../../../../../../../.. /dotdot; ln -s "$SECRET" /host-link
+cat /host-link 2>/dev/null && echo LEAK-rootfs-symlink
+cat "/escape$SECRET" 2>/dev/null && echo LEAK-root-symlink
+cat "/dotdot$SECRET" 2>/dev/null && echo LEAK-dotdot
+ls /dotdot/escape >/dev/null && echo dotdot-is-the-container-root
+mkdir /swap
+i=0
+while [ $i -lt 100 ]; do
+  mv /swap /swap.d; ln -s / /swap
+  cat "/swap$SECRET" 2>/dev/null && echo LEAK-swap
+  rm /swap; mv /swap.d /swap
+  i=$((i+1))
+done
+echo hello; echo err >&2; exit 3
+"#;
+
 /// `rust-vm run` on the vm back-end, one boot for several checks: stdout, stderr and the exit code
-/// come back through the VM, the agent answered as the guest's PID 1, the guest kernel ran it,
-/// and nothing is left.
+/// come back through the VM, the agent answered as the guest's PID 1, the guest kernel ran it;
+/// the rootfs and podman/kubelet-like bind mounts came through the pod's virtio-fs share (a
+/// read-write file, a read-only directory, a file the container writes that the host reads after
+/// exit, a volume), no symlink reaches a host path outside the share, and nothing is left.
 #[test]
 #[ignore = "needs /dev/kvm and root; boots the guest kernel (~1 min)"]
-fn rust_vm_run_relays_output_and_exit_code_through_the_vm_and_leaves_nothing() {
+fn rust_vm_run_relays_output_exit_code_and_bind_mounts_through_the_vm_and_leaves_nothing() {
     let _vm = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (_dir, root) = scratch();
-    let run = run_in_vm(&root, &["sh", "-c", "echo hello; echo err >&2; exit 3"]);
+    let (dir, root) = scratch();
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(host.join("config")).unwrap();
+    std::fs::create_dir_all(host.join("volume")).unwrap();
+    std::fs::write(host.join("hosts"), "127.0.0.1 pod\n").unwrap();
+    std::fs::write(host.join("config/key"), "value\n").unwrap();
+    std::fs::write(host.join("termination-log"), "").unwrap();
+    std::fs::write(host.join("volume/note"), "from a volume\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "HOST-SECRET\n").unwrap();
+    std::os::unix::fs::symlink(&secret, host.join("volume/host-link")).unwrap();
+    let bind = |dest: &str, source: &Path, options: &[&str]| {
+        serde_json::json!({"destination": dest, "type": "bind",
+            "source": source, "options": options})
+    };
+    let mounts = [
+        bind("/etc/hosts", &host.join("hosts"), &["rbind", "rw"]),
+        bind("/config", &host.join("config"), &["rbind", "ro"]),
+        bind("/dev/termination-log", &host.join("termination-log"), &["bind"]),
+        bind("/volume", &host.join("volume"), &["rbind"]),
+    ];
+    let secret_path = secret.display().to_string();
+    let run = run_in_vm(&root, &["sh", "-c", BIND_MOUNT_SCRIPT], |spec| {
+        spec["mounts"].as_array_mut().unwrap().extend(mounts);
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(format!("SECRET={secret_path}").into());
+    });
     assert_eq!(run.out.status.code(), Some(3), "{}", run.context());
-    assert_eq!(run.stdout(), "hello\n", "{}", run.context());
+    let stdout = run.stdout();
+    assert_eq!(
+        stdout,
+        "127.0.0.1 pod\nvalue\nfrom a volume\ndotdot-is-the-container-root\nhello\n",
+        "{}",
+        run.context()
+    );
     assert_eq!(
         String::from_utf8_lossy(&run.out.stderr),
         "err\n",
         "{}",
         run.context()
     );
-    // The agent answered the version request from the guest, through the VMM's vsock device.
+    // What the container wrote is on the host files; the read-only one is unchanged.
+    assert_eq!(
+        std::fs::read_to_string(host.join("hosts")).unwrap(),
+        "127.0.0.1 pod\n10.0.0.9 written-by-the-container\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("termination-log")).unwrap(),
+        "terminated on purpose\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("config/key")).unwrap(),
+        "value\n"
+    );
+    // The agent answered the version request from the guest, through the VMM's vsock device,
+    // and the guest mounted the share.
     assert!(
         run.log.contains("(Guest mode, protocol 1) answered after"),
         "{}",
         run.context()
     );
+    assert!(run.log.contains("virtio-fs share"), "{}", run.context());
     // The guest kernel ran it: its console (appended to --log) shows our kernel.
     assert!(run.log.contains("Linux version 6.12"), "{}", run.context());
     assert_nothing_left(&root);

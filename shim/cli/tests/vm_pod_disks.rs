@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{bundle, vmm, BusyboxBundle};
 use rust_vm_sandbox::protocol::{CreateContainer, RootfsSource, StreamKind};
-use rust_vm_sandbox::{Backend, LogLevel, RuntimeConfig, Sandbox};
+use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox};
 use rust_vm_test_support::initramfs;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
@@ -73,6 +73,7 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
     cfg.mem_mib = 128;
     cfg.agent_timeout = Duration::from_secs(400);
     cfg.log_level = LogLevel::Info;
+    cfg.rootfs_mode = RootfsMode::Block;
     cfg.rootfs = Some(first.path().join("rootfs"));
     cfg.disk_slots = 2;
     cfg.disk_slot_mib = 64;

@@ -10,9 +10,13 @@
 //! let mut cfg = runtime.sandbox_config("pod1", Path::new("/run/rust-vm/pod1/sandbox"));
 //! cfg.rootfs = Some("/bundle/rootfs".into());
 //! let sandbox = Sandbox::start(cfg)?;
-//! let rootfs = sandbox.rootfs_source(Path::new("/bundle/rootfs"))?;
+//! # let spec = oci_spec::runtime::Spec::default();
+//! // The rootfs and the spec's bind-mount sources go into the pod's share.
+//! let (rootfs, spec) =
+//!     sandbox.prepare_container("c1", Path::new("/bundle"), Path::new("/bundle/rootfs"), &spec)?;
 //! // sandbox.client().create_container(...), start, attach stdio with connect_stream, wait ...
-//! # let _ = rootfs;
+//! sandbox.release_container("c1", Path::new("/bundle/rootfs"))?;
+//! # let _ = (rootfs, spec);
 //! sandbox.shutdown()?;
 //! # Ok(()) }
 //! ```

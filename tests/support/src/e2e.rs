@@ -1,7 +1,7 @@
 //! The one end-to-end driver, in Rust on the protocol crate: boots the real VMM, the guest
 //! kernel and the real initramfs (the static agent as `/init`) through `rust_vm_sandbox`, asks
-//! the agent its version and pings it over vsock, runs a busybox container from the sandbox's
-//! boot disk, shuts the sandbox down and waits for the VMM to go; meanwhile a watcher records
+//! the agent its version and pings it over vsock, runs a busybox container (its rootfs through the
+//! pod's virtio-fs share, or with `rootfs_mode = block` from the boot disk), shuts the sandbox down and waits for the VMM to go; meanwhile a watcher records
 //! when each milestone happened, from the VMM process in /proc and the guest console.
 //!
 //! Used by the `vm_e2e` test (rust-vm-cli) and the `vm_run` benchmark. Needs /dev/kvm, root and
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rust_vm_sandbox::config::{DEFAULT_INITRAMFS, DEFAULT_KERNEL};
 use rust_vm_sandbox::protocol::{CreateContainer, StreamKind, VersionInfo};
-use rust_vm_sandbox::{Backend, LogLevel, RuntimeConfig, Sandbox};
+use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox};
 
 use crate::{procs, spec_json, BusyboxBundle};
 
@@ -88,6 +88,9 @@ pub struct E2e {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub log_level: LogLevel,
+    pub rootfs_mode: RootfsMode,
+    /// Bytes of padding written into the container's rootfs (an image size to measure).
+    pub rootfs_padding: u64,
 }
 
 impl E2e {
@@ -99,6 +102,8 @@ impl E2e {
             kernel: DEFAULT_KERNEL.into(),
             initramfs: DEFAULT_INITRAMFS.into(),
             log_level: LogLevel::Info,
+            rootfs_mode: RootfsMode::default(),
+            rootfs_padding: 0,
         }
     }
 }
@@ -165,6 +170,14 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     let work = tempfile::Builder::new().prefix("rust-vm-e2e-").tempdir()?;
     let args: Vec<&str> = e2e.args.iter().map(String::as_str).collect();
     let bundle = BusyboxBundle::with_spec("e2e", &spec_json(&args));
+    if e2e.rootfs_padding > 0 {
+        let padding = std::fs::File::create(bundle.root().join("padding"))?;
+        // Real blocks, not a hole: the image copy has to carry them.
+        std::io::copy(
+            &mut std::io::Read::take(std::io::repeat(0x5a), e2e.rootfs_padding),
+            &mut std::io::BufWriter::new(padding),
+        )?;
+    }
     let state_dir = work.path().join("sandbox");
     let kept_console = work.path().join("console.log");
     let mut cfg = RuntimeConfig::default().sandbox_config(ID, &state_dir);
@@ -173,6 +186,7 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     cfg.kernel = e2e.kernel.clone();
     cfg.initramfs = e2e.initramfs.clone();
     cfg.log_level = e2e.log_level;
+    cfg.rootfs_mode = e2e.rootfs_mode;
     cfg.rootfs = Some(bundle.root());
     cfg.console_log = Some(kept_console.clone());
 
@@ -224,7 +238,7 @@ fn drive(
 
     let rootfs = bundle.root();
     let spec = serde_json::from_slice(&std::fs::read(bundle.config())?)?;
-    let source = sandbox.rootfs_source(&rootfs)?;
+    let (source, spec) = sandbox.prepare_container(ID, bundle.path(), &rootfs, &spec)?;
     sandbox
         .client()
         .create_container(CreateContainer {
@@ -258,7 +272,7 @@ fn drive(
         .client()
         .remove_container(ID, true)
         .context("remove")?;
-    sandbox.release_rootfs(&rootfs)?;
+    sandbox.release_container(ID, &rootfs)?;
     mark(marks, REMOVED, t0.elapsed());
     let vmm_pid = sandbox.pid();
     sandbox.shutdown().context("shutdown")?;

@@ -566,10 +566,11 @@ impl Sandbox {
         &self.paths.dir
     }
 
-    /// Where the container whose bundle rootfs is `bundle_rootfs` finds its root, in the agent's
-    /// terms: the host directory itself (`namespaces`) or the virtio-blk disk built from it
-    /// (`vm`: the boot disk for the rootfs given in [`SandboxConfig::rootfs`], otherwise a pod
-    /// disk slot that its image is written into now; [`Sandbox::release_rootfs`] frees it).
+    /// Where the container whose bundle rootfs is `bundle_rootfs` finds its root when it does not
+    /// come through the share, in the agent's terms: the host directory itself (`namespaces`) or
+    /// the virtio-blk disk built from it (`vm` with `rootfs_mode = block`: the boot disk for the
+    /// rootfs given in [`SandboxConfig::rootfs`], otherwise a pod disk slot that its image is
+    /// written into now; [`Sandbox::release_rootfs`] frees it).
     pub fn rootfs_source(&self, bundle_rootfs: &Path) -> Result<RootfsSource, SandboxError> {
         let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         match self.config.backend {
@@ -581,7 +582,7 @@ impl Sandbox {
                 })?;
                 Ok(RootfsSource::Directory { path })
             }
-            Backend::Vm => match &self.rootfs_dir {
+            Backend::Vm => match self.rootfs_dir.as_ref().filter(|_| self.config.boot_disk()) {
                 Some(dir) if canonical(dir) == canonical(bundle_rootfs) => {
                     Ok(RootfsSource::BlockDevice {
                         device: PathBuf::from(vm::ROOTFS_DEVICE),
