@@ -355,8 +355,15 @@ fn vm_backend_returns_the_exit_code() {
     eprintln!("ctr run (vm back-end) sh -c 'exit 3': {took:?}");
 }
 
-/// `ctr run -d` of `sleep 1000` in the vm back-end with the given CRI annotations.
-fn run_detached_in_vm(ctd: &Containerd, config: &Path, id: &str, annotations: &[&str]) {
+/// `ctr run -d` of `sleep 1000` in the vm back-end with the given CRI annotations and bind
+/// mounts (`(host source, destination, options)`).
+fn run_detached_in_vm(
+    ctd: &Containerd,
+    config: &Path,
+    id: &str,
+    annotations: &[&str],
+    binds: &[(&Path, &str, &str)],
+) {
     let config_arg = config.to_string_lossy().into_owned();
     let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
     argv.extend_from_slice(&NO_CPU_SHARES);
@@ -364,6 +371,16 @@ fn run_detached_in_vm(ctd: &Containerd, config: &Path, id: &str, annotations: &[
     for a in annotations {
         argv.push("--annotation");
         argv.push(a);
+    }
+    let mounts: Vec<String> = binds
+        .iter()
+        .map(|(src, dst, options)| {
+            format!("type=bind,src={},dst={dst},options={options}", src.display())
+        })
+        .collect();
+    for mount in &mounts {
+        argv.push("--mount");
+        argv.push(mount);
     }
     argv.extend_from_slice(&[IMAGE, id, "sleep", "1000"]);
     ctd.ctr_ok(&argv);
@@ -383,6 +400,10 @@ fn kill_and_delete(ctd: &Containerd, id: &str) {
     ctd.ctr_ok(&["containers", "rm", id]);
 }
 
+/// A pod on the vm back-end, one boot: two containers in one VMM, the second joining after the
+/// first started, both from the pod's virtio-fs share; a volume both write; CRI-shaped file mounts
+/// (a read-only hosts file, a termination log written in the guest and read on the host); then
+/// virtiofsd killed with SIGKILL ends the pod, reported exited, and nothing is left.
 #[test]
 #[ignore = "needs root, /dev/kvm and containerd; boots the guest (~30 s)"]
 fn vm_backend_pod_containers_share_one_vmm() {
@@ -391,6 +412,11 @@ fn vm_backend_pod_containers_share_one_vmm() {
     let ctd = Containerd::start("vmpod");
     let config = vm_config(&ctd);
     let state = common::sandbox_state_dir("default", "vmpod");
+    let host = ctd.dir.join("host");
+    std::fs::create_dir_all(host.join("volume")).expect("mkdir volume");
+    std::fs::write(host.join("hosts"), "127.0.0.1 localhost\n10.1.0.5 vmapp\n").expect("hosts");
+    std::fs::write(host.join("termination-log"), "").expect("termination-log");
+    let volume = host.join("volume");
     let started = Instant::now();
     run_detached_in_vm(
         &ctd,
@@ -400,6 +426,7 @@ fn vm_backend_pod_containers_share_one_vmm() {
             "io.kubernetes.cri.container-type=sandbox",
             "io.kubernetes.cri.sandbox-id=vmpod",
         ],
+        &[(&volume, "/shared", "rbind:rw")],
     );
     let booted = started.elapsed();
     let vmms = vmm_pids(&state);
@@ -412,6 +439,11 @@ fn vm_backend_pod_containers_share_one_vmm() {
         &[
             "io.kubernetes.cri.container-type=container",
             "io.kubernetes.cri.sandbox-id=vmpod",
+        ],
+        &[
+            (&volume, "/shared", "rbind:rw"),
+            (&host.join("hosts"), "/etc/hosts", "rbind:ro"),
+            (&host.join("termination-log"), "/dev/termination-log", "rbind:rw"),
         ],
     );
     let join_took = joined.elapsed();
@@ -445,14 +477,51 @@ fn vm_backend_pod_containers_share_one_vmm() {
     let ps = ctd.ctr_ok(&["task", "ps", "vmapp"]);
     assert!(ps.lines().count() >= 2, "no process of vmapp:\n{ps}");
 
+    // The volume is one directory for both members and the host.
+    let exec = |id: &str, name: &str, script: &str| {
+        ctd.ctr_ok(&["task", "exec", "--exec-id", name, id, "sh", "-c", script])
+    };
+    exec("vmpod", "w", "echo from-the-pod > /shared/note");
+    assert_eq!(exec("vmapp", "r", "cat /shared/note"), "from-the-pod\n");
+    exec("vmapp", "w2", "echo from-the-app >> /shared/note");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("note")).expect("note"),
+        "from-the-pod\nfrom-the-app\n"
+    );
+    // CRI-shaped file mounts: the hosts file read-only, the termination log read on the host.
+    assert_eq!(
+        exec("vmapp", "hosts", "cat /etc/hosts; echo x >> /etc/hosts || echo read-only"),
+        "127.0.0.1 localhost\n10.1.0.5 vmapp\nread-only\n"
+    );
+    exec("vmapp", "t", "echo 'exited on purpose' > /dev/termination-log");
+
     kill_and_delete(&ctd, "vmapp");
+    assert_eq!(
+        std::fs::read_to_string(host.join("termination-log")).expect("termination-log"),
+        "exited on purpose\n"
+    );
     assert_eq!(
         vmm_pids(&state),
         vmms,
         "the VMM must stay while the pod runs"
     );
     assert_eq!(ctd.task_status("vmpod").as_deref(), Some("RUNNING"));
-    kill_and_delete(&ctd, "vmpod");
+
+    // virtiofsd killed: the VM ends with it and the pod's container is reported exited.
+    let virtiofsd = common::processes()
+        .into_iter()
+        .find(|(pid, argv)| {
+            common::alive(*pid)
+                && argv.first().is_some_and(|a| a.ends_with("virtiofsd"))
+                && argv.iter().any(|a| a.contains(&*state.to_string_lossy()))
+        })
+        .map(|(pid, _)| pid)
+        .expect("the pod's virtiofsd");
+    // SAFETY: kill(2) of the pod's virtiofsd, found by its shared directory.
+    unsafe { libc::kill(virtiofsd as i32, libc::SIGKILL) };
+    ctd.wait_for_status("vmpod", Some("STOPPED"), GUEST_STEP);
+    ctd.ctr_ok(&["task", "delete", "vmpod"]);
+    ctd.ctr_ok(&["containers", "rm", "vmpod"]);
     assert_vm_clean(&ctd, &state, &[socket], &["vmpod", "vmapp"]);
     eprintln!("pod on the vm back-end: sandbox running after {booted:?}, second container joined in {join_took:?}");
 }

@@ -1,4 +1,5 @@
-//! A pod on the `vm` back-end through containerd: the pod's sandbox container boots the VM with
+//! A pod on the `vm` back-end through containerd with `rootfs = "block"` (the ext4-copy path; the
+//! default virtio-fs path is in containerd_vm.rs): the pod's sandbox container boots the VM with
 //! two pod disk slots; two containers that join the pod one after the other run from a slot (the
 //! second reuses the slot the first freed); deleting the pod leaves nothing behind.
 //!
@@ -41,7 +42,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     let config = ctd.write_vm_config(
         KERNEL,
         &initramfs::with_agent(&ctd.dir),
-        "agent_timeout_secs = 300\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
+        "agent_timeout_secs = 300\nrootfs = \"block\"\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
     );
     let config_arg = config.to_string_lossy().into_owned();
     let ctr_run = |extra: &[&str], annotations: &[&str], id: &str, cmd: &[&str]| {
