@@ -338,10 +338,20 @@ impl RootfsSetup<'_> {
         sys.chdir(Path::new("/")).ctx(|| "chdir /".to_string())
     }
 
-    /// After pivot_root: masked and read-only paths, sysctls, a read-only root.
+    /// After pivot_root: sysctls (before `/proc/sys` goes read-only, as runc orders them),
+    /// read-only and masked paths, a read-only root.
     pub fn finalize(&self) -> Result<(), StepError> {
         let sys = self.sys;
         let linux = self.spec.linux().as_ref();
+        for (key, value) in linux
+            .and_then(|l| l.sysctl().as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+            sys.write_file(&file, value.as_bytes())
+                .ctx(|| format!("linux.sysctl.{key}"))?;
+        }
         for p in linux
             .and_then(|l| l.readonly_paths().as_deref())
             .unwrap_or_default()
@@ -399,15 +409,6 @@ impl RootfsSetup<'_> {
                 ),
             }
             .ctx(|| format!("maskedPaths: masking {p}"))?;
-        }
-        for (key, value) in linux
-            .and_then(|l| l.sysctl().as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let file = Path::new("/proc/sys").join(key.replace('.', "/"));
-            sys.write_file(&file, value.as_bytes())
-                .ctx(|| format!("linux.sysctl.{key}"))?;
         }
         if self.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
             let root = Path::new("/");

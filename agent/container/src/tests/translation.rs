@@ -362,9 +362,11 @@ fn masked_and_readonly_paths_and_readonly_root() {
     };
     setup.finalize().expect("finalize");
     let ro_remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    // Sysctls first: once /proc/sys is read-only they could not be written (podman sets one).
     assert_eq!(
         sys.calls(),
         vec![
+            Call::WriteFile("/proc/sys/net/ipv4/ip_forward".into(), b"1".to_vec()),
             mount_call(
                 Some("/proc/sys"),
                 "/proc/sys",
@@ -387,7 +389,6 @@ fn masked_and_readonly_paths_and_readonly_root() {
                 MsFlags::MS_RDONLY,
                 None
             ),
-            Call::WriteFile("/proc/sys/net/ipv4/ip_forward".into(), b"1".to_vec()),
             mount_call(None, "/", None, ro_remount | MsFlags::MS_NOSUID, None),
         ]
     );

@@ -1,0 +1,112 @@
+//! podman with `rust-vm` as its OCI runtime on the `vm` back-end: `podman --runtime <rust-vm>
+//! run --rm --network none IMAGE ...` with podman's default mounts (`/etc/hosts`,
+//! `/etc/resolv.conf`, `/etc/hostname`, `/run/.containerenv` as bind mounts from podman's
+//! storage, which reach the guest through the pod's virtio-fs share).
+//!
+//! A private podman storage and run root (nothing of the host's podman is touched) and a busybox
+//! image imported from a local tarball (no registry). This host needs
+//! `--ulimit nofile=1024:1024 --ulimit nproc=1024:1024`: podman's defaults ask for more than its
+//! hard limits allow (docs/running.md, "podman"). Needs root, podman, /dev/kvm and the installed
+//! guest kernel and initramfs; boots one guest (about a minute where guest ring 0 is emulated).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use rust_vm_test_support::bundle::busybox_rootfs;
+use rust_vm_test_support::e2e::require_vm_host;
+use rust_vm_test_support::procs::processes_mentioning;
+
+const IMAGE: &str = "localhost/rust-vm-busybox:test";
+/// What podman's defaults need on this host (see the module documentation).
+const HOST_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+fn podman(dir: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args([
+            "--storage-driver",
+            "overlay",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn ok(mut cmd: Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run podman (apt-get install podman): {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+#[ignore = "needs root, podman, /dev/kvm and the guest kernel; boots the guest (~1 min)"]
+fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
+    require_vm_host().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let tarball = dir.path().join("busybox.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let mut import = podman(dir.path());
+    import.arg("import").arg(&tarball).arg(IMAGE);
+    ok(import, "podman import");
+
+    let started = Instant::now();
+    let mut run = podman(dir.path());
+    run.arg("--runtime")
+        .arg(common::rust_vm())
+        .args(["run", "--rm", "--network", "none"])
+        .args(HOST_ULIMITS)
+        .args([
+            IMAGE,
+            "sh",
+            "-c",
+            "echo hi; test -f /run/.containerenv && echo containerenv; \
+             grep -q localhost /etc/hosts && echo hosts; uname -r",
+        ]);
+    let out = run.output().expect("podman run");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "podman run: {}\n{stderr}", out.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["hi", "containerenv", "hosts"],
+        "{stdout}\n{stderr}"
+    );
+    // The guest's kernel, not the host's.
+    assert!(lines[3].starts_with("6.12"), "{stdout}");
+
+    // Nothing of the VM is left: no VMM or virtiofsd naming podman's run root.
+    let left = processes_mentioning(&dir.path().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    eprintln!("podman run --runtime rust-vm (vm back-end): {took:?}");
+}
