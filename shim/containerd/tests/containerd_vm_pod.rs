@@ -1,7 +1,8 @@
 //! A pod on the `vm` back-end through containerd with `rootfs = "block"` (the ext4-copy path; the
 //! default virtio-fs path is in containerd_vm.rs): the pod's sandbox container boots the VM with
 //! two pod disk slots; two containers that join the pod one after the other run from a slot (the
-//! second reuses the slot the first freed); deleting the pod leaves nothing behind.
+//! second reuses the slot the first freed); the VMM killed with SIGKILL ends the pod, reported
+//! exited, and deleting it leaves nothing behind.
 //!
 //! Needs root, /dev/kvm, containerd, umoci, busybox-static and the guest kernel
 //! (`guest-kernel/build.sh` installs /var/lib/rust-vm/vmlinux); builds the static agent into an
@@ -77,17 +78,27 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     let console = std::fs::read_to_string(state.join("console.log")).unwrap_or_default();
     assert!(console.contains("[vdb]"), "{console}");
 
-    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmpod"]);
+    // The VMM killed with SIGKILL: the pod's container is reported exited, virtiofsd goes with
+    // its client, and deleting the pod leaves nothing.
+    let state_text = state.to_string_lossy().into_owned();
+    let vmms = rust_vm_test_support::vmm_pids(&state_text);
+    assert_eq!(vmms.len(), 1, "the pod's VMM: {vmms:?}");
+    // SAFETY: kill(2) of the pod's VMM, found by its state directory.
+    unsafe { libc::kill(vmms[0] as i32, libc::SIGKILL) };
     ctd.wait_for_status("vmpod", Some("STOPPED"), GUEST_STEP);
     ctd.ctr_ok(&["task", "delete", "vmpod"]);
     ctd.ctr_ok(&["containers", "rm", "vmpod"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while state.exists() || !ctd.shim_pids().is_empty() {
+    loop {
+        let left = rust_vm_test_support::processes_mentioning(&state_text);
+        let shims = ctd.shim_pids();
+        if left.is_empty() && shims.is_empty() && !state.exists() {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "left behind: state {}, shims {:?}",
+            "left behind: state {}, shims {shims:?}, processes {left:?}",
             state.exists(),
-            ctd.shim_pids()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
