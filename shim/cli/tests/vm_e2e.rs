@@ -179,7 +179,11 @@ fn rust_vm_run_relays_output_exit_code_and_bind_mounts_through_the_vm_and_leaves
     let mounts = [
         bind("/etc/hosts", &host.join("hosts"), &["rbind", "rw"]),
         bind("/config", &host.join("config"), &["rbind", "ro"]),
-        bind("/dev/termination-log", &host.join("termination-log"), &["bind"]),
+        bind(
+            "/dev/termination-log",
+            &host.join("termination-log"),
+            &["bind"],
+        ),
         bind("/volume", &host.join("volume"), &["rbind"]),
     ];
     let secret_path = secret.display().to_string();

@@ -375,7 +375,10 @@ fn run_detached_in_vm(
     let mounts: Vec<String> = binds
         .iter()
         .map(|(src, dst, options)| {
-            format!("type=bind,src={},dst={dst},options={options}", src.display())
+            format!(
+                "type=bind,src={},dst={dst},options={options}",
+                src.display()
+            )
         })
         .collect();
     for mount in &mounts {
@@ -443,7 +446,11 @@ fn vm_backend_pod_containers_share_one_vmm() {
         &[
             (&volume, "/shared", "rbind:rw"),
             (&host.join("hosts"), "/etc/hosts", "rbind:ro"),
-            (&host.join("termination-log"), "/dev/termination-log", "rbind:rw"),
+            (
+                &host.join("termination-log"),
+                "/dev/termination-log",
+                "rbind:rw",
+            ),
         ],
     );
     let join_took = joined.elapsed();
@@ -490,10 +497,18 @@ fn vm_backend_pod_containers_share_one_vmm() {
     );
     // CRI-shaped file mounts: the hosts file read-only, the termination log read on the host.
     assert_eq!(
-        exec("vmapp", "hosts", "cat /etc/hosts; echo x >> /etc/hosts || echo read-only"),
+        exec(
+            "vmapp",
+            "hosts",
+            "cat /etc/hosts; echo x >> /etc/hosts || echo read-only"
+        ),
         "127.0.0.1 localhost\n10.1.0.5 vmapp\nread-only\n"
     );
-    exec("vmapp", "t", "echo 'exited on purpose' > /dev/termination-log");
+    exec(
+        "vmapp",
+        "t",
+        "echo 'exited on purpose' > /dev/termination-log",
+    );
 
     kill_and_delete(&ctd, "vmapp");
     assert_eq!(
