@@ -1,10 +1,14 @@
 //! The one end-to-end driver, in Rust on the protocol crate: boots the real VMM, the guest
 //! kernel and the real initramfs (the static agent as `/init`) through `rust_vm_sandbox`, asks
 //! the agent its version and pings it over vsock, runs a busybox container (its rootfs through the
-//! pod's virtio-fs share, or with `rootfs_mode = block` from the boot disk), shuts the sandbox down and waits for the VMM to go; meanwhile a watcher records
-//! when each milestone happened, from the VMM process in /proc and the guest console.
+//! pod's virtio-fs share, or with `rootfs_mode = block` from the boot disk), shuts the sandbox
+//! down and waits for the VMM to go; meanwhile a watcher records when each milestone happened,
+//! from the VMM process in /proc and the guest console. Before boot the driver can add files to
+//! the container's rootfs, to measure with: a `/padding` file of [`E2e::rootfs_padding`] bytes
+//! and [`E2e::rootfs_small_files`] 4 KiB files under `/small` ([`write_padding`],
+//! [`write_small_files`]).
 //!
-//! Used by the `vm_e2e` test (rust-vm-cli) and the `vm_run` benchmark. Needs /dev/kvm, root and
+//! Used by the `vm_e2e` test and the `vm_run` and `guest_fs` benchmarks (rust-vm-cli). Needs /dev/kvm, root and
 //! the installed guest kernel and initramfs (scripts/setup.sh); on an instruction-emulating host
 //! (PVM) the sandbox applies the workarounds it detects (docs/pvm-host-boot.md).
 
@@ -89,8 +93,12 @@ pub struct E2e {
     pub initramfs: PathBuf,
     pub log_level: LogLevel,
     pub rootfs_mode: RootfsMode,
-    /// Bytes of padding written into the container's rootfs (an image size to measure).
+    /// Bytes of padding written into the container's rootfs as `/padding` (an image size, a
+    /// file to read).
     pub rootfs_padding: u64,
+    /// That many 4 KiB files written into the container's rootfs as `/small/d<i/100>/f<i>`
+    /// (metadata and open rates to measure).
+    pub rootfs_small_files: usize,
 }
 
 impl E2e {
@@ -104,8 +112,30 @@ impl E2e {
             log_level: LogLevel::Info,
             rootfs_mode: RootfsMode::default(),
             rootfs_padding: 0,
+            rootfs_small_files: 0,
         }
     }
+}
+
+/// Writes `bytes` of padding (real blocks, not a hole: an image copy has to carry them) as
+/// `root/padding`.
+pub fn write_padding(root: &Path, bytes: u64) -> Result<()> {
+    let padding = std::fs::File::create(root.join("padding"))?;
+    let mut out = std::io::BufWriter::new(padding);
+    std::io::copy(&mut std::io::repeat(0x5a).take(bytes), &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+/// Writes `count` files of 4 KiB as `root/small/d<i/100>/f<i>`.
+pub fn write_small_files(root: &Path, count: usize) -> Result<()> {
+    let content = [0xa5u8; 4096];
+    for i in 0..count {
+        let dir = root.join("small").join(format!("d{}", i / 100));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("f{i}")), content)?;
+    }
+    Ok(())
 }
 
 /// What a run saw.
@@ -171,12 +201,10 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     let args: Vec<&str> = e2e.args.iter().map(String::as_str).collect();
     let bundle = BusyboxBundle::with_spec("e2e", &spec_json(&args));
     if e2e.rootfs_padding > 0 {
-        let padding = std::fs::File::create(bundle.root().join("padding"))?;
-        // Real blocks, not a hole: the image copy has to carry them.
-        std::io::copy(
-            &mut std::io::Read::take(std::io::repeat(0x5a), e2e.rootfs_padding),
-            &mut std::io::BufWriter::new(padding),
-        )?;
+        write_padding(&bundle.root(), e2e.rootfs_padding)?;
+    }
+    if e2e.rootfs_small_files > 0 {
+        write_small_files(&bundle.root(), e2e.rootfs_small_files)?;
     }
     let state_dir = work.path().join("sandbox");
     let kept_console = work.path().join("console.log");

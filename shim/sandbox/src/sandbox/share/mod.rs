@@ -481,13 +481,12 @@ fn remove(
         return Ok(());
     };
     let dir = layout.staging.join(id);
-    detach_all(&dir, &targets).map_err(|err| {
+    detach_all(&dir, &targets).inspect_err(|err| {
         // What is still mounted stays known, so a later remove can try again.
-        if let ShareError::Busy { .. } = &err {
+        if let ShareError::Busy { .. } = err {
             let left: Vec<PathBuf> = targets.iter().filter(|t| is_mounted(t)).cloned().collect();
             containers.insert(id.to_string(), left);
         }
-        err
     })
 }
 
