@@ -4,7 +4,8 @@
 //! (`rust_vm_test_support::e2e`, like the `vm_run` bench): needs /dev/kvm, root, the installed
 //! guest kernel and initramfs (scripts/setup.sh), and virtiofsd for the virtio-fs run.
 //!
-//!   cargo bench -p rust-vm-cli --bench guest_fs -- [--vmm PATH] [--host-only]
+//!   cargo bench -p rust-vm-cli --bench guest_fs -- [--vmm PATH] [--host-only] [--share-only]
+//!       [--virtiofs-cache never|auto|always] [--virtiofs-threads N]
 //!
 //! The rootfs (busybox) gets a 256 MiB `/padding` file and 3000 files of 4 KiB under
 //! `/small/d<i/100>/f<i>`; a busybox sh script times, with `/proc/uptime` (centiseconds), three
@@ -23,12 +24,12 @@
 //! Run by `cargo test --benches` (without the `--bench` that `cargo bench` passes) it boots no VM:
 //! it only says so and succeeds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use rust_vm_sandbox::RootfsMode;
+use rust_vm_sandbox::{RootfsMode, VirtiofsCache};
 use rust_vm_test_support::e2e::{self, E2e};
 
 const MIB: u64 = 1024 * 1024;
@@ -70,21 +71,45 @@ const PHASES: [(&str, &str, f64); 3] = [
 struct Args {
     vmm: Option<PathBuf>,
     host_only: bool,
+    /// Only the virtio-fs run (to compare virtiofsd settings).
+    share_only: bool,
+    cache: VirtiofsCache,
+    threads: usize,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         vmm: None,
         host_only: false,
+        share_only: false,
+        cache: VirtiofsCache::default(),
+        threads: rust_vm_sandbox::config::DEFAULT_VIRTIOFS_THREADS,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--vmm" => args.vmm = Some(it.next().context("--vmm needs a path")?.into()),
             "--host-only" => args.host_only = true,
+            "--share-only" => args.share_only = true,
+            "--virtiofs-cache" => {
+                let mode = it
+                    .next()
+                    .context("--virtiofs-cache needs never|auto|always")?;
+                args.cache = serde_json::from_value(serde_json::Value::String(mode.clone()))
+                    .with_context(|| format!("--virtiofs-cache {mode:?}: never, auto or always"))?;
+            }
+            "--virtiofs-threads" => {
+                let n = it.next().context("--virtiofs-threads needs a number")?;
+                args.threads = n
+                    .parse()
+                    .with_context(|| format!("--virtiofs-threads {n:?}"))?;
+            }
             // cargo bench passes --bench.
             "--bench" => {}
-            other => bail!("unknown argument {other:?} (expected --vmm PATH, --host-only)"),
+            other => bail!(
+                "unknown argument {other:?} (expected --vmm PATH, --host-only, --share-only, \
+                 --virtiofs-cache MODE, --virtiofs-threads N)"
+            ),
         }
     }
     Ok(args)
@@ -145,12 +170,14 @@ struct Guest {
     created: Option<Duration>,
 }
 
-fn guest(mode: RootfsMode, vmm: Option<&Path>) -> Result<Guest> {
+fn guest(mode: RootfsMode, args: &Args) -> Result<Guest> {
     let mut run = E2e::new(&["sh", "-c", SCRIPT]);
-    if let Some(vmm) = vmm {
-        run.vmm = vmm.to_path_buf();
+    if let Some(vmm) = &args.vmm {
+        run.vmm = vmm.clone();
     }
     run.rootfs_mode = mode;
+    run.virtiofs_cache = args.cache;
+    run.virtiofs_threads = args.threads;
     run.rootfs_padding = PADDING;
     run.rootfs_small_files = SMALL_FILES;
     let report = e2e::run(&run)?;
@@ -201,10 +228,13 @@ fn main() -> Result<()> {
         (None, None)
     } else {
         e2e::require_vm_host()?;
-        let vmm = args.vmm.as_deref();
-        let fs = guest(RootfsMode::VirtioFs, vmm).context("the virtio-fs run")?;
-        let block = guest(RootfsMode::Block, vmm).context("the block run")?;
-        (Some(fs), Some(block))
+        let fs = guest(RootfsMode::VirtioFs, &args).context("the virtio-fs run")?;
+        let block = if args.share_only {
+            None
+        } else {
+            Some(guest(RootfsMode::Block, &args).context("the block run")?)
+        };
+        (Some(fs), block)
     };
 
     println!(
@@ -213,9 +243,11 @@ fn main() -> Result<()> {
         rust_vm_sandbox::host::HostKind::detect()
     );
     println!(
-        "{} MiB sequential read, {SMALL_FILES} files of 4 KiB; guest: one cold pass, host: warm, repeated for {} s",
+        "{} MiB sequential read, {SMALL_FILES} files of 4 KiB; guest: one cold pass, host: warm, repeated for {} s; virtiofsd --cache={} --thread-pool-size={}",
         PADDING / MIB,
-        HOST_MIN_CS.parse::<f64>().unwrap_or(0.0) / 100.0
+        HOST_MIN_CS.parse::<f64>().unwrap_or(0.0) / 100.0,
+        args.cache.as_str(),
+        args.threads
     );
     println!(
         "{:<6} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}",

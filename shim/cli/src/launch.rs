@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rust_vm_sandbox::{NewContainer, Pod, RuntimeConfig};
+use rust_vm_sandbox::{Backend, NewContainer, Pod, RuntimeConfig};
 
 use crate::bundle::Bundle;
 use crate::state::{self, ContainerDir, ExitRecord, Record};
@@ -77,7 +77,7 @@ pub fn create(
         owner_start_time: state::process_start_time(owner_pid).unwrap_or(0),
         sandbox_pid: pod.pid(),
         init_pid: created.guest_pid,
-        pid: created.pid,
+        pid: reported_pid(pod.backend(), owner_pid, created.pid),
         created: state::rfc3339_now(),
         annotations: rust_vm_sandbox::hooks::annotations(&bundle.spec),
     };
@@ -88,6 +88,17 @@ pub fn create(
         record,
         relay: created.stdio,
     })
+}
+
+/// The pid `state` and `--pid-file` give: on `namespaces` the init's host pid (`pid`, the pod's
+/// rule), as runc; on `vm` the owner's (the monitor of `create`, or `run` itself). A runc-style
+/// caller such as podman's conmon reaps that pid as the container's init: the owner is its child
+/// (the VMM is not), exits with the container's status and takes the VMM with it.
+fn reported_pid(backend: Backend, owner_pid: u32, pid: i32) -> i32 {
+    match backend {
+        Backend::Vm => i32::try_from(owner_pid).unwrap_or(pid),
+        Backend::Namespaces => pid,
+    }
 }
 
 /// Waits for the container's init to exit, records it, and shuts the pod down.

@@ -78,6 +78,24 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
     import.arg("import").arg(&tarball).arg(IMAGE);
     ok(import, "podman import");
 
+    // podman gives the runtime no --root: its state is under the default /run/rust-vm.
+    let state_root = Path::new("/run/rust-vm");
+    let entries = || {
+        let mut list = rust_vm_test_support::procs::entries(state_root);
+        list.sort();
+        list
+    };
+    let sandbox_processes = || {
+        rust_vm_test_support::processes()
+            .into_iter()
+            .filter(|(_, argv)| {
+                argv.first()
+                    .is_some_and(|a| a.ends_with("rust-vm-vmm") || a.ends_with("virtiofsd"))
+            })
+            .map(|(pid, _)| pid)
+            .collect::<Vec<u32>>()
+    };
+    let (entries_before, processes_before) = (entries(), sandbox_processes());
     let started = Instant::now();
     let mut run = podman(dir.path());
     run.arg("--runtime")
@@ -105,8 +123,15 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
     // The guest's kernel, not the host's.
     assert!(lines[3].starts_with("6.12"), "{stdout}");
 
-    // Nothing of the VM is left: no VMM or virtiofsd naming podman's run root.
+    // Nothing of the VM is left: no process naming podman's storage, no new VMM or virtiofsd,
+    // no new state under /run/rust-vm.
     let left = processes_mentioning(&dir.path().display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:?}");
+    let new: Vec<u32> = sandbox_processes()
+        .into_iter()
+        .filter(|p| !processes_before.contains(p))
+        .collect();
+    assert!(new.is_empty(), "VMM or virtiofsd left behind: {new:?}");
+    assert_eq!(entries(), entries_before, "state left under /run/rust-vm");
     eprintln!("podman run --runtime rust-vm (vm back-end): {took:?}");
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rust_vm_sandbox::config::{DEFAULT_INITRAMFS, DEFAULT_KERNEL};
 use rust_vm_sandbox::protocol::{CreateContainer, StreamKind, VersionInfo};
-use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox};
+use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox, VirtiofsCache};
 
 use crate::{procs, spec_json, BusyboxBundle};
 
@@ -93,6 +93,9 @@ pub struct E2e {
     pub initramfs: PathBuf,
     pub log_level: LogLevel,
     pub rootfs_mode: RootfsMode,
+    /// virtiofsd's cache mode and thread pool (the runtime's defaults unless set).
+    pub virtiofs_cache: VirtiofsCache,
+    pub virtiofs_threads: usize,
     /// Bytes of padding written into the container's rootfs as `/padding` (an image size, a
     /// file to read).
     pub rootfs_padding: u64,
@@ -111,6 +114,8 @@ impl E2e {
             initramfs: DEFAULT_INITRAMFS.into(),
             log_level: LogLevel::Info,
             rootfs_mode: RootfsMode::default(),
+            virtiofs_cache: VirtiofsCache::default(),
+            virtiofs_threads: rust_vm_sandbox::config::DEFAULT_VIRTIOFS_THREADS,
             rootfs_padding: 0,
             rootfs_small_files: 0,
         }
@@ -215,6 +220,8 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     cfg.initramfs = e2e.initramfs.clone();
     cfg.log_level = e2e.log_level;
     cfg.rootfs_mode = e2e.rootfs_mode;
+    cfg.virtiofs_cache = e2e.virtiofs_cache;
+    cfg.virtiofs_threads = e2e.virtiofs_threads;
     cfg.rootfs = Some(bundle.root());
     cfg.console_log = Some(kept_console.clone());
 
