@@ -53,16 +53,7 @@ fn main() -> Result<()> {
         run.vmm = vmm;
     }
     let host = rust_vm_sandbox::host::HostKind::detect();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")?
-                    .split_once(':')
-                    .map(|(_, m)| m.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = rust_vm_test_support::cpu_model();
     println!(
         "vm back-end through the sandbox library, busybox `echo hello`; host: {host}; CPU: {cpu}"
     );

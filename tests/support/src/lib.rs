@@ -20,3 +20,17 @@ pub use bins::{agent, vmm, workspace_binary};
 pub use bundle::{BusyboxBundle, BUSYBOX};
 pub use procs::{alive, mounts_under, processes, processes_mentioning, vmm_pids};
 pub use spec::spec_json;
+
+/// The host CPU's model name (`model name` in /proc/cpuinfo), printed with every figure.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

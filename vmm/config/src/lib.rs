@@ -17,6 +17,18 @@ mod options;
 mod vm;
 
 pub use cmdline::{BASE_CMDLINE, DEFAULT_CMDLINE};
+
+/// An error and its sources, `: `-separated, as the VMM prints them (log lines, tests).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 pub use devices::{
     BlockDeviceConfig, FsDeviceConfig, SerialOutput, VsockDeviceConfig, DEFAULT_FS_QUEUE_SIZE,
     DEFAULT_FS_REQUEST_QUEUES,

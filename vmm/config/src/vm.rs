@@ -378,7 +378,6 @@ impl VmConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error;
     use std::io::Write;
 
     use super::*;
@@ -405,17 +404,7 @@ mod tests {
         .unwrap()
     }
 
-    /// The message and its sources, `: `-separated, as the binaries print them.
-    fn chain(err: &dyn Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use crate::error_chain as chain;
 
     #[test]
     fn parses_a_full_json_file() {

@@ -222,17 +222,7 @@ pub trait VirtioDevice: Send {
     }
 }
 
-/// An error and its sources, `: `-separated, for a log line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::config::error_chain;
 
 /// Reads `data.len()` bytes at `offset` out of a device's config space image.
 pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
