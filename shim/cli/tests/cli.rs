@@ -41,6 +41,7 @@ fn check_reports_each_requirement_and_fails_on_a_missing_kernel() {
         "kernel",
         "initramfs",
         "vmm",
+        "virtiofsd",
         "agent",
         "mkfs.ext4",
         "permissions",

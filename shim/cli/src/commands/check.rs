@@ -99,6 +99,18 @@ pub fn check(g: &Global) -> Result<i32> {
         &vmm,
         "cargo build --release -p rust-vm-vmm, or set `vmm` in the config",
     ));
+    let vm = cfg.backend == rust_vm_sandbox::Backend::Vm;
+    let virtiofsd = exe_check(
+        "virtiofsd",
+        &cfg.virtiofsd,
+        "run scripts/setup.sh (installs it) or set `virtiofsd` in the config",
+    );
+    // The vm back-end's pod share needs it; the namespaces back-end does not.
+    note(if vm {
+        virtiofsd
+    } else {
+        virtiofsd.min(Level::Warn)
+    });
     let agent = resolve_binary(&cfg.agent);
     let agent_level = exe_check(
         "agent",
@@ -110,18 +122,21 @@ pub fn check(g: &Global) -> Result<i32> {
     } else {
         agent_level.min(Level::Warn)
     });
-    note(match which("mkfs.ext4") {
+    // Only `rootfs = "block"` copies a rootfs into an ext4 image.
+    let block = vm && cfg.rootfs == rust_vm_sandbox::RootfsMode::Block;
+    let mkfs = match which("mkfs.ext4") {
         Some(p) => line(
             Level::Ok,
             "mkfs.ext4",
-            &format!("{} (rootfs images)", p.display()),
+            &format!("{} (rootfs images, rootfs = \"block\")", p.display()),
         ),
         None => line(
-            Level::Fail,
+            if block { Level::Fail } else { Level::Warn },
             "mkfs.ext4",
-            "missing: apt-get install e2fsprogs",
+            "missing: apt-get install e2fsprogs (needed with rootfs = \"block\")",
         ),
-    });
+    };
+    note(mkfs);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     note(if root {
