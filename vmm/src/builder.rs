@@ -25,7 +25,9 @@ use crate::config::host::HostKind;
 use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::I8042Device;
-use crate::devices::serial::{SerialDevice, SerialOutput as SerialWriter};
+use crate::devices::serial::{
+    Capped, SerialDevice, SerialOutput as SerialWriter, MAX_CONSOLE_FILE_BYTES,
+};
 use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::fs::{Fs, FsError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
@@ -229,7 +231,7 @@ fn create_guest_memory(config: &VmConfig) -> Result<GuestMemory, BuildError> {
 fn serial_writer(output: &SerialOutput) -> Result<SerialWriter, BuildError> {
     Ok(match output {
         SerialOutput::Stdout => Box::new(io::stdout()),
-        SerialOutput::File(path) => Box::new(
+        SerialOutput::File(path) => Box::new(Capped::new(
             File::options()
                 .create(true)
                 .append(true)
@@ -238,7 +240,8 @@ fn serial_writer(output: &SerialOutput) -> Result<SerialWriter, BuildError> {
                     path: path.clone(),
                     source,
                 })?,
-        ),
+            MAX_CONSOLE_FILE_BYTES,
+        )),
     })
 }
 

@@ -29,6 +29,53 @@ impl Trigger for IrqFdTrigger {
 /// Where the guest's serial output goes.
 pub type SerialOutput = Box<dyn Write + Send>;
 
+/// The most console bytes one VM writes to a file: the guest writes its console as it likes, and
+/// the host's disk is not its to fill.
+pub const MAX_CONSOLE_FILE_BYTES: u64 = 16 << 20;
+
+/// What ends a console file that reached its limit.
+const TRUNCATED_NOTE: &[u8] =
+    b"\n[rust-vm-vmm: console output beyond this point dropped: the limit is reached]\n";
+
+/// Passes bytes on until `limit`, then writes one note and drops the rest, reporting it written
+/// so that the UART never stalls on a full console.
+pub struct Capped<W> {
+    inner: W,
+    left: u64,
+    noted: bool,
+}
+
+impl<W> Capped<W> {
+    pub fn new(inner: W, limit: u64) -> Self {
+        Self {
+            inner,
+            left: limit,
+            noted: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            if !self.noted {
+                self.noted = true;
+                log::warn!("serial: console limit reached, dropping further output");
+                self.inner.write_all(TRUNCATED_NOTE)?;
+            }
+            return Ok(buf.len());
+        }
+        let n = usize::try_from(self.left).map_or(buf.len(), |left| buf.len().min(left));
+        let written = self.inner.write(&buf[..n])?;
+        self.left -= written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 pub struct SerialDevice {
     uart: Serial<IrqFdTrigger, NoEvents, SerialOutput>,
     /// Logged once: a closed stdout must not flood the log with one line per guest byte.
@@ -103,6 +150,27 @@ mod tests {
         let mut lsr = [0u8];
         serial.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter holding register empty");
+    }
+
+    #[test]
+    fn a_capped_console_keeps_its_limit_and_says_so_once() {
+        let out = SharedBuf::default();
+        let mut capped = Capped::new(out.clone(), 5);
+        capped.write_all(b"hello world").unwrap();
+        capped.write_all(b"more").unwrap();
+        capped.write_all(b"and more").unwrap();
+        let mut want = b"hello".to_vec();
+        want.extend_from_slice(TRUNCATED_NOTE);
+        assert_eq!(&*out.0.lock().unwrap(), &want);
+        // Through the UART: a guest that writes past the limit is never refused.
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let out = SharedBuf::default();
+        let mut serial = SerialDevice::new(irq, Box::new(Capped::new(out.clone(), 2)));
+        for byte in b"abcdef" {
+            serial.write(0, &[*byte]);
+        }
+        assert!(out.0.lock().unwrap().starts_with(b"ab\n[rust-vm-vmm"));
+        assert!(!serial.reported_output_error);
     }
 
     #[test]
