@@ -60,24 +60,40 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
 /// * its child: PID 1 of the new PID namespace, a minimal init that reaps and exits with the
 ///   agent (the kernel then kills everything left in the namespace);
 /// * its child: `cmd` (PID 2), so that the agent runs in host mode, not as a guest's init.
-pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn_in_namespaces(cmd: Command) -> io::Result<Child> {
+    spawn_under_init(cmd, AGENT_NAMESPACES, true)
+}
+
+/// Spawns `cmd` as PID 2 of a fresh PID namespace under the minimal init of
+/// [`spawn_in_namespaces`], nothing else changed. When the owner dies the kernel kills every
+/// process in that namespace, nested namespaces included: a parent-death signal alone does not
+/// end a process that is the init of a PID namespace of its own and catches that signal
+/// (virtiofsd's sandboxed child, which waits in accept()).
+pub fn spawn_in_pid_namespace(cmd: Command) -> io::Result<Child> {
+    spawn_under_init(cmd, libc::CLONE_NEWPID, false)
+}
+
+/// The waiter / init / `cmd` tree in new namespaces `flags`; `agent_mounts`: private mount
+/// propagation and a /proc of the new PID namespace (the agent's).
+fn spawn_under_init(mut cmd: Command, flags: libc::c_int, agent_mounts: bool) -> io::Result<Child> {
     // SAFETY: getpid is always safe.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure only makes async-signal-safe calls (fork, waitpid, mount, _exit, ...).
     unsafe {
         cmd.pre_exec(move || {
             owned_by(parent)?;
-            if libc::unshare(AGENT_NAMESPACES) != 0 {
+            if libc::unshare(flags) != 0 {
                 return Err(io::Error::last_os_error());
             }
             let root = c"/".as_ptr();
-            if libc::mount(
-                std::ptr::null(),
-                root,
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
+            if agent_mounts
+                && libc::mount(
+                    std::ptr::null(),
+                    root,
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
             {
                 return Err(io::Error::last_os_error());
             }
@@ -90,13 +106,14 @@ pub fn spawn_in_namespaces(mut cmd: Command) -> io::Result<Child> {
             set_pdeathsig()?;
             let proc_ = c"proc".as_ptr();
             let target = c"/proc".as_ptr();
-            if libc::mount(
-                proc_,
-                target,
-                proc_,
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ) != 0
+            if agent_mounts
+                && libc::mount(
+                    proc_,
+                    target,
+                    proc_,
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) != 0
             {
                 return Err(io::Error::last_os_error());
             }

@@ -386,7 +386,9 @@ fn spawn_virtiofsd(layout: &Layout, options: &ShareOptions) -> Result<Child, Sha
             Ok(())
         });
     }
-    let child = process::spawn_owned(cmd).map_err(|source| ShareError::Spawn {
+    // Under an init of our own: virtiofsd's sandboxed child is the init of a PID namespace of its
+    // own and outlives a parent-death signal while it waits for a VMM; ours takes it along.
+    let child = process::spawn_in_pid_namespace(cmd).map_err(|source| ShareError::Spawn {
         path: options.virtiofsd.clone(),
         source,
     })?;

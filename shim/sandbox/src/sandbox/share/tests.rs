@@ -185,3 +185,56 @@ fn virtiofsd_gets_the_export_its_socket_and_the_options() {
     );
     assert_eq!(layout.socket, Path::new("/run/s/virtiofsd.sock"));
 }
+
+/// virtiofsd's own sandbox child is the init of a PID namespace of its own, which the kernel
+/// protects from the SIGTERM virtiofsd gives it as its parent-death signal: it must still go
+/// when the share does, before any VMM ever connected.
+#[test]
+#[ignore = "needs root and virtiofsd (scripts/setup.sh)"]
+fn no_virtiofsd_process_outlives_the_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let virtiofsd = PathBuf::from(crate::config::DEFAULT_VIRTIOFSD);
+    assert!(
+        virtiofsd.exists(),
+        "{} missing: run scripts/setup.sh",
+        virtiofsd.display()
+    );
+    let mut opts = options(virtiofsd);
+    opts.log_level = LogLevel::Info;
+    let mut share = Share::start("t", tmp.path(), &opts).unwrap();
+    let export = share.layout().export.display().to_string();
+    let mentioning = || {
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains(&export) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        pids
+    };
+    // virtiofsd is in its sandbox, waiting for a VMM.
+    let log = share.layout().log.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("Waiting for vhost-user socket")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "virtiofsd did not start: {:?}",
+            fs::read_to_string(&log)
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    thread::sleep(std::time::Duration::from_millis(200));
+    share.shutdown();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !mentioning().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "virtiofsd processes left behind: {:?}",
+            mentioning()
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
