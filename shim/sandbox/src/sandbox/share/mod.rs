@@ -13,8 +13,9 @@
 //! virtiofsd, its child): the host's namespace never sees them, and when the process dies, even
 //! by SIGKILL, the thread and virtiofsd (parent-death signal) die and the kernel drops every
 //! mount with the namespace (virtiofsd runs under an init of a PID namespace of our own, so none
-//! of its processes outlives us either). The copies are made with `open_tree` on the calling thread, where
-//! the host's mounts (containerd's snapshot) are seen, and attached on the share's thread.
+//! of its processes outlives us either). The copies are made with `open_tree` on the calling
+//! thread, where the host's mounts (containerd's snapshot) are seen, and attached on the share's
+//! thread.
 //! virtiofsd runs its own sandbox (`--sandbox namespace`: pivot_root into the export, no
 //! network), so no path the guest names resolves outside the export.
 
