@@ -177,7 +177,7 @@ impl Share {
         };
         let child = ready_rx.recv().map_err(|_| ShareError::ThreadGone)??;
         log::info!(
-            "sandbox {id}: virtiofsd (pid {}) serves {} on {}",
+            "sandbox {id}: virtiofsd (under pid {}) serves {} on {}",
             child.id(),
             share.layout.export.display(),
             share.layout.socket.display()
@@ -190,7 +190,8 @@ impl Share {
         &self.layout
     }
 
-    /// virtiofsd's pid, while it runs.
+    /// The pid of virtiofsd's waiter (our child, which exits as virtiofsd does; see
+    /// `process::spawn_in_pid_namespace`), while it runs.
     pub fn virtiofsd_pid(&self) -> Option<u32> {
         self.virtiofsd.as_ref().map(Child::id)
     }
@@ -434,8 +435,12 @@ fn add(
     for entry in entries {
         let target = dir.join(&entry.name);
         if let Err(err) = attach_entry(&entry, &target) {
-            if let Err(undo) = detach_all(&dir, &attached) {
-                log::warn!("share: undoing {id}: {}", crate::Chain(&undo));
+            let busy = detach_all(&dir, &attached);
+            if !busy.is_empty() {
+                log::warn!(
+                    "share: undoing {id}: {}",
+                    crate::Chain(&busy_error(id, busy))
+                );
             }
             return Err(err);
         }
@@ -484,55 +489,52 @@ fn remove(
     let Some(targets) = containers.remove(id) else {
         return Ok(());
     };
-    let dir = layout.staging.join(id);
-    detach_all(&dir, &targets).inspect_err(|err| {
-        // What is still mounted stays known, so a later remove can try again.
-        if let ShareError::Busy { .. } = err {
-            let left: Vec<PathBuf> = targets.iter().filter(|t| is_mounted(t)).cloned().collect();
-            containers.insert(id.to_string(), left);
-        }
-    })
+    let busy = detach_all(&layout.staging.join(id), &targets);
+    if busy.is_empty() {
+        return Ok(());
+    }
+    // What is still mounted stays known, so a later remove can try again.
+    containers.insert(
+        id.to_string(),
+        busy.iter().map(|(t, _)| t.clone()).collect(),
+    );
+    Err(busy_error(id, busy))
 }
 
-/// Detaches `targets` (last first) and removes their mount points and `dir`, never recursively:
-/// a mount point that is still a mount keeps its files.
-fn detach_all(dir: &Path, targets: &[PathBuf]) -> Result<(), ShareError> {
-    let mut busy: Vec<(PathBuf, io::Error)> = Vec::new();
+/// Detaches `targets` (last first) and removes their mount points, then `dir` once all are
+/// gone; never recursively: a mount point that is still a mount keeps its files. Returns the
+/// targets still mounted (in attach order) and why.
+fn detach_all(dir: &Path, targets: &[PathBuf]) -> Vec<(PathBuf, io::Error)> {
+    let mut busy = Vec::new();
     for target in targets.iter().rev() {
         match umount2(target, MntFlags::MNT_DETACH) {
             Ok(()) => remove_target(target),
             Err(e) => busy.push((target.clone(), io::Error::from(e))),
         }
     }
-    if let Some((first, source)) = busy.pop() {
-        return Err(ShareError::Busy {
-            id: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            count: busy.len() + 1,
-            first,
-            source,
-        });
+    if busy.is_empty() {
+        let _ = fs::remove_dir(dir.join("mounts"));
+        let _ = fs::remove_dir(dir);
     }
-    let _ = fs::remove_dir(dir.join("mounts"));
-    let _ = fs::remove_dir(dir);
-    Ok(())
+    busy.reverse();
+    busy
+}
+
+/// The error for container `id`'s mounts that `detach_all` could not remove (`busy` not empty).
+fn busy_error(id: &str, mut busy: Vec<(PathBuf, io::Error)>) -> ShareError {
+    let count = busy.len();
+    let (first, source) = busy.swap_remove(0);
+    ShareError::Busy {
+        id: id.to_string(),
+        count,
+        first,
+        source,
+    }
 }
 
 /// Removes an (unmounted) mount point: an empty directory or an empty file.
 fn remove_target(target: &Path) {
     let _ = fs::remove_dir(target).or_else(|_| fs::remove_file(target));
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/thread-self/mountinfo") else {
-        return true;
-    };
-    let wanted = path.to_string_lossy();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
 }
 
 #[cfg(test)]
