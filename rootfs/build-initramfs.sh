@@ -20,7 +20,6 @@ cache=${RUST_VM_CACHE:-/var/cache/rust-vm}/initramfs
 output=${RUST_VM_INITRAMFS:-/var/lib/rust-vm/initramfs.cpio.gz}
 agent=""
 compress=gzip
-target=x86_64-unknown-linux-gnu
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,26 +35,10 @@ for tool in cpio gzip sha256sum; do
     command -v "$tool" >/dev/null || { echo "build-initramfs.sh: $tool not found (apt-get install cpio gzip coreutils)" >&2; exit 1; }
 done
 
-if [ -z "$agent" ]; then
-    target_dir=${CARGO_TARGET_DIR:-$repo/target}
-    # libseccomp must be linked statically too (libseccomp-sys links it dynamically unless told).
-    seccomp_dir=${LIBSECCOMP_LIB_PATH:-$(pkg-config --variable=libdir libseccomp 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)}
-    [ -f "$seccomp_dir/libseccomp.a" ] ||
-        { echo "build-initramfs.sh: $seccomp_dir/libseccomp.a not found (apt-get install libseccomp-dev)" >&2; exit 1; }
-    # --target keeps RUSTFLAGS away from build scripts and proc macros (they must stay dynamic).
-    (cd "$repo" && LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_dir" \
-        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release --locked -p rust-vm-agent --target "$target" >&2)
-    agent=$target_dir/$target/release/rust-vm-agent
-fi
-[ -x "$agent" ] || { echo "build-initramfs.sh: agent binary $agent not found or not executable" >&2; exit 1; }
-# /init runs before any library exists in the guest: refuse an agent with an interpreter or any
-# needed shared library (a static-pie binary with a NEEDED entry starts and then jumps to 0).
-if readelf -l "$agent" 2>/dev/null | grep -q 'Requesting program interpreter' ||
-    readelf -d "$agent" 2>/dev/null | grep -q '(NEEDED)'; then
-    echo "build-initramfs.sh: $agent is not fully static ($(readelf -d "$agent" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')); build it with LIBSECCOMP_LINK_TYPE=static RUSTFLAGS=\"-C target-feature=+crt-static\" --target $target" >&2
-    exit 1
-fi
+# shellcheck source=rootfs/agent.sh
+. "$repo/rootfs/agent.sh"
+[ -n "$agent" ] || agent=$(build_static_agent)
+require_static_agent "$agent"
 
 key=$(cat "$agent" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 suffix=.cpio

@@ -3,7 +3,8 @@
 #   scripts/setup.sh                 # everything, then the main job
 #   scripts/setup.sh --prepare-only  # everything but the main job (scripts/test.sh uses this)
 # Installs the Debian packages in scripts/debian-packages.txt, builds the guest kernel
-# (cached; see guest-kernel/build.sh), builds the Rust workspace, then the later steps below.
+# (cached; see guest-kernel/build.sh), builds the Rust workspace, virtiofsd, the guest's read-only
+# root image and its initramfs fallback, then (without --prepare-only) runs the main job.
 # Safe to run again: every step is skipped or cheap when its result is already there.
 set -euo pipefail
 
@@ -53,8 +54,9 @@ build_virtiofsd() {
     cargo install --locked --quiet --root "$VIRTIOFSD_ROOT" --version "$VIRTIOFSD_VERSION" virtiofsd
 }
 
-build_initramfs() {
-    step "guest initramfs (the static agent as /init; cached by the agent's hash)"
+build_guest_root() {
+    step "guest root image and fallback initramfs (the static agent as /init; cached by the agent's hash)"
+    rootfs/build-guest-image.sh >/dev/null
     rootfs/build-initramfs.sh >/dev/null
 }
 
@@ -74,7 +76,7 @@ install_packages
 build_guest_kernel
 build_rust
 build_virtiofsd
-build_initramfs
+build_guest_root
 step "set-up done"
 if ! $prepare_only; then
     run_main_job
