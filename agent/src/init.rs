@@ -76,6 +76,42 @@ const MOUNTS: &[Mount] = &[
 /// Controllers made available to container cgroups.
 const CGROUP_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
 
+/// ramfs's `statfs` magic (linux/magic.h): the kernel's rootfs without tmpfs. Not in `libc`.
+const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+
+/// Where the initramfs root is bound before it is moved over `/` (removed right after).
+const REROOT_DIR: &str = "/.agent-root";
+
+/// With an initramfs the guest's root is the kernel's rootfs, the one mount `pivot_root` cannot
+/// leave, so no container could pivot into its own root. This moves the root onto a bind mount
+/// of itself (as switch_root moves onto a real root): the same files with no copy, and a root
+/// that now has a parent mount. Returns whether it did so; a root on a disk image is left alone.
+/// Must run before anything is mounted (a non-recursive bind carries no submounts).
+pub fn leave_kernel_rootfs() -> anyhow::Result<bool> {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    let kind = statfs("/").context("statfs /")?.filesystem_type();
+    if kind != FsType(RAMFS_MAGIC as _) && kind != TMPFS_MAGIC {
+        return Ok(false);
+    }
+    fs::create_dir_all(REROOT_DIR).with_context(|| format!("creating {REROOT_DIR}"))?;
+    mount(
+        Some("/"),
+        REROOT_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding / on {REROOT_DIR}"))?;
+    nix::unistd::chdir(REROOT_DIR).with_context(|| format!("chdir {REROOT_DIR}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("moving the bound root over /")?;
+    nix::unistd::chroot(".").context("chroot into the bound root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    // The same directory, seen through the new root; nothing is mounted on it any more.
+    fs::remove_dir(REROOT_DIR).with_context(|| format!("removing {REROOT_DIR}"))?;
+    Ok(true)
+}
+
 /// Opens the serial console for logging.
 pub fn open_console() -> Option<File> {
     OpenOptions::new()

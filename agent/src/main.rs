@@ -85,6 +85,12 @@ fn main() -> ExitCode {
             log::error!("agent panicked: {info}");
             init::power_off();
         }));
+        match init::leave_kernel_rootfs() {
+            Ok(true) => log::info!("root moved off the initramfs onto a mount of its own"),
+            Ok(false) => {}
+            // Containers cannot pivot_root then: say why once, each create will fail naming it.
+            Err(e) => log::error!("{e:#}"),
+        }
         init::setup(&args.hostname);
         if !args.log_stderr {
             if let Some(console) = init::open_console() {

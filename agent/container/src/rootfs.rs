@@ -300,12 +300,10 @@ impl RootfsSetup<'_> {
         let sys = self.sys;
         sys.chdir(self.rootfs)
             .ctx(|| format!("chdir {}", self.rootfs.display()))?;
-        match sys.pivot_root(Path::new("."), Path::new(".")) {
-            Ok(()) => {}
-            // The agent's own root is the initramfs, which pivot_root cannot leave.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return self.move_root(),
-            Err(e) => return Err(StepError::new("pivot_root", e)),
-        }
+        // EINVAL here when the caller's root is the kernel's rootfs (an initramfs): its init
+        // must first move its root onto a mount of its own, as the guest agent does.
+        sys.pivot_root(Path::new("."), Path::new("."))
+            .ctx(|| format!("pivot_root into {}", self.rootfs.display()))?;
         // The old root must not pass our unmount on to the agent's namespace.
         sys.mount(
             None,
@@ -317,24 +315,6 @@ impl RootfsSetup<'_> {
         .ctx(|| "making the old root a slave".to_string())?;
         sys.umount2(Path::new("."), MntFlags::MNT_DETACH)
             .ctx(|| "detaching the old root".to_string())?;
-        sys.chdir(Path::new("/")).ctx(|| "chdir /".to_string())
-    }
-
-    /// The fallback when the current root is the initramfs: move the rootfs mount over `/`
-    /// and chroot into it. The old root stays underneath (covered), so this is weaker than
-    /// pivot_root; the VM is the boundary that matters then.
-    fn move_root(&self) -> Result<(), StepError> {
-        let sys = self.sys;
-        sys.mount(
-            Some(Path::new(".")),
-            Path::new("/"),
-            None,
-            MsFlags::MS_MOVE,
-            None,
-        )
-        .ctx(|| "moving the rootfs over / (pivot_root refused on initramfs)".to_string())?;
-        sys.chroot(Path::new("."))
-            .ctx(|| "chroot into the rootfs".to_string())?;
         sys.chdir(Path::new("/")).ctx(|| "chdir /".to_string())
     }
 

@@ -95,10 +95,6 @@ impl Syscalls for LinuxSyscalls {
         nix::unistd::chdir(path).map_err(errno_io)
     }
 
-    fn chroot(&self, path: &Path) -> io::Result<()> {
-        nix::unistd::chroot(path).map_err(errno_io)
-    }
-
     fn reset_signals(&self) -> io::Result<()> {
         /// The kernel's struct sigaction (glibc's wrapper refuses its reserved 32 and 33).
         #[repr(C)]

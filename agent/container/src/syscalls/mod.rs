@@ -57,7 +57,6 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
     fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
 
     fn chdir(&self, path: &Path) -> io::Result<()>;
-    fn chroot(&self, path: &Path) -> io::Result<()>;
     /// Unblocks every signal and sets every disposition back to default: the agent's signal
     /// setup must not reach container processes (ignored signals survive execve).
     fn reset_signals(&self) -> io::Result<()>;

@@ -30,7 +30,6 @@ pub enum Call {
     FlushBlockDevice(PathBuf),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
-    Chroot(PathBuf),
     ResetSignals,
     MkdirAll(PathBuf, u32),
     CreateFile(PathBuf),
@@ -176,9 +175,6 @@ impl Syscalls for RecordingSyscalls {
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Chdir(path.to_path_buf()))
-    }
-    fn chroot(&self, path: &Path) -> io::Result<()> {
-        self.record(Call::Chroot(path.to_path_buf()))
     }
     fn reset_signals(&self) -> io::Result<()> {
         self.record(Call::ResetSignals)
