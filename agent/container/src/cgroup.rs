@@ -1,8 +1,9 @@
 //! cgroup v2: one directory per container under the rust-vm parent. Limits from
-//! `linux.resources`, stats, OOM kill counts and killing everything inside.
+//! `linux.resources`, the device program (`devices`), stats, OOM kill counts and killing
+//! everything inside.
 //!
-//! Only file reads and writes are used, so tests run against a temporary directory tree that
-//! looks like cgroup v2 (`cpu.max`, `memory.events`, ...).
+//! Apart from the device program, only file reads and writes are used, so tests run against a
+//! temporary directory tree that looks like cgroup v2 (`cpu.max`, `memory.events`, ...).
 
 use std::fs;
 use std::io;
@@ -12,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
+use super::devices;
 use super::error::SpecError;
+
+/// The spec field the device rules come from.
+pub const DEVICES_FIELD: &str = "linux.resources.devices";
 
 /// Controllers the agent enables for its containers, when the kernel offers them.
 const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
@@ -296,9 +301,16 @@ impl Cgroup {
         &self.path
     }
 
+    /// Writes the limits, then replaces the device program when the resources name devices.
     pub fn apply(&self, r: &LinuxResources) -> std::result::Result<(), ApplyError> {
         for (file, value) in resource_writes(r).map_err(ApplyError::Spec)? {
             write(&self.path.join(&file), &value).map_err(ApplyError::Io)?;
+        }
+        if let Some(list) = r.devices() {
+            let rules = devices::rules_from_spec(list, DEVICES_FIELD).map_err(ApplyError::Spec)?;
+            devices::attach(&self.path, &devices::program(&rules))
+                .map_err(io_err(&self.path, "applying linux.resources.devices"))
+                .map_err(ApplyError::Io)?;
         }
         Ok(())
     }

@@ -253,17 +253,16 @@ impl Container {
             .and_then(|l| l.seccomp().as_ref())
             .map(super::seccomp::compile)
             .transpose()?;
-        if let Some(l) = spec.linux() {
-            if l.resources()
-                .as_ref()
-                .and_then(|r| r.devices().as_ref())
-                .is_some_and(|d| !d.is_empty())
-            {
-                log::warn!(
-                    "container {id}: linux.resources.devices is not enforced (no device cgroup); \
-                     the VM boundary limits devices"
-                );
-            }
+        let asks_devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_ref())
+            .is_some_and(|d| !d.is_empty());
+        if asks_devices && !cgroups_on {
+            log::warn!(
+                "container {id}: linux.resources.devices is not enforced (cgroups are disabled)"
+            );
         }
         if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
             log::warn!(

@@ -39,13 +39,16 @@
 //! * A new mount namespace is required.
 //! * Without a `/dev` mount in the spec a tmpfs is put there.
 //! * With cgroups disabled ([`CgroupConfig::Disabled`]) any resource limit is refused (naming
-//!   `linux.resources.*`); `linux.resources.devices` is not enforced (logged).
+//!   `linux.resources.*`); `linux.resources.devices` is then not enforced (logged). With cgroups
+//!   it is a device program on the container's cgroup (`devices`), cgroup v1's semantics.
 //! * seccomp is loaded right before `execve` with `noNewPrivileges`, else before the user
 //!   switch.
 //! * `hooks`, `intelRdt`, `personality`, time namespaces, id-mapped mounts and seccomp notify
 //!   are refused.
-//! * If `pivot_root` refuses (an initramfs root), the rootfs is moved over `/` and chrooted
-//!   into, which is weaker: a PID-1 caller should switch root off the initramfs.
+//! * The container's root is always entered with `pivot_root` and the old root detached; there
+//!   is no chroot fallback. A caller whose root is an initramfs (the kernel's rootfs, which
+//!   `pivot_root` cannot leave) must first move its root onto a mount of its own, as the guest
+//!   agent does at boot.
 //!
 //! # Layout
 //!
@@ -59,6 +62,7 @@ mod channel;
 mod config;
 mod create;
 mod destroy;
+mod devices;
 mod error;
 mod exec;
 mod init;

@@ -423,5 +423,8 @@ pub fn validate_resources(r: &LinuxResources, offer: Capabilities) -> Result<(),
     if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(SpecError::new(*field, "not supported by this agent"));
     }
+    if let Some(list) = r.devices() {
+        super::devices::rules_from_spec(list, super::cgroup::DEVICES_FIELD)?;
+    }
     super::cgroup::resource_writes(r).map(|_| ())
 }
