@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rust_vm_sandbox::config::DEFAULT_CONFIG_PATH;
-use rust_vm_sandbox::{Backend, LogLevel, RuntimeConfig};
+use rust_vm_sandbox::{Backend, GuestRoot, LogLevel, RuntimeConfig};
 
 use crate::logger::LogFormat;
 use crate::state::{Root, DEFAULT_ROOT};
@@ -53,7 +53,14 @@ pub struct Global {
     /// Guest kernel [config: kernel].
     #[arg(long, global = true)]
     pub kernel: Option<PathBuf>,
-    /// Guest initramfs with the agent as /init [config: initramfs].
+    /// Where the guest's root comes from: image (the read-only guest image) or initramfs
+    /// [config: guest_root; default image].
+    #[arg(long, global = true)]
+    pub guest_root: Option<GuestRoot>,
+    /// The guest's read-only root image with the agent as /init [config: guest_image].
+    #[arg(long, global = true)]
+    pub guest_image: Option<PathBuf>,
+    /// Guest initramfs with the agent as /init, with --guest-root initramfs [config: initramfs].
     #[arg(long, global = true)]
     pub initramfs: Option<PathBuf>,
     /// The rust-vm-vmm binary [config: vmm].
@@ -126,6 +133,12 @@ impl Global {
         }
         if let Some(v) = &self.kernel {
             cfg.kernel = v.clone();
+        }
+        if let Some(v) = self.guest_root {
+            cfg.guest_root = v;
+        }
+        if let Some(v) = &self.guest_image {
+            cfg.guest_image = v.clone();
         }
         if let Some(v) = &self.initramfs {
             cfg.initramfs = v.clone();

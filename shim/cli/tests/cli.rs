@@ -21,13 +21,13 @@ fn rust_vm_cmd(args: &[&str]) -> std::process::Output {
 #[ignore = "needs root and /dev/kvm"]
 fn check_reports_each_requirement_and_fails_on_a_missing_kernel() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let initramfs = dir.path().join("initramfs.cpio.gz");
-    std::fs::write(&initramfs, b"x").expect("write");
+    let image = dir.path().join("guest-root.img");
+    std::fs::write(&image, b"x").expect("write");
     let root = dir.path().join("state");
     let out = Command::new(rust_vm())
         .args(["--config", "/dev/null", "--kernel", "/nonexistent/vmlinux"])
-        .arg("--initramfs")
-        .arg(&initramfs)
+        .arg("--guest-image")
+        .arg(&image)
         .arg("--root")
         .arg(&root)
         .arg("check")
@@ -39,7 +39,7 @@ fn check_reports_each_requirement_and_fails_on_a_missing_kernel() {
         "kvm",
         "virtualization",
         "kernel",
-        "initramfs",
+        "guest image",
         "vmm",
         "virtiofsd",
         "agent",

@@ -1,6 +1,6 @@
 //! `rust-vm` with the `vm` back-end (the product) on this host: the VMM boots our guest kernel
-//! with the initramfs, the rootfs image on virtio-blk and vsock, and the kernel's early log
-//! reaches the runtime's log. The initramfs here is the real layout around a *mute* `/init` (a
+//! from the guest image on virtio-blk, with vsock, and the kernel's early log reaches the
+//! runtime's log. The guest image here is the real layout around a *mute* `/init` (a
 //! static loop that never listens), so the agent never answers whatever the host: `run` must fail
 //! within the configured time, say so, quote the guest console, and leave nothing behind. The
 //! answering agent is tested in vm_e2e.rs.
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bundle, processes_mentioning, run_logged, vm_command, vmm};
-use rust_vm_test_support::initramfs;
+use rust_vm_test_support::guest_image;
 use rust_vm_test_support::procs::assert_nothing_left;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
@@ -24,13 +24,13 @@ struct Outcome {
     code: Option<i32>,
 }
 
-/// The `vm` back-end with the installed kernel, the mute stand-in initramfs built in `work` and
+/// The `vm` back-end with the installed kernel, the mute stand-in guest image built in `work` and
 /// the workspace's VMM.
 fn mute_vm_command(root: &Path, work: &Path) -> Command {
     let mut cmd = vm_command(root);
     cmd.args(["--kernel", KERNEL])
-        .arg("--initramfs")
-        .arg(initramfs::stand_in(work))
+        .arg("--guest-image")
+        .arg(guest_image::stand_in(work))
         .arg("--vmm")
         .arg(vmm());
     cmd
@@ -65,16 +65,18 @@ fn assert_booted_our_vm(log: &str) {
         .find_map(|l| l.split("Command line: ").nth(1))
         .unwrap_or_else(|| panic!("no kernel command line in the log:\n{log}"));
     assert!(cmdline.contains("console=ttyS0"), "{cmdline}");
-    assert!(cmdline.contains("rdinit=/init"), "{cmdline}");
-    // Two virtio-mmio devices: the rootfs disk (first slot) and vsock (second).
     assert!(
-        cmdline.contains("virtio_mmio.device=4K@0xd0000000:5"),
+        cmdline.contains("root=/dev/vda ro rootfstype=ext4 init=/init"),
         "{cmdline}"
     );
-    assert!(
-        cmdline.contains("virtio_mmio.device=4K@0xd0001000:6"),
-        "{cmdline}"
-    );
+    // Three virtio-mmio devices: the guest image (first slot), vsock and the share.
+    for device in [
+        "virtio_mmio.device=4K@0xd0000000:5",
+        "virtio_mmio.device=4K@0xd0001000:6",
+        "virtio_mmio.device=4K@0xd0002000:7",
+    ] {
+        assert!(cmdline.contains(device), "{cmdline}");
+    }
     assert!(log.contains("BIOS-e820"), "no e820 map in the log");
 }
 

@@ -1,6 +1,6 @@
-//! End to end through the product path: our VMM boots our guest kernel with the real initramfs
-//! (the static agent as `/init`, built by `rootfs/build-initramfs.sh`), and the host talks to the
-//! agent over vsock: once through the sandbox library with the one end-to-end driver
+//! End to end through the product path: our VMM boots our guest kernel from the read-only guest
+//! image (the static agent as `/init`, built by `rootfs/build-guest-image.sh`), and the host talks
+//! to the agent over vsock: once through the sandbox library with the one end-to-end driver
 //! (`rust_vm_test_support::e2e`, which the `vm_run` benchmark runs too), then through
 //! `rust-vm run`. On an instruction-emulating host (PVM, this project's machines) this needs
 //! the emulation workarounds the `vm` back-end applies when it detects such a host
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::{bundle_with, run_logged, vm_command, vmm};
 use rust_vm_sandbox::protocol::{AgentMode, PROTOCOL_VERSION};
 use rust_vm_test_support::e2e::{self, E2e};
+use rust_vm_test_support::escape;
 use rust_vm_test_support::procs::assert_nothing_left;
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -51,9 +52,14 @@ impl Run {
 }
 
 /// `rust-vm run` of a busybox bundle (its spec edited by `edit`) with the `vm` back-end and the
-/// documented defaults (installed kernel and initramfs, the host's agent timeout, detected
-/// workarounds).
-fn run_in_vm(root: &Path, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> Run {
+/// documented defaults (installed kernel, the host's agent timeout, detected workarounds) but for
+/// `extra` flags.
+fn run_in_vm(
+    root: &Path,
+    extra: &[&str],
+    args: &[&str],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Run {
     require_vm_host();
     let bundle = bundle_with(args, edit);
     let log = root
@@ -62,7 +68,9 @@ fn run_in_vm(root: &Path, args: &[&str], edit: impl FnOnce(&mut serde_json::Valu
         .join("runtime.log");
     let started = Instant::now();
     let mut cmd = vm_command(root);
-    cmd.args(["--log-level", "info", "--vmm"]).arg(vmm());
+    cmd.args(["--log-level", "info", "--vmm"])
+        .arg(vmm())
+        .args(extra);
     let out = run_logged(cmd, &log, &bundle, "e2e");
     Run {
         out,
@@ -79,34 +87,108 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
-/// The sandbox library's path, through the one end-to-end driver (also the `vm_run` benchmark's).
+/// What the first container checks about its own view, in shell builtins where they do (a process
+/// start costs a second or more where guest ring 0 is emulated): a block node its spec allows to
+/// create but not to open, its mount table, then the escape probe (last: it unmounts `/`).
+const CONTAINMENT_SCRIPT: &str = r#"
+echo out; echo err >&2
+mknod /dev/probe-vda b 254 0 && echo MKNOD-ALLOWED
+( exec 3</dev/probe-vda ) 2>/dev/null && echo VDA-OPENED
+while read -r line; do echo "MOUNTINFO $line"; done < /proc/self/mountinfo
+/escape
+exit 3
+"#;
+
+/// Mount points a container of [`rust_vm_test_support::spec_json`] has: its root, the spec's
+/// mounts, the masked and read-only paths. Nothing of the agent's.
+const CONTAINER_MOUNTS: &[&str] = &[
+    "/",
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/sys",
+];
+
+/// The sandbox library's path, through the one end-to-end driver (also the `vm_run` benchmark's),
+/// booting from the read-only guest image: the container is entered with pivot_root (its mount
+/// table holds only its own mounts; neither the chroot escape nor detaching its `/` reaches
+/// anything of the agent's) and its device rules are enforced by the device cgroup.
 #[test]
 #[ignore = "needs /dev/kvm and root; boots the guest kernel (~1 min)"]
-fn agent_as_init_answers_over_vsock_and_runs_a_container() {
+fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
     let _vm = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_vm_host();
-    let run = E2e::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let probes = tempfile::tempdir().expect("tempdir");
+    let mut run = E2e::new(&["sh", "-c", CONTAINMENT_SCRIPT]);
+    run.rootfs_files = vec![("escape".into(), escape::probe(probes.path()))];
+    run.edit_spec = |spec| {
+        spec["linux"]["resources"] = serde_json::json!({ "devices": [
+            { "allow": false, "access": "rwm" },
+            { "allow": true, "type": "b", "major": 254, "minor": 0, "access": "m" },
+        ]});
+    };
     let report = e2e::run(&run).unwrap_or_else(|e| panic!("end-to-end run failed: {e:#}"));
+    let console = &report.console;
     // The sandbox started once the agent answered `version` over the VMM's vsock socket, and it
     // kept serving on the same connection.
     assert_eq!(report.agent.protocol, PROTOCOL_VERSION);
     assert_eq!(report.agent.mode, AgentMode::Guest);
     assert_eq!(report.agent_again.agent_version, report.agent.agent_version);
     assert!(
-        report.console.contains("Run /init as init process"),
-        "console:\n{}",
-        report.console
+        console.contains("VFS: Mounted root (ext4 filesystem) readonly")
+            && console.contains("Run /init as init process"),
+        "booted from the guest image; console:\n{console}"
     );
-    // The container ran from the boot disk inside the guest.
+    assert!(
+        !console.contains("Unpacking initramfs"),
+        "console:\n{console}"
+    );
+    let out = report.stdout.as_str();
     assert_eq!(
-        (
-            report.stdout.as_str(),
-            report.stderr.as_str(),
-            report.exit_code
-        ),
-        ("out\n", "err\n", 3),
-        "console:\n{}",
-        report.console
+        (out.lines().next(), report.stderr.as_str(), report.exit_code),
+        (Some("out"), "err\n", 3),
+        "stdout:\n{out}\nconsole:\n{console}"
+    );
+    // Device rules: the node could be made ("m" allowed) but not opened.
+    assert!(out.contains("MKNOD-ALLOWED"), "stdout:\n{out}");
+    assert!(
+        !out.contains("VDA-OPENED"),
+        "device cgroup not enforced; stdout:\n{out}"
+    );
+    // Its own mounts only.
+    let mount_points: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("MOUNTINFO "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .collect();
+    assert!(mount_points.contains(&"/"), "stdout:\n{out}");
+    for point in &mount_points {
+        assert!(
+            CONTAINER_MOUNTS.contains(point),
+            "{point} is not the container's; stdout:\n{out}"
+        );
+    }
+    // The chroot escape climbs no higher than the container's own root (where the probe is).
+    let escaped = escape::printed(out, "ESCAPED-ROOT");
+    assert!(escaped.contains(&"escape"), "stdout:\n{out}");
+    // Detaching the container's `/` leaves the kernel's own rootfs of the guest image boot
+    // (`dev`, `root`), with nothing of the agent's on it: behind a chroot it was the agent's
+    // root with every mount (devtmpfs and the VM's disks, other containers' roots).
+    let uncovered = escape::printed(out, "UNCOVERED-ROOT");
+    assert!(!uncovered.is_empty(), "the probe ran; stdout:\n{out}");
+    for entry in &uncovered {
+        assert!(
+            ["dev", "root"].contains(entry),
+            "uncovering reached {entry:?}; stdout:\n{out}"
+        );
+    }
+    assert!(
+        escape::printed(out, "UNCOVERED-MOUNT")
+            .iter()
+            .all(|m| m.starts_with("none")),
+        "mounts left in the container's namespace; stdout:\n{out}"
     );
     assert!(
         !common::alive(report.vmm_pid),
@@ -151,8 +233,10 @@ done
 echo hello; echo err >&2; exit 3
 "#;
 
-/// `rust-vm run` on the vm back-end, one boot for several checks: stdout, stderr and the exit code
-/// come back through the VM, the agent answered as the guest's PID 1, the guest kernel ran it;
+/// `rust-vm run` on the vm back-end, booting from the initramfs fallback (`--guest-root
+/// initramfs`), one boot for several checks: the agent moved its root off the kernel's rootfs so
+/// that the container could pivot_root; stdout, stderr and the exit code come back through the
+/// VM, the agent answered as the guest's PID 1, the guest kernel ran it;
 /// the rootfs and podman/kubelet-like bind mounts came through the pod's virtio-fs share (a
 /// read-write file, a read-only directory, a file the container writes that the host reads after
 /// exit, a volume), no symlink reaches a host path outside the share, and nothing is left.
@@ -186,15 +270,20 @@ fn rust_vm_run_relays_output_exit_code_and_bind_mounts_through_the_vm_and_leaves
         bind("/volume", &host.join("volume"), &["rbind"]),
     ];
     let secret_path = secret.display().to_string();
-    let run = run_in_vm(&root, &["sh", "-c", BIND_MOUNT_SCRIPT], |spec| {
-        // The script makes its symlinks in the rootfs.
-        spec["root"]["readonly"] = false.into();
-        spec["mounts"].as_array_mut().unwrap().extend(mounts);
-        spec["process"]["env"]
-            .as_array_mut()
-            .unwrap()
-            .push(format!("SECRET={secret_path}").into());
-    });
+    let run = run_in_vm(
+        &root,
+        &["--guest-root", "initramfs"],
+        &["sh", "-c", BIND_MOUNT_SCRIPT],
+        |spec| {
+            // The script makes its symlinks in the rootfs.
+            spec["root"]["readonly"] = false.into();
+            spec["mounts"].as_array_mut().unwrap().extend(mounts);
+            spec["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(format!("SECRET={secret_path}").into());
+        },
+    );
     assert_eq!(run.out.status.code(), Some(3), "{}", run.context());
     let stdout = run.stdout();
     assert_eq!(
@@ -230,8 +319,15 @@ fn rust_vm_run_relays_output_exit_code_and_bind_mounts_through_the_vm_and_leaves
         run.context()
     );
     assert!(run.log.contains("virtio-fs share"), "{}", run.context());
-    // The guest kernel ran it: its console (appended to --log) shows our kernel.
+    // The guest kernel ran it: its console (appended to --log) shows our kernel, booted from the
+    // initramfs, whose root the agent left for a mount of its own.
     assert!(run.log.contains("Linux version 6.12"), "{}", run.context());
+    assert!(run.log.contains("Unpacking initramfs"), "{}", run.context());
+    assert!(
+        run.log.contains("root moved off the initramfs"),
+        "{}",
+        run.context()
+    );
     assert_nothing_left(&root);
     eprintln!("rust-vm run (vm back-end): {:?}", run.took);
 }

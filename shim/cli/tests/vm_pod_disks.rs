@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{bundle, vmm, BusyboxBundle};
 use rust_vm_sandbox::protocol::{CreateContainer, RootfsSource, StreamKind};
 use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox};
-use rust_vm_test_support::initramfs;
+use rust_vm_test_support::guest_image;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 
@@ -66,9 +66,9 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
     let mut cfg = RuntimeConfig::default().sandbox_config("pod", &state);
     cfg.backend = Backend::Vm;
     cfg.kernel = KERNEL.into();
-    // An uncompressed initramfs around this tree's agent (the one that flushes a device's cache
-    // before mounting it).
-    cfg.initramfs = initramfs::with_agent(work.path());
+    // A guest image around this tree's agent (the one that flushes a device's cache before
+    // mounting it): it is /dev/vda, the boot disk /dev/vdb, the slots after them.
+    cfg.guest_image = guest_image::with_agent(work.path());
     cfg.vmm_path = vmm();
     cfg.mem_mib = 128;
     cfg.agent_timeout = Duration::from_secs(400);
@@ -82,7 +82,7 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
 
     // The guest found both slots where the shim expects them, with their size.
     let console = std::fs::read_to_string(sandbox.console_log()).unwrap_or_default();
-    for name in ["[vdb] 131072 512-byte", "[vdc] 131072 512-byte"] {
+    for name in ["[vdc] 131072 512-byte", "[vdd] 131072 512-byte"] {
         assert!(
             console.contains(name),
             "no {name} in the console:\n{console}"
@@ -95,7 +95,7 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
     assert_eq!(
         source,
         RootfsSource::BlockDevice {
-            device: "/dev/vdb".into(),
+            device: "/dev/vdc".into(),
             fstype: "ext4".into(),
             readonly: false,
         }
@@ -116,7 +116,7 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
         .rootfs_source(&third_rootfs)
         .expect("the freed slot");
     assert!(
-        matches!(&source, RootfsSource::BlockDevice { device, .. } if device == Path::new("/dev/vdb"))
+        matches!(&source, RootfsSource::BlockDevice { device, .. } if device == Path::new("/dev/vdc"))
     );
     let (out, code) = run(&sandbox, "third", &third, source);
     assert_eq!((out.as_str(), code), ("third\n", 0));

@@ -95,7 +95,7 @@ impl PodRole {
     }
 
     /// Whether the annotations make this container a pod's sandbox (CRI's `sandbox` type):
-    /// more containers will join it, so its VM gets pod disk slots.
+    /// more containers will join it, so its VM is sized for the pod (and gets pod disk slots).
     pub fn starts_a_pod(annotations: &HashMap<String, String>) -> bool {
         annotations.get(CONTAINER_TYPE).map(String::as_str) == Some(TYPE_SANDBOX)
     }

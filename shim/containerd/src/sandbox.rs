@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::types::mount::Mount;
 use rust_vm_sandbox::config::ConfigError;
+use rust_vm_sandbox::sizing::PodResources;
 use rust_vm_sandbox::{Pod, PodError, RootfsMode, RuntimeConfig};
 use thiserror::Error;
 
@@ -53,15 +54,16 @@ fn short_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Starts the sandbox of pod `id` with the first container's rootfs directory. Containers that
-/// join later come in through the pod's share; with `rootfs = "block"` a `pod` (CRI sandbox)
-/// gets `pod_disk_slots` spare disks for them instead.
+/// Starts the sandbox of pod `id` with the first container's rootfs directory. A `pod` (CRI
+/// sandbox, with what its containers may use together) gets a VM sized for them
+/// ([`RuntimeConfig::pod_vm_size`]). Containers that join later come in through the pod's share;
+/// with `rootfs = "block"` a pod gets `pod_disk_slots` spare disks for them instead.
 pub fn start(
     namespace: &str,
     id: &str,
     config_path: &Path,
     first_rootfs: &Path,
-    pod: bool,
+    pod: Option<PodResources>,
 ) -> Result<Pod, PodSandboxError> {
     let must_exist = config_path != Path::new(rust_vm_sandbox::config::DEFAULT_CONFIG_PATH);
     let runtime = RuntimeConfig::load(config_path, must_exist)?;
@@ -72,8 +74,24 @@ pub fn start(
     }
     let mut cfg = runtime.sandbox_config(id, &dir);
     cfg.rootfs = Some(first_rootfs.to_owned());
-    if pod && runtime.rootfs == RootfsMode::Block {
-        cfg.disk_slots = runtime.pod_disk_slots;
+    if let Some(resources) = pod {
+        let size = runtime.pod_vm_size(resources);
+        (cfg.vcpus, cfg.mem_mib) = (size.vcpus, size.mem_mib);
+        let note = if size.capped {
+            " (cut to pod_max_vcpus/pod_max_mem_mib)"
+        } else {
+            ""
+        };
+        log::info!(
+            "pod {id}: VM of {} vCPU(s) and {} MiB for limits of {} CPU(s) and {} bytes{note}",
+            size.vcpus,
+            size.mem_mib,
+            resources.cpus,
+            resources.memory
+        );
+        if runtime.rootfs == RootfsMode::Block {
+            cfg.disk_slots = runtime.pod_disk_slots;
+        }
     }
     Ok(Pod::start(cfg)?)
 }

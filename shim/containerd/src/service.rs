@@ -31,6 +31,7 @@ use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::{LinuxResources, Spec};
 use rust_vm_protocol::{ClientError, ContainerStats, ErrorCode, Exec};
 use rust_vm_sandbox::hooks::{self, OciState, Stage};
+use rust_vm_sandbox::sizing::PodResources;
 use rust_vm_sandbox::{Chain, NewContainer, Pod};
 
 use crate::config;
@@ -207,7 +208,7 @@ impl Service {
         options: Option<&Any>,
         mounts: &[Mount],
         rootfs: &Path,
-        pod: bool,
+        pod: Option<PodResources>,
     ) -> Result<(Arc<Pod>, bool)> {
         match role {
             PodRole::Sandbox { .. } => {
@@ -271,6 +272,10 @@ impl Service {
         let annotations = spec.annotations().clone().unwrap_or_default();
         let role = PodRole::from_annotations(&id, &annotations)
             .map_err(|e| ShimError::InvalidArgument(Chain(&e).to_string()))?;
+        let pod = PodRole::starts_a_pod(&annotations)
+            .then(|| PodResources::from_annotations(&annotations))
+            .transpose()
+            .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -296,14 +301,8 @@ impl Service {
             bundle.join(root)
         };
 
-        let (sandbox, owns_sandbox) = self.sandbox_for(
-            &role,
-            &id,
-            req.options.as_ref(),
-            &req.rootfs,
-            &rootfs,
-            PodRole::starts_a_pod(&annotations),
-        )?;
+        let (sandbox, owns_sandbox) =
+            self.sandbox_for(&role, &id, req.options.as_ref(), &req.rootfs, &rootfs, pod)?;
         let container = Container {
             id: id.clone(),
             bundle: req.bundle.clone(),

@@ -12,7 +12,7 @@
 //!   console; a shim killed with SIGKILL while its VM boots takes the VMM along.
 //!
 //! Needs root, /dev/kvm, containerd, umoci, busybox-static, a C compiler, the guest kernel and
-//! initramfs (`guest-kernel/build.sh`, `rootfs/build-initramfs.sh`: /var/lib/rust-vm/). A
+//! guest image (`guest-kernel/build.sh`, `rootfs/build-guest-image.sh`: /var/lib/rust-vm/). A
 //! missing prerequisite fails the test, naming it.
 
 mod common;
@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
 // The stand-in `/init` never answers, so the failure paths do not depend on how far or fast
 // the guest boots.
-use rust_vm_test_support::initramfs;
+use rust_vm_test_support::guest_image;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
-const INITRAMFS: &str = "/var/lib/rust-vm/initramfs.cpio.gz";
+const GUEST_IMAGE: &str = "/var/lib/rust-vm/guest-root.img";
 const AGENT_TIMEOUT_SECS: u64 = 6;
 
 #[test]
@@ -156,8 +156,8 @@ fn require_vm_host() {
         "{KERNEL} missing: run guest-kernel/build.sh"
     );
     assert!(
-        Path::new(INITRAMFS).is_file(),
-        "{INITRAMFS} missing: run rootfs/build-initramfs.sh"
+        Path::new(GUEST_IMAGE).is_file(),
+        "{GUEST_IMAGE} missing: run rootfs/build-guest-image.sh"
     );
 }
 
@@ -173,12 +173,12 @@ fn with_mute_guest(
     );
     let serial = common::serial();
     let ctd = Containerd::start(name);
-    let config = ctd.write_vm_config(KERNEL, &initramfs::stand_in(&ctd.dir), extra_config);
+    let config = ctd.write_vm_config(KERNEL, &guest_image::stand_in(&ctd.dir), extra_config);
     (serial, ctd, config)
 }
 
 /// A rust-vm configuration selecting the `vm` back-end with the documented defaults (installed
-/// kernel and initramfs, detected emulating-host options and agent timeout) and our VMM.
+/// kernel and guest image, detected emulating-host options and agent timeout) and our VMM.
 fn vm_config(ctd: &Containerd) -> PathBuf {
     let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
     let config = ctd.dir.join("vm.toml");

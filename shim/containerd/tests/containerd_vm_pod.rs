@@ -5,8 +5,8 @@
 //! exited, and deleting it leaves nothing behind.
 //!
 //! Needs root, /dev/kvm, containerd, umoci, busybox-static and the guest kernel
-//! (`guest-kernel/build.sh` installs /var/lib/rust-vm/vmlinux); builds the static agent into an
-//! uncompressed initramfs (rootfs/build-initramfs.sh). The guest boots in ~30 s on this PVM host.
+//! (`guest-kernel/build.sh` installs /var/lib/rust-vm/vmlinux); builds the static agent into a
+//! guest image (rootfs/build-guest-image.sh). The guest boots in ~30 s on this PVM host.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
-use rust_vm_test_support::initramfs;
+use rust_vm_test_support::guest_image;
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 const SANDBOX: [&str; 4] = [
@@ -42,7 +42,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     let ctd = Containerd::start("vmpod");
     let config = ctd.write_vm_config(
         KERNEL,
-        &initramfs::with_agent(&ctd.dir),
+        &guest_image::with_agent(&ctd.dir),
         "agent_timeout_secs = 300\nrootfs = \"block\"\npod_disk_slots = 2\npod_disk_max_mib = 256\n",
     );
     let config_arg = config.to_string_lossy().into_owned();

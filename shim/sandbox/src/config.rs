@@ -15,7 +15,8 @@ use crate::host::{
     HARDWARE_AGENT_TIMEOUT,
 };
 use crate::sandbox::SandboxConfig;
-use crate::settings::{Backend, LogLevel, RootfsMode, VirtiofsCache};
+use crate::settings::{Backend, GuestRoot, LogLevel, RootfsMode, VirtiofsCache};
+use crate::sizing::{vm_size, PodResources, VmSize};
 
 /// Where the configuration is read from unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rust-vm/config.toml";
@@ -23,6 +24,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rust-vm/config.toml";
 pub const DEFAULT_KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 /// The guest initramfs (the static agent as `/init`) installed by `rootfs/build-initramfs.sh`.
 pub const DEFAULT_INITRAMFS: &str = "/var/lib/rust-vm/initramfs.cpio.gz";
+/// The guest's read-only root image (the static agent as `/init`) installed by
+/// `rootfs/build-guest-image.sh`.
+pub const DEFAULT_GUEST_IMAGE: &str = "/var/lib/rust-vm/guest-root.img";
 pub const DEFAULT_VMM: &str = "rust-vm-vmm";
 pub const DEFAULT_AGENT: &str = "rust-vm-agent";
 pub const DEFAULT_VCPUS: u32 = 1;
@@ -34,13 +38,16 @@ pub const MIN_MEM_MIB: u64 = 64;
 pub const MAX_AGENT_TIMEOUT_SECS: u64 = 86_400;
 pub const DEFAULT_POD_DISK_SLOTS: usize = 4;
 pub const DEFAULT_POD_DISK_MAX_MIB: u64 = 4096;
-/// virtio-mmio has room for 19 devices here; the boot disk and vsock take two.
-pub const MAX_POD_DISK_SLOTS: usize = 16;
+/// virtio-mmio has room for 19 devices here; the guest image, the boot disk, vsock and the
+/// share's virtio-fs device take four.
+pub const MAX_POD_DISK_SLOTS: usize = 15;
 /// virtiofsd as scripts/setup.sh installs it.
 pub const DEFAULT_VIRTIOFSD: &str = "/usr/local/lib/rust-vm/bin/virtiofsd";
 pub const DEFAULT_VIRTIOFS_THREADS: usize = 0;
 /// More virtiofsd threads than this only cost memory.
 pub const MAX_VIRTIOFS_THREADS: usize = 64;
+/// The most memory a pod's VM gets from its containers' limits unless `pod_max_mem_mib` says.
+pub const DEFAULT_POD_MAX_MEM_MIB: u64 = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,7 +75,12 @@ pub enum ConfigError {
 pub struct RuntimeConfig {
     /// Guest kernel (ELF vmlinux or bzImage).
     pub kernel: PathBuf,
-    /// Guest initramfs with the agent as `/init`.
+    /// `image` (default: the read-only `guest_image` as the guest's root) or `initramfs` (the
+    /// `initramfs` copied into the VM's memory at boot).
+    pub guest_root: GuestRoot,
+    /// The guest's read-only root image with the agent as `/init`.
+    pub guest_image: PathBuf,
+    /// Guest initramfs with the agent as `/init` (with `guest_root = "initramfs"`).
     pub initramfs: PathBuf,
     /// The VMM binary: a bare name is looked up next to the running executable, then in `$PATH`.
     pub vmm: PathBuf,
@@ -107,12 +119,20 @@ pub struct RuntimeConfig {
     pub virtiofs_cache: VirtiofsCache,
     /// `vm`: virtiofsd's thread pool size; 0 (default) serves requests on the queue's thread.
     pub virtiofs_threads: usize,
+    /// `vm`: the most vCPUs a pod's VM gets once its containers' CPU limits are added to `vcpus`
+    /// (docs/kubernetes). Unset: the host's CPUs.
+    pub pod_max_vcpus: Option<u32>,
+    /// `vm`: the most memory (MiB) a pod's VM gets once its containers' memory limits are added
+    /// to `mem_mib`.
+    pub pod_max_mem_mib: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             kernel: PathBuf::from(DEFAULT_KERNEL),
+            guest_root: GuestRoot::default(),
+            guest_image: PathBuf::from(DEFAULT_GUEST_IMAGE),
             initramfs: PathBuf::from(DEFAULT_INITRAMFS),
             vmm: PathBuf::from(DEFAULT_VMM),
             agent: PathBuf::from(DEFAULT_AGENT),
@@ -130,6 +150,8 @@ impl Default for RuntimeConfig {
             virtiofsd: PathBuf::from(DEFAULT_VIRTIOFSD),
             virtiofs_cache: VirtiofsCache::default(),
             virtiofs_threads: DEFAULT_VIRTIOFS_THREADS,
+            pod_max_vcpus: None,
+            pod_max_mem_mib: DEFAULT_POD_MAX_MEM_MIB,
         }
     }
 }
@@ -197,6 +219,20 @@ impl RuntimeConfig {
         if self.pod_disk_max_mib < 16 {
             return Err(invalid("pod_disk_max_mib", "must be at least 16 (MiB)"));
         }
+        if let Some(max) = self.pod_max_vcpus {
+            if !(1..=vmm_config::MAX_VCPUS).contains(&max) {
+                return Err(invalid(
+                    "pod_max_vcpus",
+                    &format!("must be between 1 and {}", vmm_config::MAX_VCPUS),
+                ));
+            }
+        }
+        if self.pod_max_mem_mib < MIN_MEM_MIB {
+            return Err(invalid(
+                "pod_max_mem_mib",
+                &format!("must be at least {MIN_MEM_MIB} (MiB)"),
+            ));
+        }
         if self.virtiofs_threads > MAX_VIRTIOFS_THREADS {
             return Err(invalid(
                 "virtiofs_threads",
@@ -204,6 +240,24 @@ impl RuntimeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The VM of a pod whose containers may use `pod` together: `vcpus` and `mem_mib` (the
+    /// overhead) plus the pod's limits, within `pod_max_vcpus` and `pod_max_mem_mib`.
+    pub fn pod_vm_size(&self, pod: PodResources) -> VmSize {
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max_vcpus = self.pod_max_vcpus.unwrap_or_else(|| {
+            u32::try_from(host_cpus)
+                .unwrap_or(u32::MAX)
+                .min(vmm_config::MAX_VCPUS)
+        });
+        vm_size(
+            self.vcpus,
+            self.mem_mib,
+            max_vcpus,
+            self.pod_max_mem_mib,
+            pod,
+        )
     }
 
     /// The sandbox configuration for one sandbox on this host, with binaries resolved.
@@ -230,6 +284,8 @@ impl RuntimeConfig {
             id: id.to_string(),
             state_dir: state_dir.to_path_buf(),
             kernel: self.kernel.clone(),
+            guest_root: self.guest_root,
+            guest_image: self.guest_image.clone(),
             initramfs: self.initramfs.clone(),
             vmm_path: resolve_binary(&self.vmm),
             agent_path: resolve_binary(&self.agent),
@@ -383,7 +439,7 @@ mod tests {
         assert!(err.to_string().contains("vcpus"), "{err}");
         let err = RuntimeConfig::parse("mem_mib = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("mem_mib"), "{err}");
-        let err = RuntimeConfig::parse("pod_disk_slots = 17\n", Path::new("c.toml")).unwrap_err();
+        let err = RuntimeConfig::parse("pod_disk_slots = 16\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("pod_disk_slots"), "{err}");
         let err = RuntimeConfig::parse("pod_disk_max_mib = 8\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("pod_disk_max_mib"), "{err}");

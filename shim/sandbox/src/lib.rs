@@ -28,6 +28,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;
+pub mod sizing;
 pub mod stdio;
 
 pub use config::RuntimeConfig;
@@ -35,4 +36,4 @@ pub use pod::{Created, NewContainer, Pod, PodError};
 pub use rust_vm_protocol as protocol;
 pub use rust_vm_protocol::{error_chain, Chain};
 pub use sandbox::{LogTail, LogTails, Sandbox, SandboxConfig, SandboxError};
-pub use settings::{Backend, LogLevel, RootfsMode, VirtiofsCache};
+pub use settings::{Backend, GuestRoot, LogLevel, RootfsMode, VirtiofsCache};

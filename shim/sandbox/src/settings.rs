@@ -98,3 +98,44 @@ impl VirtiofsCache {
         }
     }
 }
+
+/// Where the guest's own root (the agent as `/init`) comes from (`guest_root`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestRoot {
+    /// The read-only guest image on the first virtio-blk disk (`guest_image`), shared by every
+    /// VM through the host's page cache (docs/guest-image.md).
+    #[default]
+    Image,
+    /// The initramfs (`initramfs`), copied into each VM's memory at boot: the fallback.
+    Initramfs,
+}
+
+impl GuestRoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestRoot::Image => "image",
+            GuestRoot::Initramfs => "initramfs",
+        }
+    }
+}
+
+impl fmt::Display for GuestRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GuestRoot {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "image" => Ok(GuestRoot::Image),
+            "initramfs" => Ok(GuestRoot::Initramfs),
+            other => Err(format!(
+                "unknown guest root {other:?} (expected \"image\" or \"initramfs\")"
+            )),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The one end-to-end driver, in Rust on the protocol crate: boots the real VMM, the guest
-//! kernel and the real initramfs (the static agent as `/init`) through `rust_vm_sandbox`, asks
+//! kernel and the real guest root (the read-only guest image, or the initramfs; the static agent
+//! as `/init`) through `rust_vm_sandbox`, asks
 //! the agent its version and pings it over vsock, runs a busybox container (its rootfs through the
 //! pod's virtio-fs share, or with `rootfs_mode = block` from the boot disk), shuts the sandbox
 //! down and waits for the VMM to go; meanwhile a watcher records when each milestone happened,
@@ -9,7 +10,7 @@
 //! [`write_small_files`]).
 //!
 //! Used by the `vm_e2e` test and the `vm_run` and `guest_fs` benchmarks (rust-vm-cli). Needs /dev/kvm, root and
-//! the installed guest kernel and initramfs (scripts/setup.sh); on an instruction-emulating host
+//! the installed guest kernel and guest image or initramfs (scripts/setup.sh); on an instruction-emulating host
 //! (PVM) the sandbox applies the workarounds it detects (docs/pvm-host-boot.md).
 
 use std::collections::BTreeMap;
@@ -21,9 +22,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use rust_vm_sandbox::config::{DEFAULT_INITRAMFS, DEFAULT_KERNEL};
+use rust_vm_sandbox::config::{DEFAULT_GUEST_IMAGE, DEFAULT_INITRAMFS, DEFAULT_KERNEL};
 use rust_vm_sandbox::protocol::{CreateContainer, StreamKind, VersionInfo};
-use rust_vm_sandbox::{Backend, LogLevel, RootfsMode, RuntimeConfig, Sandbox, VirtiofsCache};
+use rust_vm_sandbox::{
+    Backend, GuestRoot, LogLevel, RootfsMode, RuntimeConfig, Sandbox, VirtiofsCache,
+};
 
 use crate::{procs, spec_json, BusyboxBundle};
 
@@ -43,8 +46,10 @@ pub const SHUT_DOWN: &str = "sandbox shut down";
 pub const VMM_GONE: &str = "VMM process gone";
 
 /// Guest console lines that mark a milestone.
-const CONSOLE_MARKS: [(&str, &str); 3] = [
+const CONSOLE_MARKS: [(&str, &str); 5] = [
     ("kernel banner (console)", "Linux version"),
+    ("initramfs unpacked (console)", "Freeing initrd memory"),
+    ("guest image mounted (console)", "VFS: Mounted root"),
     ("/init started (console)", "Run /init as init process"),
     ("agent listening (console)", "listening on vsock"),
 ];
@@ -77,10 +82,15 @@ pub fn require_vm_host() -> Result<()> {
         Path::new(DEFAULT_KERNEL).is_file(),
         "{DEFAULT_KERNEL} missing: run guest-kernel/build.sh (or scripts/setup.sh)"
     );
-    ensure!(
-        Path::new(DEFAULT_INITRAMFS).is_file(),
-        "{DEFAULT_INITRAMFS} missing: run rootfs/build-initramfs.sh (or scripts/setup.sh)"
-    );
+    for (file, script) in [
+        (DEFAULT_GUEST_IMAGE, "rootfs/build-guest-image.sh"),
+        (DEFAULT_INITRAMFS, "rootfs/build-initramfs.sh"),
+    ] {
+        ensure!(
+            Path::new(file).is_file(),
+            "{file} missing: run {script} (or scripts/setup.sh)"
+        );
+    }
     Ok(())
 }
 
@@ -90,6 +100,8 @@ pub struct E2e {
     pub args: Vec<String>,
     pub vmm: PathBuf,
     pub kernel: PathBuf,
+    pub guest_root: GuestRoot,
+    pub guest_image: PathBuf,
     pub initramfs: PathBuf,
     pub log_level: LogLevel,
     pub rootfs_mode: RootfsMode,
@@ -102,15 +114,21 @@ pub struct E2e {
     /// That many 4 KiB files written into the container's rootfs as `/small/d<i/100>/f<i>`
     /// (metadata and open rates to measure).
     pub rootfs_small_files: usize,
+    /// Host files copied into the container's rootfs: (path in the rootfs, source).
+    pub rootfs_files: Vec<(String, PathBuf)>,
+    /// Changes to the container's spec ([`spec_json`] of `args`).
+    pub edit_spec: fn(&mut serde_json::Value),
 }
 
 impl E2e {
-    /// `args` in the VM, with the workspace's VMM and the installed kernel and initramfs.
+    /// `args` in the VM, with the workspace's VMM and the installed kernel and guest image.
     pub fn new(args: &[&str]) -> E2e {
         E2e {
             args: args.iter().map(|a| a.to_string()).collect(),
             vmm: crate::vmm(),
             kernel: DEFAULT_KERNEL.into(),
+            guest_root: GuestRoot::default(),
+            guest_image: DEFAULT_GUEST_IMAGE.into(),
             initramfs: DEFAULT_INITRAMFS.into(),
             log_level: LogLevel::Info,
             rootfs_mode: RootfsMode::default(),
@@ -118,6 +136,8 @@ impl E2e {
             virtiofs_threads: rust_vm_sandbox::config::DEFAULT_VIRTIOFS_THREADS,
             rootfs_padding: 0,
             rootfs_small_files: 0,
+            rootfs_files: Vec::new(),
+            edit_spec: |_| {},
         }
     }
 }
@@ -204,7 +224,14 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     require_vm_host()?;
     let work = tempfile::Builder::new().prefix("rust-vm-e2e-").tempdir()?;
     let args: Vec<&str> = e2e.args.iter().map(String::as_str).collect();
-    let bundle = BusyboxBundle::with_spec("e2e", &spec_json(&args));
+    let mut spec = spec_json(&args);
+    (e2e.edit_spec)(&mut spec);
+    let bundle = BusyboxBundle::with_spec("e2e", &spec);
+    for (dest, src) in &e2e.rootfs_files {
+        let dest = bundle.root().join(dest.trim_start_matches('/'));
+        std::fs::copy(src, &dest)
+            .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    }
     if e2e.rootfs_padding > 0 {
         write_padding(&bundle.root(), e2e.rootfs_padding)?;
     }
@@ -217,6 +244,8 @@ pub fn run(e2e: &E2e) -> Result<Report> {
     cfg.backend = Backend::Vm;
     cfg.vmm_path = e2e.vmm.clone();
     cfg.kernel = e2e.kernel.clone();
+    cfg.guest_root = e2e.guest_root;
+    cfg.guest_image = e2e.guest_image.clone();
     cfg.initramfs = e2e.initramfs.clone();
     cfg.log_level = e2e.log_level;
     cfg.rootfs_mode = e2e.rootfs_mode;

@@ -12,6 +12,8 @@ pub mod bins;
 pub mod bundle;
 #[cfg(feature = "e2e")]
 pub mod e2e;
+pub mod escape;
+pub mod guest_image;
 pub mod initramfs;
 pub mod procs;
 pub mod spec;

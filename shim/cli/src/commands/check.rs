@@ -88,11 +88,19 @@ pub fn check(g: &Global) -> Result<i32> {
         &cfg.kernel,
         "run scripts/setup.sh or set `kernel` in the config",
     ));
-    note(file_check(
-        "initramfs",
-        &cfg.initramfs,
-        "run rootfs/build-initramfs.sh or set `initramfs` in the config",
-    ));
+    // The guest's root as configured: the read-only image (default) or the initramfs.
+    note(match cfg.guest_root {
+        rust_vm_sandbox::GuestRoot::Image => file_check(
+            "guest image",
+            &cfg.guest_image,
+            "run rootfs/build-guest-image.sh (scripts/setup.sh does) or set `guest_image` in the config",
+        ),
+        rust_vm_sandbox::GuestRoot::Initramfs => file_check(
+            "initramfs",
+            &cfg.initramfs,
+            "run rootfs/build-initramfs.sh or set `initramfs` in the config",
+        ),
+    });
     let vmm = resolve_binary(&cfg.vmm);
     note(exe_check(
         "vmm",

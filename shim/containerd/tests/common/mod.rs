@@ -225,15 +225,16 @@ impl Containerd {
 
     /// Stops containerd (its shims keep running) and starts it again on the same directories.
     /// Writes `vm.toml` for the `vm` back-end in this containerd's directory: the guest kernel
-    /// at `kernel`, `initramfs`, this workspace's VMM, then the `extra` TOML lines. Returns its path.
-    pub fn write_vm_config(&self, kernel: &str, initramfs: &Path, extra: &str) -> PathBuf {
+    /// at `kernel`, the guest image `guest_image`, this workspace's VMM, then the `extra` TOML
+    /// lines. Returns its path.
+    pub fn write_vm_config(&self, kernel: &str, guest_image: &Path, extra: &str) -> PathBuf {
         let vmm = workspace_binary("rust-vm-vmm", "rust-vm-vmm");
         let config = self.dir.join("vm.toml");
         std::fs::write(
             &config,
             format!(
-                "backend = \"vm\"\nkernel = \"{kernel}\"\ninitramfs = \"{}\"\nvmm = \"{}\"\n{extra}",
-                initramfs.display(),
+                "backend = \"vm\"\nkernel = \"{kernel}\"\nguest_image = \"{}\"\nvmm = \"{}\"\n{extra}",
+                guest_image.display(),
                 vmm.display()
             ),
         )

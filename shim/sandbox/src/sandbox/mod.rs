@@ -33,7 +33,7 @@ use vmm_config::CpuTemplate;
 
 use crate::rootfs::{self, ImageError, ImageOptions};
 pub use crate::settings::Backend;
-use crate::settings::{LogLevel, RootfsMode, VirtiofsCache};
+use crate::settings::{GuestRoot, LogLevel, RootfsMode, VirtiofsCache};
 use crate::{error_chain, Chain};
 use share::{Share, ShareError, ShareOptions};
 use slots::{DiskSlots, SlotError};
@@ -65,7 +65,11 @@ pub struct SandboxConfig {
     pub state_dir: PathBuf,
     /// `vm`: guest kernel.
     pub kernel: PathBuf,
-    /// `vm`: initramfs with the agent as `/init`.
+    /// `vm`: where the guest's root (the agent as `/init`) comes from.
+    pub guest_root: GuestRoot,
+    /// `vm`: the read-only guest root image (`guest_root = image`).
+    pub guest_image: PathBuf,
+    /// `vm`: initramfs with the agent as `/init` (`guest_root = initramfs`).
     pub initramfs: PathBuf,
     /// `vm`: the `rust-vm-vmm` binary.
     pub vmm_path: PathBuf,
@@ -128,6 +132,8 @@ pub enum SandboxError {
         path: PathBuf,
         hint: &'static str,
     },
+    #[error("guest image {0} is neither ext4 nor erofs: rebuild it with rootfs/build-guest-image.sh or set `guest_image` in /etc/rust-vm/config.toml")]
+    BadGuestImage(PathBuf),
     #[error("cannot start {program}")]
     Spawn { program: PathBuf, source: io::Error },
     #[error("rootfs image")]
@@ -308,6 +314,11 @@ impl SandboxConfig {
     pub fn boot_disk(&self) -> bool {
         self.rootfs.is_some() && self.rootfs_mode == RootfsMode::Block
     }
+
+    /// `vm`: the disks attached before the containers' ones (the guest image, first).
+    pub fn guest_disks(&self) -> usize {
+        usize::from(self.guest_root == GuestRoot::Image)
+    }
 }
 
 impl Sandbox {
@@ -325,7 +336,7 @@ impl Sandbox {
                 &paths.dir,
                 config.disk_slots,
                 config.disk_slot_mib,
-                usize::from(config.boot_disk()),
+                config.guest_disks() + usize::from(config.boot_disk()),
             ),
             Backend::Namespaces => DiskSlots::new(&paths.dir, 0, 0, 0),
         };
@@ -585,7 +596,7 @@ impl Sandbox {
             Backend::Vm => match self.rootfs_dir.as_ref().filter(|_| self.config.boot_disk()) {
                 Some(dir) if canonical(dir) == canonical(bundle_rootfs) => {
                     Ok(RootfsSource::BlockDevice {
-                        device: PathBuf::from(vm::ROOTFS_DEVICE),
+                        device: vm::boot_disk_device(&self.config),
                         fstype: "ext4".to_string(),
                         readonly: false,
                     })

@@ -1,10 +1,11 @@
 //! `vm` back-end (the product): one `rust-vm-vmm` process per sandbox.
 //!
-//! The VMM gets a JSON configuration in the state directory: the guest kernel, the initramfs
-//! (agent as `/init`), the pod's virtio-fs share (virtiofsd on `virtiofsd.sock`), with
-//! `rootfs_mode = block` the first container's rootfs image as virtio-blk (`/dev/vda`) and the
-//! pod disk slots, a vsock device whose host side is `vsock.sock` in the state directory, and the
-//! serial console written to `console.log` there.
+//! The VMM gets a JSON configuration in the state directory: the guest kernel, the guest's root
+//! (the read-only guest image as the first virtio-blk disk, `/dev/vda`, or the initramfs), the
+//! pod's virtio-fs share (virtiofsd on `virtiofsd.sock`), with `rootfs_mode = block` the first
+//! container's rootfs image as the next virtio-blk disk and the pod disk slots after it, a vsock
+//! device whose host side is `vsock.sock` in the state directory, and the serial console written
+//! to `console.log` there.
 
 use std::fs;
 use std::io::{self, Read};
@@ -18,21 +19,68 @@ use vmm_config::{
 };
 
 use super::{
-    build_rootfs_image, process, require_file, slots::DiskSlots, Paths, SandboxConfig,
-    SandboxError, GUEST_CID,
+    build_rootfs_image, process, require_file,
+    slots::{guest_disk_name, DiskSlots},
+    Paths, SandboxConfig, SandboxError, GUEST_CID,
 };
-use crate::settings::LogLevel;
+use crate::settings::{GuestRoot, LogLevel};
 
-/// The guest device of the first virtio-blk disk.
-pub const ROOTFS_DEVICE: &str = "/dev/vda";
+/// The guest device of the guest image (the first virtio-blk disk).
+pub const GUEST_IMAGE_DEVICE: &str = "/dev/vda";
+
+/// The guest device of the boot disk (`rootfs_mode = block`): the first disk after the guest's.
+pub fn boot_disk_device(config: &SandboxConfig) -> PathBuf {
+    PathBuf::from("/dev").join(guest_disk_name(config.guest_disks()))
+}
+
+/// A guest image's file system, from its superblock magic: what `rootfstype=` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Ext4,
+    Erofs,
+}
+
+impl ImageFormat {
+    pub fn fstype(self) -> &'static str {
+        match self {
+            ImageFormat::Ext4 => "ext4",
+            ImageFormat::Erofs => "erofs",
+        }
+    }
+
+    /// Reads the magic numbers: ext4's 0xEF53 at byte 1080, erofs's 0xE0F5E1E2 at byte 1024.
+    pub fn detect(path: &Path) -> io::Result<Option<ImageFormat>> {
+        let mut head = [0u8; 1082];
+        let mut file = fs::File::open(path)?;
+        match file.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if head[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
+            Ok(Some(ImageFormat::Erofs))
+        } else if head[1080..1082] == 0xEF53u16.to_le_bytes() {
+            Ok(Some(ImageFormat::Ext4))
+        } else {
+            Ok(None)
+        }
+    }
+}
 
 /// The guest kernel command line: serial console with early output, no reboot loop on panic
-/// (the VMM ends with the guest), the agent as init from the initramfs, the configured extra
-/// words (on an emulating host, what lets the kernel reach user space), and after ` -- ` the
-/// agent's own options (its log level, the share's tag to mount).
-pub fn kernel_cmdline(config: &SandboxConfig) -> String {
-    let mut cmdline =
-        format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1 rdinit=/init");
+/// (the VMM ends with the guest), the agent as init (from the read-only guest image of
+/// `format`, or from the initramfs when `image` is `None`), the configured extra words (on an
+/// emulating host, what lets the kernel reach user space), and after ` -- ` the agent's own
+/// options (its log level, the share's tag to mount).
+pub fn kernel_cmdline(config: &SandboxConfig, image: Option<ImageFormat>) -> String {
+    let mut cmdline = format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1");
+    match image {
+        Some(format) => cmdline.push_str(&format!(
+            " root={GUEST_IMAGE_DEVICE} ro rootfstype={} init=/init",
+            format.fstype()
+        )),
+        None => cmdline.push_str(" rdinit=/init"),
+    }
     match config.log_level {
         LogLevel::Off | LogLevel::Error => cmdline.push_str(" loglevel=3"),
         LogLevel::Warn | LogLevel::Info => {}
@@ -50,14 +98,56 @@ pub fn kernel_cmdline(config: &SandboxConfig) -> String {
     cmdline
 }
 
+/// How the guest's root reaches the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum GuestBoot {
+    /// The read-only guest image, attached as [`GUEST_IMAGE_DEVICE`].
+    Image { path: PathBuf, format: ImageFormat },
+    /// An initramfs the VMM loads into guest memory.
+    Initramfs(PathBuf),
+}
+
+/// The configured guest image, checked to exist and to be a file system the kernel can boot.
+fn guest_image(config: &SandboxConfig) -> Result<GuestBoot, SandboxError> {
+    let path = &config.guest_image;
+    require_file(
+        "guest image",
+        path,
+        "run rootfs/build-guest-image.sh (scripts/setup.sh does) or set `guest_image` in /etc/rust-vm/config.toml",
+    )?;
+    match ImageFormat::detect(path) {
+        Ok(Some(format)) => Ok(GuestBoot::Image {
+            path: path.clone(),
+            format,
+        }),
+        Ok(None) => Err(SandboxError::BadGuestImage(path.clone())),
+        Err(source) => Err(SandboxError::Io {
+            what: "reading the guest image",
+            path: path.clone(),
+            source,
+        }),
+    }
+}
+
 /// Checks the inputs before anything is built: the VMM configuration's values (as the VMM will
-/// check them), and that the kernel, initramfs and VMM exist.
+/// check them), and that the kernel, the guest's root, virtiofsd and the VMM exist.
 pub(super) fn check_inputs(
     config: &SandboxConfig,
     paths: &Paths,
     slots: &DiskSlots,
 ) -> Result<(), SandboxError> {
-    vmm_config(config, paths, &config.initramfs, config.boot_disk(), slots)
+    let boot = match config.guest_root {
+        GuestRoot::Image => guest_image(config)?,
+        GuestRoot::Initramfs => {
+            require_file(
+                "guest initramfs",
+                &config.initramfs,
+                "run rootfs/build-initramfs.sh or set `initramfs` in /etc/rust-vm/config.toml",
+            )?;
+            GuestBoot::Initramfs(config.initramfs.clone())
+        }
+    };
+    vmm_config(config, paths, &boot, config.boot_disk(), slots)
         .check_values()
         .map_err(SandboxError::VmmConfig)?;
     require_file(
@@ -69,11 +159,6 @@ pub(super) fn check_inputs(
         "guest kernel",
         &config.kernel,
         "run scripts/setup.sh (builds the guest kernel) or set `kernel` in /etc/rust-vm/config.toml",
-    )?;
-    require_file(
-        "guest initramfs",
-        &config.initramfs,
-        "run rootfs/build-initramfs.sh or set `initramfs` in /etc/rust-vm/config.toml",
     )?;
     require_file(
         "VMM binary",
@@ -137,16 +222,28 @@ fn guest_initramfs(config: &SandboxConfig, paths: &Paths) -> Result<PathBuf, San
     Ok(inflated)
 }
 
-/// The VMM's configuration for this sandbox: the boot disk (the first container's rootfs image)
-/// and the pod disk slots after it, so the guest names them in this order (see
-/// [`DiskSlots::new`]); the vsock device and the console in the state directory.
+/// The VMM's configuration for this sandbox: the guest image (read-only), the boot disk (the
+/// first container's rootfs image) and the pod disk slots, so the guest names them in this order
+/// (see [`DiskSlots::new`]); the vsock device and the console in the state directory.
 pub(super) fn vmm_config(
     config: &SandboxConfig,
     paths: &Paths,
-    initramfs: &Path,
+    boot: &GuestBoot,
     with_disk: bool,
     slots: &DiskSlots,
 ) -> VmConfig {
+    let (image, initrd, format) = match boot {
+        GuestBoot::Image { path, format } => (
+            Some(BlockDeviceConfig {
+                path: path.clone(),
+                read_only: true,
+                id: Some("guest-root".into()),
+            }),
+            None,
+            Some(*format),
+        ),
+        GuestBoot::Initramfs(path) => (None, Some(path.clone()), None),
+    };
     let boot_disk = with_disk.then(|| BlockDeviceConfig {
         path: paths.image.clone(),
         read_only: false,
@@ -159,11 +256,15 @@ pub(super) fn vmm_config(
     });
     VmConfig {
         kernel: config.kernel.clone(),
-        initrd: Some(initramfs.to_path_buf()),
-        cmdline: kernel_cmdline(config),
+        initrd,
+        cmdline: kernel_cmdline(config, format),
         vcpus: config.vcpus,
         mem_mib: config.mem_mib,
-        block: boot_disk.into_iter().chain(slot_disks).collect(),
+        block: image
+            .into_iter()
+            .chain(boot_disk)
+            .chain(slot_disks)
+            .collect(),
         vsock: Some(VsockDeviceConfig {
             guest_cid: GUEST_CID,
             uds_path: paths.socket.clone(),
@@ -194,9 +295,12 @@ pub(super) fn launch(
     if let Some(rootfs) = config.rootfs.as_ref().filter(|_| config.boot_disk()) {
         build_rootfs_image(rootfs, &paths.image)?;
     }
-    let initramfs = guest_initramfs(config, paths)?;
+    let boot = match config.guest_root {
+        GuestRoot::Image => guest_image(config)?,
+        GuestRoot::Initramfs => GuestBoot::Initramfs(guest_initramfs(config, paths)?),
+    };
     slots.create_files()?;
-    let vmm = vmm_config(config, paths, &initramfs, config.boot_disk(), slots);
+    let vmm = vmm_config(config, paths, &boot, config.boot_disk(), slots);
     fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
         SandboxError::Io {
             what: "writing the VMM configuration",
@@ -237,17 +341,36 @@ mod tests {
     }
 
     fn no_slots() -> DiskSlots {
-        DiskSlots::new(Path::new("/run/t"), 0, 0, 1)
+        DiskSlots::new(Path::new("/run/t"), 0, 0, 2)
+    }
+
+    fn image() -> GuestBoot {
+        GuestBoot::Image {
+            path: "/img".into(),
+            format: ImageFormat::Ext4,
+        }
+    }
+
+    fn initramfs() -> GuestBoot {
+        GuestBoot::Initramfs("/i".into())
+    }
+
+    /// A file with `magic` at `offset` in an otherwise empty 4 KiB.
+    fn write_magic(path: &Path, offset: usize, magic: &[u8]) {
+        let mut data = vec![0u8; 4096];
+        data[offset..offset + magic.len()].copy_from_slice(magic);
+        fs::write(path, data).expect("write image");
     }
 
     #[test]
     fn cmdline_has_console_init_extra_words_and_agent_options_last() {
         let mut cfg = config(false);
         cfg.kernel_args = "noxsave  syscall_pf_fixup ".into();
-        let cmdline = kernel_cmdline(&cfg);
+        let cmdline = kernel_cmdline(&cfg, None);
         assert!(cmdline.starts_with("console=ttyS0 "), "{cmdline}");
         assert!(cmdline.starts_with(BASE_CMDLINE), "{cmdline}");
         assert!(cmdline.contains(" rdinit=/init "), "{cmdline}");
+        assert!(!cmdline.contains("root="), "{cmdline}");
         assert!(
             cmdline.contains(" noxsave  syscall_pf_fixup -- "),
             "{cmdline}"
@@ -257,35 +380,96 @@ mod tests {
             "{cmdline}"
         );
         cfg.kernel_args = String::new();
-        assert!(!kernel_cmdline(&cfg).contains("  "));
+        assert!(!kernel_cmdline(&cfg, None).contains("  "));
+    }
+
+    #[test]
+    fn cmdline_boots_the_image_read_only_with_the_agent_as_init() {
+        let cfg = config(false);
+        let cmdline = kernel_cmdline(&cfg, Some(ImageFormat::Erofs));
+        assert!(
+            cmdline.contains(" root=/dev/vda ro rootfstype=erofs init=/init "),
+            "{cmdline}"
+        );
+        assert!(!cmdline.contains("rdinit"), "{cmdline}");
     }
 
     #[test]
     fn vmm_config_names_every_device() {
         let cfg = config(false);
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let vmm = vmm_config(&cfg, &paths, &cfg.initramfs, true, &no_slots());
-        assert_eq!(vmm.block[0].path, Path::new("/run/t/rootfs.ext4"));
-        assert!(!vmm.block[0].read_only);
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots());
+        assert_eq!(vmm.block[0].path, Path::new("/img"));
+        assert!(vmm.block[0].read_only, "the guest image is shared");
+        assert_eq!(vmm.block[1].path, Path::new("/run/t/rootfs.ext4"));
+        assert!(!vmm.block[1].read_only);
+        assert_eq!(vmm.initrd, None);
         let vsock = vmm.vsock.as_ref().expect("vsock");
         assert_eq!(vsock.uds_path, Path::new("/run/t/vsock.sock"));
         assert_eq!(vsock.guest_cid, 3);
         assert_eq!(vmm.serial, SerialOutput::File("/run/t/console.log".into()));
-        assert_eq!(vmm.initrd.as_deref(), Some(cfg.initramfs.as_path()));
         assert_eq!((vmm.vcpus, vmm.mem_mib), (cfg.vcpus, cfg.mem_mib));
         assert_eq!(vmm.fs.len(), 1);
         assert_eq!(vmm.fs[0].socket, Path::new("/run/t/virtiofsd.sock"));
         assert_eq!(vmm.fs[0].tag, SHARE_TAG);
-        assert!(vmm_config(&cfg, &paths, &cfg.initramfs, false, &no_slots())
-            .block
-            .is_empty());
+        let from_initramfs = vmm_config(&cfg, &paths, &initramfs(), false, &no_slots());
+        assert!(from_initramfs.block.is_empty());
+        assert_eq!(from_initramfs.initrd.as_deref(), Some(Path::new("/i")));
+    }
+
+    #[test]
+    fn the_boot_disk_follows_the_guest_image() {
+        let mut cfg = config(false);
+        assert_eq!(boot_disk_device(&cfg), Path::new("/dev/vdb"));
+        cfg.guest_root = GuestRoot::Initramfs;
+        assert_eq!(boot_disk_device(&cfg), Path::new("/dev/vda"));
+    }
+
+    #[test]
+    fn image_format_is_read_from_the_superblock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("img");
+        write_magic(&file, 1080, &[0x53, 0xef]);
+        assert_eq!(ImageFormat::detect(&file).unwrap(), Some(ImageFormat::Ext4));
+        write_magic(&file, 1024, &[0xe2, 0xe1, 0xf5, 0xe0]);
+        assert_eq!(
+            ImageFormat::detect(&file).unwrap(),
+            Some(ImageFormat::Erofs)
+        );
+        write_magic(&file, 0, b"070701");
+        assert_eq!(ImageFormat::detect(&file).unwrap(), None);
+        fs::write(&file, b"short").expect("write");
+        assert_eq!(ImageFormat::detect(&file).unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_or_foreign_guest_image_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::new(dir.path(), Backend::Vm);
+        let mut cfg = config(false);
+        cfg.guest_image = dir.path().join("guest-root.img");
+        let err = check_inputs(&cfg, &paths, &no_slots()).expect_err("missing");
+        assert!(
+            matches!(
+                err,
+                SandboxError::MissingFile {
+                    what: "guest image",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        write_magic(&cfg.guest_image, 0, b"070701");
+        let err = check_inputs(&cfg, &paths, &no_slots()).expect_err("a cpio archive");
+        assert!(matches!(err, SandboxError::BadGuestImage(_)), "{err}");
+        assert!(err.to_string().contains("guest-root.img"), "{err}");
     }
 
     #[test]
     fn the_file_the_vmm_reads_is_the_typed_config() {
         let cfg = config(true);
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let vmm = vmm_config(&cfg, &paths, Path::new("/i"), true, &no_slots());
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots());
         let json = VmmConfig::from(vmm.clone()).to_json();
         let read: VmmConfig = serde_json::from_str(&json).expect("the VMM's parser");
         assert_eq!(read.finish().expect("complete"), vmm);
@@ -294,16 +478,19 @@ mod tests {
     #[test]
     fn reflection_is_forced_on_only_for_a_declared_emulating_host() {
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let on = vmm_config(&config(true), &paths, Path::new("/i"), false, &no_slots());
+        let on = vmm_config(&config(true), &paths, &initramfs(), false, &no_slots());
         assert_eq!(on.reflect_emulation_failures, ReflectMode::On);
-        let auto = vmm_config(&config(false), &paths, Path::new("/i"), false, &no_slots());
+        let auto = vmm_config(&config(false), &paths, &initramfs(), false, &no_slots());
         assert_eq!(auto.reflect_emulation_failures, ReflectMode::Auto);
     }
 
     #[test]
     fn bad_vmm_values_are_refused_before_anything_is_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(false);
         cfg.vcpus = 300;
+        cfg.guest_image = dir.path().join("guest-root.img");
+        write_magic(&cfg.guest_image, 1080, &[0x53, 0xef]);
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
         let err = check_inputs(&cfg, &paths, &no_slots()).expect_err("300 vCPUs");
         assert!(matches!(err, SandboxError::VmmConfig(_)), "{err}");
@@ -354,18 +541,20 @@ mod tests {
     fn slots_follow_the_boot_disk_with_their_serials() {
         let cfg = config(false);
         let paths = Paths::new(Path::new("/run/x"), Backend::Vm);
-        let slots = DiskSlots::new(Path::new("/run/x"), 2, 64, 1);
-        let vmm = vmm_config(&cfg, &paths, &cfg.initramfs, true, &slots);
+        let slots = DiskSlots::new(Path::new("/run/x"), 2, 64, 2);
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &slots);
         let ids: Vec<_> = vmm.block.iter().map(|b| b.id.as_deref()).collect();
         assert_eq!(
             ids,
             [
+                Some("guest-root"),
                 Some("rootfs"),
                 Some("rust-vm-slot-0"),
                 Some("rust-vm-slot-1")
             ]
         );
-        assert_eq!(vmm.block[1].path, Path::new("/run/x/slot-0.img"));
-        assert!(!vmm.block[2].read_only);
+        assert_eq!(vmm.block[2].path, Path::new("/run/x/slot-0.img"));
+        assert_eq!(slots.slots()[0].guest_device, Path::new("/dev/vdc"));
+        assert!(!vmm.block[3].read_only);
     }
 }
