@@ -3,7 +3,9 @@
 
 agent_target=x86_64-unknown-linux-gnu
 
-# Builds this tree's agent statically and prints its path.
+# Builds this tree's agent statically and prints its path: the `guest` profile (the release one
+# optimized for size) and a static executable that is not position-independent, so nothing is
+# relocated at start (docs/guest-image.md, "The agent's size").
 build_static_agent() {
     local target_dir=${CARGO_TARGET_DIR:-$repo/target} seccomp_dir
     # libseccomp must be linked statically too (libseccomp-sys links it dynamically unless told).
@@ -12,9 +14,9 @@ build_static_agent() {
         { echo "$(basename "$0"): $seccomp_dir/libseccomp.a not found (apt-get install libseccomp-dev)" >&2; exit 1; }
     # --target keeps RUSTFLAGS away from build scripts and proc macros (they must stay dynamic).
     (cd "$repo" && LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_dir" \
-        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release --locked -p rust-vm-agent --target "$agent_target" >&2)
-    echo "$target_dir/$agent_target/release/rust-vm-agent"
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
+        cargo build --profile guest --locked -p rust-vm-agent --target "$agent_target" >&2)
+    echo "$target_dir/$agent_target/guest/rust-vm-agent"
 }
 
 # Fails unless $1 is an executable with no interpreter and no shared library: /init runs before

@@ -8,8 +8,8 @@ use crate::bins::repo_root;
 
 /// Where `/init` comes from.
 pub enum Init<'a> {
-    /// The static agent of this tree, which the script builds (`cargo build --release --target
-    /// x86_64-unknown-linux-gnu -p rust-vm-agent`, statically linked).
+    /// The static agent of this tree, which the script builds (`rootfs/agent.sh`: profile
+    /// `guest`, target x86_64-unknown-linux-gnu, statically linked).
     Agent,
     /// This static binary.
     Binary(&'a Path),
