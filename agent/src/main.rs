@@ -68,6 +68,8 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 }
 
 fn main() -> ExitCode {
+    // How long the kernel took to get here, for the console (the log's clock starts below).
+    let entered = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok();
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let (args, notes) = match Args::try_parse() {
         Ok(args) => (args, Vec::new()),
@@ -96,6 +98,12 @@ fn main() -> ExitCode {
             if let Some(console) = init::open_console() {
                 logger::use_console(console);
             }
+        }
+        if let Some(t) = entered {
+            let secs = t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9;
+            log::info!(
+                "agent started {secs:.3} s after the guest kernel (log times count from then)"
+            );
         }
         if let Some(tag) = &args.share {
             // Without its share the pod cannot create a container: say why and stop, so the
