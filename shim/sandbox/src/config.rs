@@ -434,6 +434,14 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_node_config_of_the_docs_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/kubernetes/config.toml");
+        let cfg = RuntimeConfig::load(&path, true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.guest_root, GuestRoot::Image);
+        assert_eq!(cfg.guest_image, PathBuf::from(DEFAULT_GUEST_IMAGE));
+    }
+
+    #[test]
     fn invalid_values_name_the_field() {
         let err = RuntimeConfig::parse("vcpus = 0\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("vcpus"), "{err}");
