@@ -2,28 +2,14 @@
 //! in the caller's scratch directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use crate::bins::repo_root;
-use crate::initramfs::{stand_in_init, Init};
+use crate::initramfs::{run_builder, stand_in_init, Init};
 
 /// Runs `rootfs/build-guest-image.sh` into `dir` (its cache in `dir/cache`); returns the ext4
 /// image `dir/guest-root.img`.
 pub fn build(dir: &Path, init: Init<'_>) -> PathBuf {
     let out = dir.join("guest-root.img");
-    let script = repo_root().join("rootfs/build-guest-image.sh");
-    let mut cmd = Command::new(&script);
-    if let Init::Binary(init) = init {
-        cmd.arg("--agent").arg(init);
-    }
-    let status = cmd
-        .arg("--output")
-        .arg(&out)
-        .env("RUST_VM_CACHE", dir.join("cache"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(status.success(), "build-guest-image.sh failed");
+    run_builder("build-guest-image.sh", init, &[], &out, dir);
     out
 }
 

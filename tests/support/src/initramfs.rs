@@ -24,23 +24,32 @@ pub fn build(dir: &Path, init: Init<'_>, uncompressed: bool) -> PathBuf {
     } else {
         "initramfs.cpio.gz"
     });
-    let script = repo_root().join("rootfs/build-initramfs.sh");
-    let mut cmd = Command::new(&script);
+    let extra: &[&str] = if uncompressed {
+        &["--uncompressed"]
+    } else {
+        &[]
+    };
+    run_builder("build-initramfs.sh", init, extra, &out, dir);
+    out
+}
+
+/// Runs `rootfs/SCRIPT` (a guest-root builder: `--agent`, `--output`, `$RUST_VM_CACHE`) with
+/// `extra` arguments into `out`, its cache in `dir/cache`.
+pub(crate) fn run_builder(script: &str, init: Init<'_>, extra: &[&str], out: &Path, dir: &Path) {
+    let path = repo_root().join("rootfs").join(script);
+    let mut cmd = Command::new(&path);
     if let Init::Binary(init) = init {
         cmd.arg("--agent").arg(init);
     }
-    if uncompressed {
-        cmd.arg("--uncompressed");
-    }
     let status = cmd
+        .args(extra)
         .arg("--output")
-        .arg(&out)
+        .arg(out)
         .env("RUST_VM_CACHE", dir.join("cache"))
         .stdout(Stdio::null())
         .status()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(status.success(), "build-initramfs.sh failed");
-    out
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    assert!(status.success(), "{script} failed");
 }
 
 /// An uncompressed initramfs around this tree's static agent.
