@@ -103,8 +103,9 @@ impl VirtiofsCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestRoot {
-    /// The read-only guest image on the first virtio-blk disk (`guest_image`), shared by every
-    /// VM through the host's page cache (docs/guest-image.md).
+    /// The read-only guest image on the first virtio-blk disk (`guest_image`): every VM reads
+    /// the one file (one copy in the host's page cache; each guest caches what it read in its own
+    /// RAM, docs/guest-image.md).
     #[default]
     Image,
     /// The initramfs (`initramfs`), copied into each VM's memory at boot: the fallback.
