@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::Parser;
 use vmm::builder::build_microvm;
 use vmm::config::{
-    BlockDeviceConfig, CpuTemplate, FsDeviceConfig, LogLevel, ReflectMode, SerialOutput, VmmConfig,
-    VsockDeviceConfig,
+    BlockDeviceConfig, CpuTemplate, FsDeviceConfig, LogLevel, NetDeviceConfig, ReflectMode,
+    SerialOutput, VmmConfig, VsockDeviceConfig,
 };
 
 const EXIT_GUEST_FAULT: u8 = 2;
@@ -52,6 +52,10 @@ struct Cli {
     /// repeat for more.
     #[arg(long, value_name = "SOCKET,tag=TAG[,queues=N][,queue_size=N]")]
     fs: Vec<FsDeviceConfig>,
+    /// virtio-net device over the tap open as descriptor N (IFF_TAP | IFF_NO_PI |
+    /// IFF_VNET_HDR; the VMM opens no tap itself), MTU default 1500; repeat for more.
+    #[arg(long, value_name = "fd=N,mac=MAC[,mtu=N]")]
+    net: Vec<NetDeviceConfig>,
     /// Serial console output: `stdout` or a file path [default: stdout].
     #[arg(long, value_name = "stdout|PATH")]
     serial: Option<SerialOutput>,
@@ -86,6 +90,7 @@ impl Cli {
             block: self.block,
             vsock,
             fs: self.fs,
+            net: self.net,
             serial: self.serial,
             cpu_template: self.cpu_template,
             log_level: self.log_level,

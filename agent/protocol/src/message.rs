@@ -2,6 +2,7 @@
 //! responses (`{"v":1,"id":N,"ok":{...}}` or `{"v":1,"id":N,"error":{"code":"...","message":"..."}}`).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxResources, Process, Spec};
@@ -178,6 +179,70 @@ pub struct Attach {
     pub stream: StreamKind,
 }
 
+/// The pod's network as the VM's guest should see it: what the host read from the pod's
+/// network namespace (docs/networking.md). Every container that names a network namespace by
+/// path shares this network (the VM's own namespace in the guest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Applied in order after the interfaces are up; the host sends routes without a gateway
+    /// (link scope) before routes through one.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Static (permanent) neighbour entries, such as the fixed gateway MAC some CNIs use.
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourConfig>,
+}
+
+/// One guest NIC, found by its MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceConfig {
+    /// `aa:bb:cc:dd:ee:ff`: the MAC the VMM gave the virtio-net device (the pod interface's).
+    pub mac: String,
+    /// The name the pod interface has on the host (e.g. `eth0`); the guest NIC is renamed to it.
+    pub name: String,
+    pub mtu: u32,
+    #[serde(default)]
+    pub addresses: Vec<IpCidr>,
+}
+
+/// An address with its prefix length (`10.88.0.5/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpCidr {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// `0.0.0.0/0` or `::/0` for a default route.
+    pub destination: IpCidr,
+    /// Absent for a link-scope route (the destination is on the link).
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// The interface's name (one of [`NetworkConfig::interfaces`]).
+    pub interface: String,
+    /// Preferred source address.
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    #[serde(default)]
+    pub metric: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourConfig {
+    pub address: IpAddr,
+    /// `aa:bb:cc:dd:ee:ff`
+    pub mac: String,
+    pub interface: String,
+}
+
 /// Every operation the agent serves. On the wire: `"op"` is the snake_case variant name and
 /// `"args"` the variant's fields (omitted or `{}` for operations without arguments).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +284,8 @@ pub enum Operation {
     Shutdown(Empty),
     /// Turns the connection into a raw stdio stream. -> [`Empty`]
     Attach(Attach),
+    /// Configures the pod's network in the VM (once, before the first container). -> [`Empty`]
+    ConfigureNetwork(NetworkConfig),
 }
 
 impl Operation {
@@ -242,6 +309,7 @@ impl Operation {
         "remove_exec",
         "shutdown",
         "attach",
+        "configure_network",
     ];
 
     /// The operation's wire name.
@@ -265,6 +333,7 @@ impl Operation {
             Operation::RemoveExec(_) => "remove_exec",
             Operation::Shutdown(_) => "shutdown",
             Operation::Attach(_) => "attach",
+            Operation::ConfigureNetwork(_) => "configure_network",
         }
     }
 }
@@ -686,6 +755,32 @@ mod tests {
                 container_id: "c".into(),
                 exec_id: None,
                 stream: StreamKind::Stderr,
+            }),
+            Operation::ConfigureNetwork(NetworkConfig {
+                interfaces: vec![InterfaceConfig {
+                    mac: "02:00:0a:58:00:05".into(),
+                    name: "eth0".into(),
+                    mtu: 1450,
+                    addresses: vec![IpCidr {
+                        address: "10.88.0.5".parse().unwrap(),
+                        prefix_len: 32,
+                    }],
+                }],
+                routes: vec![RouteConfig {
+                    destination: IpCidr {
+                        address: "0.0.0.0".parse().unwrap(),
+                        prefix_len: 0,
+                    },
+                    gateway: Some("169.254.1.1".parse().unwrap()),
+                    interface: "eth0".into(),
+                    source: None,
+                    metric: None,
+                }],
+                neighbours: vec![NeighbourConfig {
+                    address: "169.254.1.1".parse().unwrap(),
+                    mac: "ee:ee:ee:ee:ee:ee".into(),
+                    interface: "eth0".into(),
+                }],
             }),
         ];
         for (i, op) in ops.into_iter().enumerate() {

@@ -335,6 +335,10 @@ impl Server {
             Operation::State(req) => to_reply(self.state(&req.container_id)),
             Operation::RemoveContainer(req) => to_reply(self.remove(&req)),
             Operation::RemoveExec(req) => to_reply(self.remove_exec(&req)),
+            Operation::ConfigureNetwork(_) => Err(ProtocolError::new(
+                ErrorCode::Unsupported,
+                "configure_network is not served yet",
+            )),
             Operation::Wait(_)
             | Operation::WriteStdin(_)
             | Operation::Shutdown(_)

@@ -171,6 +171,118 @@ impl FromStr for FsDeviceConfig {
     }
 }
 
+/// A MAC address; on the wire and in flags `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Multicast addresses (the group bit of the first octet) cannot name one NIC.
+    pub fn is_unicast(&self) -> bool {
+        self.0[0] & 1 == 0 && self.0 != [0; 6]
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut bytes {
+            let part = parts
+                .next()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| format!("{s:?} is not six two-digit hex octets"))?;
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("{s:?} is not six two-digit hex octets"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("{s:?} is not six two-digit hex octets"));
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        String::deserialize(de)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A virtio-net device over a tap the VMM inherits as an open file descriptor: the VMM opens no
+/// tap and needs no network privilege (the sandbox creates the tap in the pod's network
+/// namespace and passes it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetDeviceConfig {
+    /// The tap's descriptor number in the VMM process, opened with `IFF_TAP | IFF_NO_PI |
+    /// IFF_VNET_HDR`; the VMM sets its header size and offloads.
+    pub tap_fd: i32,
+    /// The guest NIC's address (config space, VIRTIO_NET_F_MAC); unicast.
+    pub mac: MacAddr,
+    /// The MTU the guest is told (config space, VIRTIO_NET_F_MTU) [default: 1500].
+    #[serde(default = "default_net_mtu")]
+    pub mtu: u16,
+}
+
+pub const DEFAULT_NET_MTU: u16 = 1500;
+/// IPv4's minimum MTU (RFC 791); Linux refuses less.
+pub const MIN_NET_MTU: u16 = 68;
+
+fn default_net_mtu() -> u16 {
+    DEFAULT_NET_MTU
+}
+
+impl FromStr for NetDeviceConfig {
+    type Err = ConfigError;
+
+    /// `fd=N,mac=MAC[,mtu=N]`, as given to `--net`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| ConfigError::InvalidValue {
+            field: "--net",
+            value: s.to_string(),
+            reason,
+        };
+        let (mut fd, mut mac, mut mtu) = (None, None, DEFAULT_NET_MTU);
+        for option in s.split(',') {
+            match option.split_once('=') {
+                Some(("fd", n)) => {
+                    fd = Some(n.parse().map_err(|e| invalid(format!("{option:?}: {e}")))?)
+                }
+                Some(("mac", m)) => mac = Some(m.parse().map_err(invalid)?),
+                Some(("mtu", n)) => {
+                    mtu = n.parse().map_err(|e| invalid(format!("{option:?}: {e}")))?
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown option {option:?} (expected fd=N, mac=MAC or mtu=N)"
+                    )))
+                }
+            }
+        }
+        Ok(NetDeviceConfig {
+            tap_fd: fd.ok_or_else(|| invalid("no fd=N".into()))?,
+            mac: mac.ok_or_else(|| invalid("no mac=MAC".into()))?,
+            mtu,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +327,28 @@ mod tests {
             let json = serde_json::to_string(&output).unwrap();
             assert_eq!(serde_json::from_str::<SerialOutput>(&json).unwrap(), output);
         }
+    }
+
+    #[test]
+    fn net_flag_syntax_and_mac_form() {
+        let net: NetDeviceConfig = "fd=5,mac=02:00:0A:58:00:05,mtu=1450".parse().unwrap();
+        assert_eq!(net.tap_fd, 5);
+        assert_eq!(net.mac.to_string(), "02:00:0a:58:00:05");
+        assert_eq!(net.mtu, 1450);
+        let net: NetDeviceConfig = "fd=3,mac=02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(net.mtu, DEFAULT_NET_MTU);
+        for bad in [
+            "mac=02:00:00:00:00:01",
+            "fd=3",
+            "fd=3,mac=02:00:00:00:01",
+            "fd=x,mac=02:00:00:00:00:01",
+            "fd=3,mac=02:00:00:00:00:01,up",
+        ] {
+            assert!(bad.parse::<NetDeviceConfig>().is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&net).unwrap();
+        assert_eq!(json, r#"{"tap_fd":3,"mac":"02:00:00:00:00:01","mtu":1500}"#);
+        assert!(!"01:00:5e:00:00:01".parse::<MacAddr>().unwrap().is_unicast());
+        assert!("02:00:00:00:00:01".parse::<MacAddr>().unwrap().is_unicast());
     }
 }

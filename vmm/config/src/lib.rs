@@ -30,8 +30,8 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 pub use devices::{
-    BlockDeviceConfig, FsDeviceConfig, SerialOutput, VsockDeviceConfig, DEFAULT_FS_QUEUE_SIZE,
-    DEFAULT_FS_REQUEST_QUEUES,
+    BlockDeviceConfig, FsDeviceConfig, MacAddr, NetDeviceConfig, SerialOutput, VsockDeviceConfig,
+    DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES, DEFAULT_NET_MTU, MIN_NET_MTU,
 };
 pub use options::{CpuTemplate, LogLevel, ReflectMode};
 pub use vm::{

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SerialOutput};
-use crate::{FsDeviceConfig, VsockDeviceConfig, DEFAULT_CMDLINE};
+use crate::{FsDeviceConfig, NetDeviceConfig, VsockDeviceConfig, DEFAULT_CMDLINE, MIN_NET_MTU};
 
 pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEM_MIB: u64 = 128;
@@ -72,6 +72,12 @@ pub enum ConfigError {
     FsQueueSize { index: usize, value: u16 },
     #[error("fs[{index}].socket {}: its directory does not exist", path.display())]
     FsSocketDirMissing { index: usize, path: PathBuf },
+    #[error("net[{index}].{field}: {reason}")]
+    Net {
+        index: usize,
+        field: &'static str,
+        reason: String,
+    },
     #[error("vsock.guest_cid is {0}: it must be between {MIN_GUEST_CID} and {max}", max = u32::MAX - 1)]
     GuestCid(u32),
     #[error("vsock.uds_path {}: its directory does not exist", .0.display())]
@@ -105,6 +111,8 @@ pub struct VmmConfig {
     pub vsock: Option<VsockDeviceConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fs: Vec<FsDeviceConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<NetDeviceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<SerialOutput>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,7 +140,8 @@ impl VmmConfig {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// `self` with every setting present in `over` replaced; block and fs devices are appended.
+    /// `self` with every setting present in `over` replaced; block, fs and net devices are
+    /// appended.
     pub fn merge(mut self, over: VmmConfig) -> Self {
         self.kernel = over.kernel.or(self.kernel);
         self.initrd = over.initrd.or(self.initrd);
@@ -142,6 +151,7 @@ impl VmmConfig {
         self.block.extend(over.block);
         self.vsock = over.vsock.or(self.vsock);
         self.fs.extend(over.fs);
+        self.net.extend(over.net);
         self.serial = over.serial.or(self.serial);
         self.cpu_template = over.cpu_template.or(self.cpu_template);
         self.log_level = over.log_level.or(self.log_level);
@@ -162,6 +172,7 @@ impl VmmConfig {
             block: self.block,
             vsock: self.vsock,
             fs: self.fs,
+            net: self.net,
             serial: self.serial.unwrap_or_default(),
             cpu_template: self.cpu_template.unwrap_or_default(),
             log_level: self.log_level.unwrap_or_default(),
@@ -181,6 +192,7 @@ impl From<VmConfig> for VmmConfig {
             block: c.block,
             vsock: c.vsock,
             fs: c.fs,
+            net: c.net,
             serial: Some(c.serial),
             cpu_template: Some(c.cpu_template),
             log_level: Some(c.log_level),
@@ -201,6 +213,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockDeviceConfig>,
     /// virtio-fs devices; guest memory is shared with their back-ends (a memfd) when any is set.
     pub fs: Vec<FsDeviceConfig>,
+    /// virtio-net devices, each over a tap descriptor the VMM inherits.
+    pub net: Vec<NetDeviceConfig>,
     pub serial: SerialOutput,
     pub cpu_template: CpuTemplate,
     pub log_level: LogLevel,
@@ -313,6 +327,37 @@ impl VmConfig {
                     index,
                     value: fs.queue_size,
                 });
+            }
+        }
+        for (index, net) in self.net.iter().enumerate() {
+            let error = |field, reason: String| ConfigError::Net {
+                index,
+                field,
+                reason,
+            };
+            if net.tap_fd < 0 {
+                return Err(error(
+                    "tap_fd",
+                    format!("{} is not a descriptor", net.tap_fd),
+                ));
+            }
+            if self.net[..index].iter().any(|o| o.tap_fd == net.tap_fd) {
+                return Err(error(
+                    "tap_fd",
+                    format!("{} is another device's", net.tap_fd),
+                ));
+            }
+            if !net.mac.is_unicast() {
+                return Err(error(
+                    "mac",
+                    format!("{} is not a unicast address", net.mac),
+                ));
+            }
+            if self.net[..index].iter().any(|o| o.mac == net.mac) {
+                return Err(error("mac", format!("{} is another device's", net.mac)));
+            }
+            if net.mtu < MIN_NET_MTU {
+                return Err(error("mtu", format!("{} is below {MIN_NET_MTU}", net.mtu)));
             }
         }
         Ok(())

@@ -275,6 +275,7 @@ pub(super) fn vmm_config(
             request_queues: DEFAULT_FS_REQUEST_QUEUES,
             queue_size: DEFAULT_FS_QUEUE_SIZE,
         }],
+        net: Vec::new(),
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
         log_level: config.log_level,
