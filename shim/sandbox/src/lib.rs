@@ -24,6 +24,7 @@
 pub mod config;
 pub mod hooks;
 pub mod host;
+pub mod network;
 pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
