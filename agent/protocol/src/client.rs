@@ -18,8 +18,8 @@ use thiserror::Error;
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::message::{
     Attach, ContainerRef, ContainerState, ContainerStats, CreateContainer, Created, Empty,
-    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, Operation, ProcessRef, Processes,
-    ProtocolError, RemoveContainer, Request, ResizeTty, Response, ResponseError, Signal,
+    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, Operation, ProcessRef,
+    Processes, ProtocolError, RemoveContainer, Request, ResizeTty, Response, ResponseError, Signal,
     StreamKind, UpdateResources, VersionInfo, WriteStdin,
 };
 use crate::transport::{Address, TransportError};
@@ -320,6 +320,12 @@ impl Client {
             exec_id: exec_id.to_owned(),
         }))
         .map(drop)
+    }
+
+    /// Sets up the pod's network in the VM (before the first container).
+    pub fn configure_network(&self, config: NetworkConfig) -> Result<(), ClientError> {
+        self.call::<Empty>(Operation::ConfigureNetwork(config))
+            .map(drop)
     }
 
     /// Asks the agent to power the VM off (host mode: to exit).

@@ -32,7 +32,7 @@ pub fn create(
     let id = &dir.id;
     state::write_atomic(&dir.runtime_path(), &serde_json::to_vec_pretty(runtime)?)?;
     let mut cfg = runtime.sandbox_config(id, &dir.sandbox_dir());
-    cfg.rootfs = Some(bundle.rootfs.clone());
+    cfg.first_container(&bundle.rootfs, &bundle.spec);
     cfg.console_log = console_log;
     let pod = Pod::start(cfg)?;
     let terminal = bundle

@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::types::mount::Mount;
+use oci_spec::runtime::Spec;
 use rust_vm_sandbox::config::ConfigError;
 use rust_vm_sandbox::sizing::PodResources;
 use rust_vm_sandbox::{Pod, PodError, RootfsMode, RuntimeConfig};
@@ -54,7 +55,8 @@ fn short_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Starts the sandbox of pod `id` with the first container's rootfs directory. A `pod` (CRI
+/// Starts the sandbox of pod `id` with the first container's rootfs directory and spec (whose
+/// network namespace is the pod's, see [`rust_vm_sandbox::network`]). A `pod` (CRI
 /// sandbox, with what its containers may use together) gets a VM sized for them
 /// ([`RuntimeConfig::pod_vm_size`]). Containers that join later come in through the pod's share;
 /// with `rootfs = "block"` a pod gets `pod_disk_slots` spare disks for them instead.
@@ -63,6 +65,7 @@ pub fn start(
     id: &str,
     config_path: &Path,
     first_rootfs: &Path,
+    first_spec: &Spec,
     pod: Option<PodResources>,
 ) -> Result<Pod, PodSandboxError> {
     let must_exist = config_path != Path::new(rust_vm_sandbox::config::DEFAULT_CONFIG_PATH);
@@ -73,7 +76,7 @@ pub fn start(
         log::warn!("remove stale {}: {err}", dir.display());
     }
     let mut cfg = runtime.sandbox_config(id, &dir);
-    cfg.rootfs = Some(first_rootfs.to_owned());
+    cfg.first_container(first_rootfs, first_spec);
     if let Some(resources) = pod {
         let size = runtime.pod_vm_size(resources);
         (cfg.vcpus, cfg.mem_mib) = (size.vcpus, size.mem_mib);

@@ -208,6 +208,7 @@ impl Service {
         options: Option<&Any>,
         mounts: &[Mount],
         rootfs: &Path,
+        spec: &Spec,
         pod: Option<PodResources>,
     ) -> Result<(Arc<Pod>, bool)> {
         match role {
@@ -226,7 +227,7 @@ impl Service {
                 };
                 mounts::mount_rootfs(mounts, rootfs)
                     .map_err(|e| ShimError::internal("rootfs", &e))?;
-                match sandbox::start(&self.namespace, id, &config_path, rootfs, pod) {
+                match sandbox::start(&self.namespace, id, &config_path, rootfs, spec, pod) {
                     Ok(sandbox) => Ok((Arc::new(sandbox), true)),
                     Err(err) => {
                         if !mounts.is_empty() {
@@ -301,8 +302,15 @@ impl Service {
             bundle.join(root)
         };
 
-        let (sandbox, owns_sandbox) =
-            self.sandbox_for(&role, &id, req.options.as_ref(), &req.rootfs, &rootfs, pod)?;
+        let (sandbox, owns_sandbox) = self.sandbox_for(
+            &role,
+            &id,
+            req.options.as_ref(),
+            &req.rootfs,
+            &rootfs,
+            &spec,
+            pod,
+        )?;
         let container = Container {
             id: id.clone(),
             bundle: req.bundle.clone(),

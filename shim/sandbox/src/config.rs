@@ -306,6 +306,7 @@ impl RuntimeConfig {
             // Only a pod's sandbox gets slots (the containerd shim sets them).
             disk_slots: 0,
             disk_slot_mib: self.pod_disk_max_mib,
+            network: None,
             kernel_args: match &self.kernel_args {
                 Some(args) => args.clone(),
                 None if emulating_host => EMULATING_HOST_CMDLINE.to_string(),

@@ -36,7 +36,7 @@ pub enum NetworkError {
     Open { path: PathBuf, source: io::Error },
     #[error("entering network namespace {}", path.display())]
     Enter { path: PathBuf, source: io::Error },
-    #[error("network namespace {} has no interface to give the VM (links: {links}): has the CNI plugin set up the pod's network?", path.display())]
+    #[error("network namespace {} has no Ethernet interface to give the VM (links: {links}): has the CNI plugin set up the pod's network?", path.display())]
     NoInterface { path: PathBuf, links: String },
     #[error("network namespace {}: interface {name} has no Ethernet address", path.display())]
     NoMac { path: PathBuf, name: String },
@@ -85,24 +85,28 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
-    /// Joins the pod interface of the network namespace at `path` to a new tap. On error nothing
-    /// is left in the namespace.
-    pub fn connect(path: &Path) -> Result<PodNetwork, NetworkError> {
+    /// Joins the pod interface of the network namespace at `path` to a new tap. A namespace with
+    /// loopback only (`podman --network none`) gives `None`: the VM has loopback only too. On
+    /// error nothing is left in the namespace.
+    pub fn connect(path: &Path) -> Result<Option<PodNetwork>, NetworkError> {
         let namespace = File::open(path).map_err(|source| NetworkError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         let owned = path.to_path_buf();
-        let (tap, interface, mac, guest) =
-            in_namespace(&namespace, path, move || connect_inside(&owned))??;
-        Ok(PodNetwork {
+        let Some((tap, interface, mac, guest)) =
+            in_namespace(&namespace, path, move || connect_inside(&owned))??
+        else {
+            return Ok(None);
+        };
+        Ok(Some(PodNetwork {
             path: path.to_path_buf(),
             namespace,
             tap: Some(tap),
             interface,
             mac,
             guest,
-        })
+        }))
     }
 
     /// The namespace, for the VMM to run in.
@@ -194,7 +198,7 @@ fn in_namespace<T: Send + 'static>(
 
 type Connected = (File, Link, MacAddr, NetworkConfig);
 
-fn connect_inside(path: &Path) -> Result<Connected, NetworkError> {
+fn connect_inside(path: &Path) -> Result<Option<Connected>, NetworkError> {
     let netlink = |source| NetworkError::Netlink {
         path: path.to_path_buf(),
         source,
@@ -202,6 +206,9 @@ fn connect_inside(path: &Path) -> Result<Connected, NetworkError> {
     let mut handle =
         Handle::new().map_err(|e| netlink(NetlinkError::new("opening a netlink socket", e)))?;
     let links = handle.links().map_err(netlink)?;
+    if links.iter().all(|l| l.loopback) {
+        return Ok(None);
+    }
     let interface = pod_interface(&links)
         .cloned()
         .ok_or_else(|| NetworkError::NoInterface {
@@ -232,7 +239,7 @@ fn connect_inside(path: &Path) -> Result<Connected, NetworkError> {
         }
         return Err(netlink(e));
     }
-    Ok((tap, interface, mac, guest))
+    Ok(Some((tap, interface, mac, guest)))
 }
 
 /// The interface CNI gave the pod: the first up Ethernet link that is not our tap.

@@ -196,7 +196,9 @@ fn read_tap_until(tap: &File, kind: u16, limit: Duration) -> Option<Vec<u8>> {
 #[ignore = "needs root: makes network namespaces, a veth and a tap"]
 fn connect_reads_the_pod_network_redirects_both_ways_and_disconnect_leaves_nothing() {
     let (outside, pod) = pod_namespaces();
-    let mut network = PodNetwork::connect(&pod.path()).expect("connect");
+    let mut network = PodNetwork::connect(&pod.path())
+        .expect("connect")
+        .expect("a pod interface");
 
     assert_eq!(network.mac().to_string(), POD_MAC);
     assert_eq!(network.mtu(), 1450);
@@ -313,7 +315,7 @@ fn connect_reads_the_pod_network_redirects_both_ways_and_disconnect_leaves_nothi
 
 #[test]
 #[ignore = "needs root: makes network namespaces"]
-fn a_missing_namespace_or_one_without_an_interface_is_named_and_nothing_is_left() {
+fn a_missing_namespace_or_one_without_an_ethernet_interface_is_named_and_nothing_is_left() {
     let missing = PathBuf::from("/run/netns/rvm-no-such-namespace");
     let err = PodNetwork::connect(&missing).expect_err("missing namespace");
     assert!(matches!(err, NetworkError::Open { .. }), "{err:?}");
@@ -321,12 +323,19 @@ fn a_missing_namespace_or_one_without_an_interface_is_named_and_nothing_is_left(
         .to_string()
         .contains("rvm-no-such-namespace"));
 
+    // Loopback only is a pod without a network (`podman --network none`), not an error.
     let empty = Netns::new("empty");
-    let err = PodNetwork::connect(&empty.path()).expect_err("no interface");
+    assert!(PodNetwork::connect(&empty.path())
+        .expect("loopback only")
+        .is_none());
+
+    // A link that is not Ethernet cannot be the guest NIC's peer.
+    empty.ip(&["tuntap", "add", "dev", "tun7", "mode", "tun"]);
+    let err = PodNetwork::connect(&empty.path()).expect_err("no Ethernet interface");
     let text = crate::Chain(&err).to_string();
     assert!(matches!(err, NetworkError::NoInterface { .. }), "{text}");
     assert!(
-        text.contains(&empty.name) && text.contains("links: lo"),
+        text.contains(&empty.name) && text.contains("links: lo, tun7"),
         "{text}"
     );
     let (links, qdiscs, _) = inspect(&empty);

@@ -31,6 +31,7 @@ pub use rust_vm_protocol::Address;
 use rust_vm_protocol::{Client, ClientError, RootfsSource, StreamKind, VersionInfo};
 use vmm_config::CpuTemplate;
 
+use crate::network::{self, NetworkError, PodNetwork};
 use crate::rootfs::{self, ImageError, ImageOptions};
 pub use crate::settings::Backend;
 use crate::settings::{GuestRoot, LogLevel, RootfsMode, VirtiofsCache};
@@ -106,6 +107,10 @@ pub struct SandboxConfig {
     pub disk_slots: usize,
     /// `vm`: the size of each slot, in MiB: the most a later container's rootfs image may take.
     pub disk_slot_mib: u64,
+    /// `vm`: the pod's network namespace (the first container's spec names it by path; see
+    /// [`crate::network`]). The VMM runs in it with a virtio-net device over a tap joined to its
+    /// interface. `None`: the VM has loopback only.
+    pub network: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +174,10 @@ pub enum SandboxError {
     VmmConfig(#[source] vmm_config::ConfigError),
     #[error("the pod's virtio-fs share")]
     Share(#[from] ShareError),
+    #[error("the pod's network")]
+    Network(#[from] NetworkError),
+    #[error("configuring the pod's network in the guest")]
+    ConfigureNetwork(#[source] ClientError),
 }
 
 /// The last lines of a log file, printed with a header naming the file.
@@ -292,6 +301,8 @@ pub struct Sandbox {
     slots: Mutex<DiskSlots>,
     /// `vm`: the pod's virtio-fs share and its virtiofsd.
     share: Option<Share>,
+    /// `vm`: the pod's network namespace joined to the VM's tap.
+    network: Option<PodNetwork>,
     finished: bool,
 }
 
@@ -310,6 +321,24 @@ pub fn validate_id(id: &str) -> Result<(), SandboxError> {
 }
 
 impl SandboxConfig {
+    /// What the sandbox takes from the container it starts with: its rootfs directory, and
+    /// (`vm`) the network namespace its spec names by path as the pod's network. A spec with
+    /// no network namespace (host networking) gets the VM's own, loopback only: a VM cannot share
+    /// the host's network stack.
+    pub fn first_container(&mut self, rootfs: &Path, spec: &oci_spec::runtime::Spec) {
+        self.rootfs = Some(rootfs.to_path_buf());
+        self.network = match self.backend {
+            Backend::Vm => network::namespace_path(spec),
+            Backend::Namespaces => None,
+        };
+        if self.network.is_none() && self.backend == Backend::Vm && !has_network_namespace(spec) {
+            log::info!(
+                "sandbox {}: the spec asks for the host's network; the VM has loopback only",
+                self.id
+            );
+        }
+    }
+
     /// `vm`: whether the first container's rootfs is the boot disk (`rootfs_mode = block`).
     pub fn boot_disk(&self) -> bool {
         self.rootfs.is_some() && self.rootfs_mode == RootfsMode::Block
@@ -385,6 +414,7 @@ impl Sandbox {
             client: None,
             agent: None,
             share: None,
+            network: None,
             finished: false,
         };
         let (child, pid) = match sandbox.config.backend {
@@ -399,8 +429,33 @@ impl Sandbox {
                         log_level: sandbox.config.log_level,
                     },
                 )?);
+                if let Some(path) = &sandbox.config.network {
+                    match PodNetwork::connect(path)? {
+                        Some(network) => {
+                            log::info!(
+                        "sandbox {}: network namespace {} joined to tap {} (guest NIC {}, MTU {})",
+                        sandbox.config.id,
+                        path.display(),
+                        network::TAP_NAME,
+                        network.mac(),
+                        network.mtu()
+                    );
+                            sandbox.network = Some(network);
+                        }
+                        None => log::info!(
+                            "sandbox {}: network namespace {} has loopback only; so has the VM",
+                            sandbox.config.id,
+                            path.display()
+                        ),
+                    }
+                }
                 let slots = sandbox.slots.get_mut().unwrap_or_else(|e| e.into_inner());
-                vm::launch(&sandbox.config, &sandbox.paths, slots)?
+                vm::launch(
+                    &sandbox.config,
+                    &sandbox.paths,
+                    slots,
+                    sandbox.network.as_ref(),
+                )?
             }
             Backend::Namespaces => namespaces::launch(&sandbox.config, &sandbox.paths)?,
         };
@@ -424,7 +479,13 @@ impl Sandbox {
             info.protocol,
             started.elapsed()
         );
-        sandbox.client = Some(Client::connect_address(sandbox.address.clone())?);
+        let client = Client::connect_address(sandbox.address.clone())?;
+        if let Some(network) = &sandbox.network {
+            client
+                .configure_network(network.guest_config().clone())
+                .map_err(SandboxError::ConfigureNetwork)?;
+        }
+        sandbox.client = Some(client);
         sandbox.agent = Some(info);
         Ok(sandbox)
     }
@@ -647,7 +708,7 @@ impl Sandbox {
             return Ok((self.rootfs_source(bundle_rootfs)?, spec.clone()));
         };
         validate_id(id)?;
-        let (spec, binds) = share::plan(spec, id, bundle);
+        let (spec, binds) = share::plan(&network::spec_for_guest(spec), id, bundle);
         let (rootfs, through_share) = match self.config.rootfs_mode {
             RootfsMode::VirtioFs => (
                 RootfsSource::Directory {
@@ -739,6 +800,11 @@ impl Sandbox {
         if let Some(mut share) = self.share.take() {
             share.shutdown();
         }
+        if let Some(mut network) = self.network.take() {
+            if let Err(e) = network.disconnect() {
+                log::warn!("sandbox {}: {}", self.config.id, Chain(&e));
+            }
+        }
         if let Some(dest) = &self.config.console_log {
             let mut logs = vec![(&self.paths.console, "console")];
             if self.config.backend == Backend::Vm {
@@ -775,6 +841,16 @@ impl Drop for Sandbox {
             log::warn!("sandbox {}: cleanup: {}", self.config.id, Chain(&e));
         }
     }
+}
+
+fn has_network_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| {
+            n.iter()
+                .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        })
 }
 
 /// One bounded attempt: connect (and vsock handshake), then ask the agent's version.

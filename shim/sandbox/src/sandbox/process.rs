@@ -6,6 +6,7 @@
 //! raw libc calls only (no allocation, no locks).
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -51,6 +52,38 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
         cmd.pre_exec(move || owned_by(parent));
     }
     cmd.spawn()
+}
+
+/// Makes the open descriptor `fd` of ours descriptor `target` of `cmd`'s process, inherited
+/// across exec (everything of ours is close-on-exec).
+pub fn pass_fd(cmd: &mut Command, fd: RawFd, target: RawFd) {
+    // SAFETY: between fork and exec; dup2 and fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps close-on-exec: clear it by hand.
+                if libc::fcntl(target, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) != target {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts `cmd`'s process in the network namespace open as `namespace`.
+pub fn enter_network_namespace(cmd: &mut Command, namespace: RawFd) {
+    // SAFETY: between fork and exec; setns is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(namespace, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Spawns `cmd` in fresh namespaces (see [`AGENT_NAMESPACES`]) with a private mount propagation

@@ -9,13 +9,14 @@
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use rust_vm_protocol::SHARE_TAG;
 use vmm_config::{
-    BlockDeviceConfig, FsDeviceConfig, ReflectMode, SerialOutput, VmConfig, VmmConfig,
-    VsockDeviceConfig, BASE_CMDLINE, DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES,
+    BlockDeviceConfig, FsDeviceConfig, NetDeviceConfig, ReflectMode, SerialOutput, VmConfig,
+    VmmConfig, VsockDeviceConfig, BASE_CMDLINE, DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES,
 };
 
 use super::{
@@ -23,6 +24,7 @@ use super::{
     slots::{guest_disk_name, DiskSlots},
     Paths, SandboxConfig, SandboxError, GUEST_CID,
 };
+use crate::network::PodNetwork;
 use crate::settings::{GuestRoot, LogLevel};
 
 /// The guest device of the guest image (the first virtio-blk disk).
@@ -147,7 +149,7 @@ pub(super) fn check_inputs(
             GuestBoot::Initramfs(config.initramfs.clone())
         }
     };
-    vmm_config(config, paths, &boot, config.boot_disk(), slots)
+    vmm_config(config, paths, &boot, config.boot_disk(), slots, None)
         .check_values()
         .map_err(SandboxError::VmmConfig)?;
     require_file(
@@ -222,15 +224,20 @@ fn guest_initramfs(config: &SandboxConfig, paths: &Paths) -> Result<PathBuf, San
     Ok(inflated)
 }
 
+/// The descriptor number the VMM finds the pod's tap at.
+pub(super) const TAP_FD: i32 = 3;
+
 /// The VMM's configuration for this sandbox: the guest image (read-only), the boot disk (the
 /// first container's rootfs image) and the pod disk slots, so the guest names them in this order
-/// (see [`DiskSlots::new`]); the vsock device and the console in the state directory.
+/// (see [`DiskSlots::new`]); the vsock device and the console in the state directory; the pod's
+/// NIC over the tap at [`TAP_FD`] when the pod has a network.
 pub(super) fn vmm_config(
     config: &SandboxConfig,
     paths: &Paths,
     boot: &GuestBoot,
     with_disk: bool,
     slots: &DiskSlots,
+    network: Option<&PodNetwork>,
 ) -> VmConfig {
     let (image, initrd, format) = match boot {
         GuestBoot::Image { path, format } => (
@@ -275,7 +282,14 @@ pub(super) fn vmm_config(
             request_queues: DEFAULT_FS_REQUEST_QUEUES,
             queue_size: DEFAULT_FS_QUEUE_SIZE,
         }],
-        net: Vec::new(),
+        net: network
+            .map(|n| NetDeviceConfig {
+                tap_fd: TAP_FD,
+                mac: n.mac(),
+                mtu: u16::try_from(n.mtu()).unwrap_or(u16::MAX),
+            })
+            .into_iter()
+            .collect(),
         serial: SerialOutput::File(paths.console.clone()),
         cpu_template: config.cpu_template,
         log_level: config.log_level,
@@ -288,10 +302,13 @@ pub(super) fn vmm_config(
     }
 }
 
+/// Starts the VMM; with a pod network, in the pod's network namespace with the tap as
+/// [`TAP_FD`].
 pub(super) fn launch(
     config: &SandboxConfig,
     paths: &Paths,
     slots: &DiskSlots,
+    network: Option<&PodNetwork>,
 ) -> Result<(Child, u32), SandboxError> {
     if let Some(rootfs) = config.rootfs.as_ref().filter(|_| config.boot_disk()) {
         build_rootfs_image(rootfs, &paths.image)?;
@@ -301,7 +318,7 @@ pub(super) fn launch(
         GuestRoot::Initramfs => GuestBoot::Initramfs(guest_initramfs(config, paths)?),
     };
     slots.create_files()?;
-    let vmm = vmm_config(config, paths, &boot, config.boot_disk(), slots);
+    let vmm = vmm_config(config, paths, &boot, config.boot_disk(), slots, network);
     fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
         SandboxError::Io {
             what: "writing the VMM configuration",
@@ -320,6 +337,15 @@ pub(super) fn launch(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if let Some(network) = network {
+        let tap = network.tap().ok_or_else(|| SandboxError::Io {
+            what: "the pod's tap is closed",
+            path: network.namespace_path().to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotConnected),
+        })?;
+        process::pass_fd(&mut cmd, tap.as_raw_fd(), TAP_FD);
+        process::enter_network_namespace(&mut cmd, network.namespace().as_raw_fd());
+    }
     let child = process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
         program: config.vmm_path.clone(),
         source,
@@ -399,7 +425,7 @@ mod tests {
     fn vmm_config_names_every_device() {
         let cfg = config(false);
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots());
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots(), None);
         assert_eq!(vmm.block[0].path, Path::new("/img"));
         assert!(vmm.block[0].read_only, "the guest image is shared");
         assert_eq!(vmm.block[1].path, Path::new("/run/t/rootfs.ext4"));
@@ -413,7 +439,7 @@ mod tests {
         assert_eq!(vmm.fs.len(), 1);
         assert_eq!(vmm.fs[0].socket, Path::new("/run/t/virtiofsd.sock"));
         assert_eq!(vmm.fs[0].tag, SHARE_TAG);
-        let from_initramfs = vmm_config(&cfg, &paths, &initramfs(), false, &no_slots());
+        let from_initramfs = vmm_config(&cfg, &paths, &initramfs(), false, &no_slots(), None);
         assert!(from_initramfs.block.is_empty());
         assert_eq!(from_initramfs.initrd.as_deref(), Some(Path::new("/i")));
     }
@@ -470,7 +496,7 @@ mod tests {
     fn the_file_the_vmm_reads_is_the_typed_config() {
         let cfg = config(true);
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots());
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots(), None);
         let json = VmmConfig::from(vmm.clone()).to_json();
         let read: VmmConfig = serde_json::from_str(&json).expect("the VMM's parser");
         assert_eq!(read.finish().expect("complete"), vmm);
@@ -479,9 +505,23 @@ mod tests {
     #[test]
     fn reflection_is_forced_on_only_for_a_declared_emulating_host() {
         let paths = Paths::new(Path::new("/run/t"), Backend::Vm);
-        let on = vmm_config(&config(true), &paths, &initramfs(), false, &no_slots());
+        let on = vmm_config(
+            &config(true),
+            &paths,
+            &initramfs(),
+            false,
+            &no_slots(),
+            None,
+        );
         assert_eq!(on.reflect_emulation_failures, ReflectMode::On);
-        let auto = vmm_config(&config(false), &paths, &initramfs(), false, &no_slots());
+        let auto = vmm_config(
+            &config(false),
+            &paths,
+            &initramfs(),
+            false,
+            &no_slots(),
+            None,
+        );
         assert_eq!(auto.reflect_emulation_failures, ReflectMode::Auto);
     }
 
@@ -543,7 +583,7 @@ mod tests {
         let cfg = config(false);
         let paths = Paths::new(Path::new("/run/x"), Backend::Vm);
         let slots = DiskSlots::new(Path::new("/run/x"), 2, 64, 2);
-        let vmm = vmm_config(&cfg, &paths, &image(), true, &slots);
+        let vmm = vmm_config(&cfg, &paths, &image(), true, &slots, None);
         let ids: Vec<_> = vmm.block.iter().map(|b| b.id.as_deref()).collect();
         assert_eq!(
             ids,

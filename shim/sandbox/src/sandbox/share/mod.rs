@@ -28,7 +28,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -374,21 +373,7 @@ fn spawn_virtiofsd(layout: &Layout, options: &ShareOptions) -> Result<Child, Sha
     let (out, err) = process::log_stdio(&layout.log).map_err(io_error("creating", &layout.log))?;
     let mut cmd = virtiofsd_command(layout, options);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    let fd = listener.as_raw_fd();
-    // SAFETY: between fork and exec; dup2 and fcntl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                // dup2 onto itself keeps close-on-exec: clear it by hand.
-                if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) != 3 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    process::pass_fd(&mut cmd, listener.as_raw_fd(), 3);
     // Under an init of our own: virtiofsd's sandboxed child is the init of a PID namespace of its
     // own and outlives a parent-death signal while it waits for a VMM; ours takes it along.
     let child = process::spawn_in_pid_namespace(cmd).map_err(|source| ShareError::Spawn {
