@@ -30,6 +30,7 @@ use crate::devices::serial::{
 };
 use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::fs::{Fs, FsError};
+use crate::devices::virtio::net::{Net, NetError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
@@ -79,6 +80,8 @@ pub enum BuildError {
     Vsock(#[from] VsockError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error(transparent)]
     Virtio(#[from] VirtioError),
     #[error("too many virtio devices: {count} configured, {max} MMIO slots")]
@@ -271,7 +274,7 @@ fn attach_legacy_devices(
     Ok(reset_evt)
 }
 
-/// Adds the configured virtio-mmio devices (block, vsock, fs), each in the next slot from
+/// Adds the configured virtio-mmio devices (block, vsock, fs, net), each in the next slot from
 /// `arch::layout::virtio_mmio_slot`, and returns their command-line fragments.
 fn attach_virtio_devices(
     config: &VmConfig,
@@ -281,7 +284,10 @@ fn attach_virtio_devices(
     mem: &GuestMemory,
     exit: &Arc<VmExitSignal>,
 ) -> Result<Vec<String>, BuildError> {
-    let count = config.block.len() + usize::from(config.vsock.is_some()) + config.fs.len();
+    let count = config.block.len()
+        + usize::from(config.vsock.is_some())
+        + config.fs.len()
+        + config.net.len();
     let slots: Vec<MmioSlot> = (0..count)
         .map_while(virtio_mmio_slot)
         .map(|(base, gsi)| MmioSlot { base, gsi })
@@ -313,6 +319,9 @@ fn attach_virtio_devices(
     }
     for (fs, slot) in config.fs.iter().zip(slots.by_ref()) {
         attach!(Fs::new(fs)?.with_exit_signal(exit.clone()), slot);
+    }
+    for (index, (net, slot)) in config.net.iter().zip(slots.by_ref()).enumerate() {
+        attach!(Net::new(index, net)?, slot);
     }
     Ok(fragments)
 }

@@ -1,4 +1,4 @@
-//! virtio devices (block, vsock, fs) and the virtio-mmio transport that exposes them to the guest.
+//! virtio devices (block, vsock, fs, net) and the virtio-mmio transport that exposes them to the guest.
 //!
 //! A device is shared between two threads: the vCPU thread reaches it through its
 //! [`MmioTransport`] on the MMIO bus (register accesses, activation, reset), and the event loop
@@ -9,6 +9,7 @@ pub mod block;
 pub mod fs;
 mod interrupt;
 pub mod mmio;
+pub mod net;
 mod queue;
 pub mod vsock;
 
