@@ -49,6 +49,14 @@ impl Handle {
             .map_err(|e| NetlinkError::new(format!("bringing link {index} up"), e))
     }
 
+    /// Deletes link `index`.
+    pub fn delete_link(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.execute(RouteNetlinkMessage::DelLink(msg), 0)
+            .map_err(|e| NetlinkError::new(format!("deleting link {index}"), e))
+    }
+
     /// Adds the ingress qdisc (`ffff:`) to link `index`.
     pub fn add_ingress_qdisc(&mut self, index: u32) -> Result<(), NetlinkError> {
         let msg = ingress_qdisc(index);

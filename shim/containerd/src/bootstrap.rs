@@ -371,6 +371,7 @@ fn delete(flags: &Flags) -> Result<()> {
         let _ = remove_stale_socket(Path::new(socket_path(&address)));
         sandbox::remove_state(&flags.namespace, grouping)
             .with_context(|| format!("remove sandbox state of {grouping}"))?;
+        clean_up_network(&bundle);
     }
 
     let mut response = shim::api::DeleteResponse::new();
@@ -382,6 +383,25 @@ fn delete(flags: &Flags) -> Result<()> {
         .context("write the delete response")?;
     stdout.flush()?;
     Ok(())
+}
+
+/// The pod's network namespace (named in the bundle's spec) without what a killed sandbox left
+/// in it (see [`rust_vm_sandbox::network::clean_up`]).
+fn clean_up_network(bundle: &Path) {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return;
+    };
+    let Some(path) = rust_vm_sandbox::network::namespace_path(&spec) else {
+        return;
+    };
+    if !path.exists() {
+        return;
+    }
+    match rust_vm_sandbox::network::clean_up(&path) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => eprintln!("{}: removed {}", path.display(), removed.join(", ")),
+        Err(err) => eprintln!("{}", rust_vm_sandbox::Chain(&err)),
+    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,48 @@ impl Drop for PodNetwork {
     }
 }
 
+/// What a sandbox that died without [`PodNetwork::disconnect`] (its owner killed) left in the
+/// network namespace at `path`: our tap, if something still holds it open, and every ingress
+/// qdisc whose redirect leads to the tap or to a link that is gone. Returns what it removed.
+pub fn clean_up(path: &Path) -> Result<Vec<String>, NetworkError> {
+    let namespace = File::open(path).map_err(|source| NetworkError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let result = in_namespace(&namespace, path, || -> Result<Vec<String>, NetlinkError> {
+        let mut handle =
+            Handle::new().map_err(|e| NetlinkError::new("opening a netlink socket", e))?;
+        let links = handle.links()?;
+        let tap = links.iter().find(|l| l.name == TAP_NAME).map(|l| l.index);
+        let mut removed = Vec::new();
+        let with_ingress: Vec<u32> = handle
+            .qdiscs()?
+            .into_iter()
+            .filter(|q| q.kind == "ingress")
+            .map(|q| q.link)
+            .collect();
+        for link in links.iter().filter(|l| with_ingress.contains(&l.index)) {
+            let ours = handle.ingress_filters(link.index)?.iter().any(|f| {
+                f.redirect_to
+                    .is_some_and(|to| Some(to) == tap || links.iter().all(|l| l.index != to))
+            });
+            if ours && Some(link.index) != tap {
+                handle.delete_ingress_qdisc(link.index)?;
+                removed.push(format!("the ingress qdisc of {}", link.name));
+            }
+        }
+        if let Some(index) = tap {
+            handle.delete_link(index)?;
+            removed.push(format!("tap {TAP_NAME}"));
+        }
+        Ok(removed)
+    })?;
+    result.map_err(|source| NetworkError::Netlink {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Runs `f` on a new thread that entered the network namespace `namespace`: sockets and taps it
 /// creates belong to that namespace for life, and no other thread of ours leaves its own.
 fn in_namespace<T: Send + 'static>(

@@ -313,6 +313,33 @@ fn connect_reads_the_pod_network_redirects_both_ways_and_disconnect_leaves_nothi
         .expect("a second disconnect does nothing");
 }
 
+/// A sandbox killed with its owner leaves the redirect on the pod interface (the tap goes with
+/// the last descriptor); `clean_up`, which the containerd shim's `delete` runs, removes it.
+#[test]
+#[ignore = "needs root: makes network namespaces, a veth and a tap"]
+fn clean_up_removes_what_a_killed_sandbox_left() {
+    let (_outside, pod) = pod_namespaces();
+    let mut leaked = PodNetwork::connect(&pod.path())
+        .expect("connect")
+        .expect("a pod interface");
+    // What an owner killed mid-way leaves: the tap closed, the interface still redirecting.
+    drop(leaked.tap.take());
+    std::mem::forget(leaked);
+    let (links, qdiscs, _) = inspect(&pod);
+    assert!(
+        links.iter().all(|l| l.name != TAP_NAME),
+        "the tap outlived its descriptors"
+    );
+    assert!(qdiscs.iter().any(|q| q.kind == "ingress"));
+
+    let removed = clean_up(&pod.path()).expect("clean up");
+    assert_eq!(removed, vec!["the ingress qdisc of eth0".to_string()]);
+    let (_, qdiscs, filters) = inspect(&pod);
+    assert!(qdiscs.iter().all(|q| q.kind != "ingress"), "{qdiscs:?}");
+    assert!(filters.is_empty());
+    assert!(clean_up(&pod.path()).expect("again").is_empty());
+}
+
 #[test]
 #[ignore = "needs root: makes network namespaces"]
 fn a_missing_namespace_or_one_without_an_ethernet_interface_is_named_and_nothing_is_left() {
