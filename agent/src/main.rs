@@ -4,6 +4,7 @@ mod container_runtime;
 mod init;
 mod listener;
 mod logger;
+mod network;
 mod reaper;
 mod server;
 

@@ -231,3 +231,112 @@ fn pid_1_on_a_unix_socket_is_host_mode() {
         .expect("the agent exits");
     assert!(status.success(), "{status}\n{}", init.log_text());
 }
+
+/// `configure_network` over the protocol, in the agent's own network namespace: a veth end
+/// with the request's MAC is renamed, addressed and routed (the netlink details are proven by
+/// the agent's unit and root tests), and a bad request names its field.
+#[test]
+#[ignore = "needs root"]
+fn configure_network_sets_up_the_namespace_of_pid_1() {
+    use rust_vm_protocol::{
+        Empty, ErrorCode, InterfaceConfig, IpCidr, NeighbourConfig, NetworkConfig, Operation,
+        RouteConfig,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let init = Init::start(dir.path());
+    let netns = format!("--net=/proc/{}/ns/net", init.agent_pid());
+    let ip = |args: &[&str]| {
+        let output = Command::new("nsenter")
+            .arg(&netns)
+            .arg("ip")
+            .args(args)
+            .output()
+            .expect("nsenter, ip");
+        assert!(output.status.success(), "ip {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    ip(&[
+        "link",
+        "add",
+        "nic0",
+        "address",
+        "02:aa:bb:cc:dd:02",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "peer0",
+    ]);
+    ip(&["link", "set", "peer0", "up"]);
+    let cidr = |address: &str, prefix_len| IpCidr {
+        address: address.parse().unwrap(),
+        prefix_len,
+    };
+    let mut config = NetworkConfig {
+        interfaces: vec![InterfaceConfig {
+            mac: "02:AA:BB:CC:DD:02".into(),
+            name: "eth0".into(),
+            mtu: 1400,
+            addresses: vec![cidr("10.1.2.3", 32)],
+        }],
+        routes: vec![
+            RouteConfig {
+                destination: cidr("169.254.1.1", 32),
+                gateway: None,
+                interface: "eth0".into(),
+                source: None,
+                metric: None,
+            },
+            RouteConfig {
+                destination: cidr("0.0.0.0", 0),
+                gateway: Some("169.254.1.1".parse().unwrap()),
+                interface: "eth0".into(),
+                source: None,
+                metric: None,
+            },
+        ],
+        neighbours: vec![NeighbourConfig {
+            address: "169.254.1.1".parse().unwrap(),
+            mac: "ee:ee:ee:ee:ee:ee".into(),
+            interface: "eth0".into(),
+        }],
+    };
+    let client = Client::connect(&init.addr).unwrap();
+    let mut bad = config.clone();
+    bad.routes[1].interface = "eth9".into();
+    let e = client
+        .call::<Empty>(Operation::ConfigureNetwork(bad))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+    assert!(
+        e.to_string()
+            .contains("routes[1].interface \"eth9\": not among the interfaces"),
+        "{e}"
+    );
+
+    client
+        .call::<Empty>(Operation::ConfigureNetwork(config.clone()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", init.log_text()));
+    let link = ip(&["link", "show", "dev", "eth0"]);
+    assert!(link.contains("mtu 1400") && link.contains(",UP"), "{link}");
+    let addresses = ip(&["addr", "show", "dev", "eth0"]);
+    assert!(addresses.contains("inet 10.1.2.3/32"), "{addresses}");
+    let routes = ip(&["route", "show", "dev", "eth0"]);
+    assert!(routes.contains("default via 169.254.1.1"), "{routes}");
+    assert!(
+        routes.contains("169.254.1.1 proto static scope link"),
+        "{routes}"
+    );
+    let neighbours = ip(&["neigh", "show", "dev", "eth0"]);
+    assert!(
+        neighbours.contains("169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT"),
+        "{neighbours}"
+    );
+
+    config.interfaces[0].mac = "02:00:00:00:00:99".into();
+    let e = client
+        .call::<Empty>(Operation::ConfigureNetwork(config))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    assert!(e.to_string().contains("eth0 02:aa:bb:cc:dd:02"), "{e}");
+}

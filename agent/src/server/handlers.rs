@@ -8,9 +8,9 @@ use std::time::Duration;
 use oci_spec::runtime::{RootBuilder, Spec};
 use rust_vm_container::{CreateRequest, ProcessHandle, RootfsSource, Stats, StdioSpec};
 use rust_vm_protocol::{
-    ContainerState, ContainerStats, ContainerStatus, CreateContainer, Created, Empty, ErrorCode,
-    Exec, ExecRef, ExecStarted, ExitStatus, ProcessRef, Processes, ProtocolError, RemoveContainer,
-    ResizeTty, Signal, UpdateResources, WriteStdin,
+    error_chain, AgentMode, ContainerState, ContainerStats, ContainerStatus, CreateContainer,
+    Created, Empty, ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, ProcessRef,
+    Processes, ProtocolError, RemoveContainer, ResizeTty, Signal, UpdateResources, WriteStdin,
 };
 
 use super::process::{ContainerEntry, ProcessEntry};
@@ -51,6 +51,19 @@ pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> ProtocolError {
 }
 
 impl Server {
+    /// Guest mode only: the host-mode agent runs in the host's (or a test's) network namespace,
+    /// which is not the pod's to change.
+    pub(super) fn configure_network(&self, config: &NetworkConfig) -> Result<Empty, ProtocolError> {
+        if self.mode == AgentMode::Host {
+            return Err(error(
+                ErrorCode::Unsupported,
+                "configure_network: the host-mode agent has no VM network to configure",
+            ));
+        }
+        crate::network::configure(config).map_err(|e| error(e.code(), error_chain(&e)))?;
+        Ok(Empty {})
+    }
+
     pub(super) fn container(&self, id: &str) -> Result<Arc<ContainerEntry>, ProtocolError> {
         lock(&self.registry)
             .containers

@@ -335,10 +335,7 @@ impl Server {
             Operation::State(req) => to_reply(self.state(&req.container_id)),
             Operation::RemoveContainer(req) => to_reply(self.remove(&req)),
             Operation::RemoveExec(req) => to_reply(self.remove_exec(&req)),
-            Operation::ConfigureNetwork(_) => Err(ProtocolError::new(
-                ErrorCode::Unsupported,
-                "configure_network is not served yet",
-            )),
+            Operation::ConfigureNetwork(config) => to_reply(self.configure_network(&config)),
             Operation::Wait(_)
             | Operation::WriteStdin(_)
             | Operation::Shutdown(_)

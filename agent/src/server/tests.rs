@@ -108,6 +108,24 @@ fn version_and_ping() {
     assert!(!version.cgroups);
 }
 
+/// The host-mode agent runs in a network namespace that is not the pod's: it changes nothing.
+#[test]
+fn configure_network_is_refused_in_host_mode() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    let err = client
+        .call::<rust_vm_protocol::Empty>(rust_vm_protocol::Operation::ConfigureNetwork(
+            Default::default(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unsupported), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the host-mode agent has no VM network to configure"),
+        "{err}"
+    );
+}
+
 #[test]
 fn exit_code_and_output_produced_before_attach() {
     let agent = TestAgent::start();
