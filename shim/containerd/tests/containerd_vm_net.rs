@@ -12,132 +12,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::net::{cni, echo_through, mac_of, Netns, ECHO_PORT, GATEWAY, MTU};
 use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
-const CNI_BIN: &str = "/usr/lib/cni";
-const SUBNET: &str = "10.199.9.0/24";
-const GATEWAY: &str = "10.199.9.1";
-const ECHO_PORT: u16 = 7001;
-const MTU: u32 = 1450;
-
-/// A network namespace made with `ip netns add`, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        let name = format!("rvm-{role}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        ip(&["netns", "add", &name]);
-        Netns { name }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let ns = std::fs::File::open(self.path()).expect("open the namespace");
-        std::thread::spawn(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The bridge plugin's `command` (ADD or DEL) for `pod`, run inside `node` so that the bridge
-/// and the veths' host ends live there. Returns the pod's address (ADD).
-fn cni(node: &Netns, command: &str, pod: &Netns, ipam_dir: &Path) -> Option<String> {
-    let plugin = Path::new(CNI_BIN).join("bridge");
-    assert!(
-        plugin.is_file(),
-        "{} missing: install containernetworking-plugins (scripts/setup.sh)",
-        plugin.display()
-    );
-    let config = serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": "rvm-e2e",
-        "type": "bridge",
-        "bridge": "rvmbr0",
-        "isGateway": true,
-        "ipMasq": false,
-        "mtu": MTU,
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
-            "dataDir": ipam_dir,
-        }
-    });
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", node.path().display()))
-        .arg(&plugin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &pod.name)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", CNI_BIN)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the bridge plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("write the CNI config");
-    let out = child.wait_with_output().expect("bridge plugin");
-    assert!(
-        out.status.success(),
-        "bridge {command}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if command != "ADD" {
-        return None;
-    }
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CNI result");
-    let address = result["ips"][0]["address"].as_str().expect("an address");
-    Some(address.split('/').next().expect("address").to_string())
-}
 
 /// What the sandbox may leave in a pod namespace: our tap and ingress qdiscs.
 fn leftovers(pod: &Netns) -> Vec<String> {
@@ -208,38 +92,6 @@ fn exec(ctd: &Containerd, id: &str, name: &str, script: &str) -> String {
     ctd.ctr_ok(&["task", "exec", "--exec-id", name, id, "sh", "-c", script])
 }
 
-/// Sends `data` to `address` and reads as much back (the echo server), from inside `node`.
-fn echo_through(node: &Netns, address: String, data: Vec<u8>) -> (Vec<u8>, Duration) {
-    node.run(move || {
-        let target = format!("{address}:{ECHO_PORT}");
-        let started = Instant::now();
-        let mut stream = loop {
-            match TcpStream::connect_timeout(
-                &target.parse().expect("socket address"),
-                Duration::from_secs(5),
-            ) {
-                Ok(stream) => break stream,
-                Err(e) if started.elapsed() < GUEST_STEP => {
-                    eprintln!("connecting to {target}: {e}; again");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => panic!("connecting to {target}: {e}"),
-            }
-        };
-        stream
-            .set_read_timeout(Some(GUEST_STEP))
-            .expect("read timeout");
-        let started = Instant::now();
-        let mut writer = stream.try_clone().expect("clone");
-        let len = data.len();
-        let sender = std::thread::spawn(move || writer.write_all(&data).expect("send"));
-        let mut back = vec![0u8; len];
-        stream.read_exact(&mut back).expect("echo back");
-        sender.join().expect("sender");
-        (back, started.elapsed())
-    })
-}
-
 #[test]
 #[ignore = "needs root, /dev/kvm, containerd and the CNI plugins; boots two guests"]
 fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing() {
@@ -264,13 +116,7 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
     pod2.ip(&["addr", "add", &format!("{address2}/32"), "dev", "eth0"]);
     pod2.ip(&["route", "add", GATEWAY, "dev", "eth0", "scope", "link"]);
     pod2.ip(&["route", "add", "default", "via", GATEWAY, "dev", "eth0"]);
-    let bridge_mac = node
-        .ip(&["-o", "link", "show", "rvmbr0"])
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("the bridge's MAC")
-        .to_string();
+    let bridge_mac = mac_of(&node, "rvmbr0");
     pod2.ip(&[
         "neigh",
         "add",
@@ -298,13 +144,7 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
     assert!(shown.contains(&format!("{MTU}\n")), "{shown}");
     assert!(shown.contains(&format!("inet {address1}/24")), "{shown}");
     assert!(shown.contains(&format!("default via {GATEWAY}")), "{shown}");
-    let pod1_mac = pod1
-        .ip(&["-o", "link", "show", "eth0"])
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("eth0's MAC")
-        .to_string();
+    let pod1_mac = mac_of(&pod1, "eth0");
     assert!(
         shown.contains(&pod1_mac),
         "guest NIC without the pod's MAC: {shown}"

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 /// How long one step inside a guest (a process starting, or dying of a signal, and its exit
 /// reaching containerd) may take on the vm back-end: guest ring 0 is instruction-emulated on this
 /// project's machines, about four times slower on the AMD ones than on the Intel ones, where such
