@@ -1,7 +1,11 @@
 //! podman with `rust-vm` as its OCI runtime on the `vm` back-end: `podman --runtime <rust-vm>
-//! run --rm --network none IMAGE ...` with podman's default mounts (`/etc/hosts`,
-//! `/etc/resolv.conf`, `/etc/hostname`, `/run/.containerenv` as bind mounts from podman's
-//! storage, which reach the guest through the pod's virtio-fs share).
+//! run --rm -p HOST:CONTAINER IMAGE ...` with podman's default network and default mounts
+//! (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, `/run/.containerenv` as bind mounts from
+//! podman's storage, which reach the guest through the pod's virtio-fs share).
+//!
+//! podman runs inside a network namespace the test makes (`nsenter --net`), so its CNI bridge,
+//! its port mapping rules and all traffic stay there: the test connects to the published port
+//! on the bridge's address from inside that namespace and talks to the container in the VM.
 //!
 //! A private podman storage and run root (nothing of the host's podman is touched) and a busybox
 //! image imported from a local tarball (no registry). This host needs
@@ -11,12 +15,15 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rust_vm_test_support::bundle::busybox_rootfs;
 use rust_vm_test_support::e2e::require_vm_host;
+use rust_vm_test_support::netns::Netns;
 use rust_vm_test_support::procs::processes_mentioning;
 
 const IMAGE: &str = "localhost/rust-vm-busybox:test";
@@ -28,9 +35,17 @@ const HOST_ULIMITS: [&str; 4] = [
     "nproc=1024:1024",
 ];
 
-fn podman(dir: &Path) -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
+/// podman's default network (its CNI bridge `cni-podman0`, 10.88.0.1/16) and the port it
+/// publishes.
+const BRIDGE_ADDRESS: &str = "10.88.0.1";
+const PUBLISHED_PORT: u16 = 18080;
+
+/// podman with a private storage and run root, in the network namespace `netns`.
+fn podman(dir: &Path, netns: &Netns) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns.path().display()))
+        .arg("podman")
+        .arg("--root")
         .arg(dir.join("storage"))
         .arg("--runroot")
         .arg(dir.join("run"))
@@ -74,7 +89,8 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
         .status()
         .expect("tar");
     assert!(tar.success());
-    let mut import = podman(dir.path());
+    let netns = Netns::new("podman");
+    let mut import = podman(dir.path(), &netns);
     import.arg("import").arg(&tarball).arg(IMAGE);
     ok(import, "podman import");
 
@@ -97,19 +113,26 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
     };
     let (entries_before, processes_before) = (entries(), sandbox_processes());
     let started = Instant::now();
-    let mut run = podman(dir.path());
+    let mut run = podman(dir.path(), &netns);
+    let publish = format!("{PUBLISHED_PORT}:7001");
     run.arg("--runtime")
         .arg(common::rust_vm())
-        .args(["run", "--rm", "--network", "none"])
+        .args(["run", "--rm", "-p", &publish])
         .args(HOST_ULIMITS)
         .args([
             IMAGE,
             "sh",
             "-c",
             "echo hi; test -f /run/.containerenv && echo containerenv; \
-             grep -q localhost /etc/hosts && echo hosts; uname -r",
+             grep -q localhost /etc/hosts && echo hosts; uname -r; \
+             ip -o -4 addr show eth0 | grep -q 'inet 10.88.' && echo eth0; \
+             nc -l -p 7001 -e /bin/cat",
         ]);
-    let out = run.output().expect("podman run");
+    let podman_run = std::thread::spawn(move || run.output().expect("podman run"));
+    // The published port, from inside the namespace: podman's DNAT leads to the container's
+    // echo server in the guest.
+    let reply = echo_through_published_port(&netns, b"through the published port\n");
+    let out = podman_run.join().expect("podman run thread");
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -122,6 +145,9 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
     );
     // The guest's kernel, not the host's.
     assert!(lines[3].starts_with("6.12"), "{stdout}");
+    // The guest's NIC has podman's address for the container.
+    assert_eq!(lines.get(4), Some(&"eth0"), "{stdout}");
+    assert_eq!(reply, b"through the published port\n");
 
     // Nothing of the VM is left: no process naming podman's storage, no new VMM or virtiofsd,
     // no new state under /run/rust-vm.
@@ -134,4 +160,37 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
     assert!(new.is_empty(), "VMM or virtiofsd left behind: {new:?}");
     assert_eq!(entries(), entries_before, "state left under /run/rust-vm");
     eprintln!("podman run --runtime rust-vm (vm back-end): {took:?}");
+}
+
+/// Connects (from inside `netns`, retrying while the VM boots) to the published port on the
+/// bridge's address, sends `data` and reads what the echo server sends back until it closes.
+fn echo_through_published_port(netns: &Netns, data: &'static [u8]) -> Vec<u8> {
+    netns.run(move || {
+        let target = format!("{BRIDGE_ADDRESS}:{PUBLISHED_PORT}")
+            .parse()
+            .expect("address");
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(400),
+                "nothing answered on the published port"
+            );
+            let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("read timeout");
+            // Before the guest listens, the connection may be accepted and closed at once.
+            if stream.write_all(data).is_err() {
+                continue;
+            }
+            let mut back = vec![0u8; data.len()];
+            match stream.read_exact(&mut back) {
+                Ok(()) => return back,
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    })
 }

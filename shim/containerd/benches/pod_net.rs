@@ -40,13 +40,7 @@ fn main() {
     let ctd = Containerd::start("netbench");
     let node = Netns::new("bench-node");
     node.ip(&["link", "set", "lo", "up"]);
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
-    std::fs::write(
-        &config,
-        format!("backend = \"vm\"\nvmm = \"{}\"\n", vmm.display()),
-    )
-    .expect("write vm.toml");
+    let config = ctd.vm_backend_config();
     let mut results = Vec::new();
     for (name, runtime) in [("runc", RUNC), ("rust-vm", RUNTIME)] {
         let figures = measure(&ctd, &node, runtime, &config, name, mib);

@@ -200,17 +200,17 @@ impl Service {
     }
 
     /// The sandbox a new container runs in, with its rootfs mounted where the agent sees it:
-    /// a new one for a pod's owner (started from the rootfs), the pod's for a member.
+    /// a new one for a pod's owner (started from its rootfs and spec), the pod's for a member.
     fn sandbox_for(
         &self,
         role: &PodRole,
         id: &str,
         options: Option<&Any>,
-        mounts: &[Mount],
-        rootfs: &Path,
+        rootfs: (&[Mount], &Path),
         spec: &Spec,
         pod: Option<PodResources>,
     ) -> Result<(Arc<Pod>, bool)> {
+        let (mounts, rootfs) = rootfs;
         match role {
             PodRole::Sandbox { .. } => {
                 if let Some(existing) = &lock(&self.pod).sandbox {
@@ -306,8 +306,7 @@ impl Service {
             &role,
             &id,
             req.options.as_ref(),
-            &req.rootfs,
-            &rootfs,
+            (&req.rootfs, &rootfs),
             &spec,
             pod,
         )?;

@@ -177,19 +177,6 @@ fn with_mute_guest(
     (serial, ctd, config)
 }
 
-/// A rust-vm configuration selecting the `vm` back-end with the documented defaults (installed
-/// kernel and guest image, detected emulating-host options and agent timeout) and our VMM.
-fn vm_config(ctd: &Containerd) -> PathBuf {
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
-    std::fs::write(
-        &config,
-        format!("backend = \"vm\"\nvmm = \"{}\"\n", vmm.display()),
-    )
-    .expect("write vm.toml");
-    config
-}
-
 /// Live VMM processes of a sandbox: our VMM binary naming the sandbox's state directory.
 fn vmm_pids(state: &Path) -> Vec<u32> {
     rust_vm_test_support::vmm_pids(&state.to_string_lossy())
@@ -247,7 +234,7 @@ fn ctr_run_in_vm(
     id: &str,
     args: &[&str],
 ) -> (Option<i32>, String, String, Duration) {
-    let config = vm_config(ctd);
+    let config = ctd.vm_backend_config();
     let config_arg = config.to_string_lossy().into_owned();
     let mut argv = vec!["run", "--rm", "--runtime", RUNTIME];
     argv.extend_from_slice(&NO_CPU_SHARES);
@@ -399,7 +386,7 @@ fn vm_backend_pod_containers_share_one_vmm() {
     require_vm_host();
     let _serial = common::serial();
     let ctd = Containerd::start("vmpod");
-    let config = vm_config(&ctd);
+    let config = ctd.vm_backend_config();
     let state = common::sandbox_state_dir("default", "vmpod");
     let host = ctd.dir.join("host");
     std::fs::create_dir_all(host.join("volume")).expect("mkdir volume");

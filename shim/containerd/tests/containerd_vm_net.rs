@@ -14,7 +14,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -51,17 +51,6 @@ fn wait_for_no_leftovers(pod: &Netns) {
         assert!(Instant::now() < deadline, "{} keeps {left:?}", pod.name);
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn vm_config(ctd: &Containerd) -> PathBuf {
-    let vmm = common::workspace_binary("rust-vm-vmm", "rust-vm-vmm");
-    let config = ctd.dir.join("vm.toml");
-    std::fs::write(
-        &config,
-        format!("backend = \"vm\"\nvmm = \"{}\"\n", vmm.display()),
-    )
-    .expect("write vm.toml");
-    config
 }
 
 /// `ctr run -d` of a pod sandbox container in `pod`'s network namespace running `command`.
@@ -102,7 +91,7 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
     );
     let _serial = common::serial();
     let ctd = Containerd::start("vmnet");
-    let config = vm_config(&ctd);
+    let config = ctd.vm_backend_config();
     let ipam = ctd.dir.join("cni-ipam");
     let node = Netns::new("node");
     let pod1 = Netns::new("pod1");

@@ -12,7 +12,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "kill", "hostname", "id", "pwd",
     "env", "grep", "wc", "head", "tty", "stty", "ip", "mkdir", "stat", "touch", "mount",
-    "readlink", "uname",
+    "readlink", "uname", "nc",
 ];
 
 /// Fills `root` with a busybox rootfs: the usual top directories, `bin/busybox` with

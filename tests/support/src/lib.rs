@@ -15,6 +15,7 @@ pub mod e2e;
 pub mod escape;
 pub mod guest_image;
 pub mod initramfs;
+pub mod netns;
 pub mod procs;
 pub mod spec;
 

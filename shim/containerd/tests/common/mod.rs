@@ -229,6 +229,20 @@ impl Containerd {
     /// Writes `vm.toml` for the `vm` back-end in this containerd's directory: the guest kernel
     /// at `kernel`, the guest image `guest_image`, this workspace's VMM, then the `extra` TOML
     /// lines. Returns its path.
+    /// A rust-vm configuration selecting the `vm` back-end with the documented defaults
+    /// (installed kernel and guest image, detected emulating-host options and agent timeout) and
+    /// our VMM.
+    pub fn vm_backend_config(&self) -> PathBuf {
+        let vmm = workspace_binary("rust-vm-vmm", "rust-vm-vmm");
+        let config = self.dir.join("vm.toml");
+        fs::write(
+            &config,
+            format!("backend = \"vm\"\nvmm = \"{}\"\n", vmm.display()),
+        )
+        .expect("write vm.toml");
+        config
+    }
+
     pub fn write_vm_config(&self, kernel: &str, guest_image: &Path, extra: &str) -> PathBuf {
         let vmm = workspace_binary("rust-vm-vmm", "rust-vm-vmm");
         let config = self.dir.join("vm.toml");
