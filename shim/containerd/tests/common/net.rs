@@ -40,6 +40,7 @@ pub fn cni(node: &Netns, command: &str, pod: &Netns, ipam_dir: &Path) -> Option<
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
             "dataDir": ipam_dir,
         }
     });
