@@ -154,7 +154,8 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
 
     // Pod → node: the pod connects to a listener on the gateway address. (busybox nc in the
     // guest sent nothing when its input had ended before it connected, as captured on the
-    // bridge; input that stays open a moment works, hence the sleeps.)
+    // bridge, and its -w is a timer on the whole exchange: input that stays open a moment and
+    // an outer `timeout` instead.)
     let listener = node.run(|| TcpListener::bind((GATEWAY, 7002)).expect("listen on the gateway"));
     let accepted = std::thread::spawn(move || {
         let (conn, peer) = listener.accept().expect("accept");
@@ -167,7 +168,7 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
         &ctd,
         "netpod1",
         "client",
-        &format!("(echo hello-from-pod1; sleep 2) | nc -w 10 {GATEWAY} 7002"),
+        &format!("(echo hello-from-pod1; sleep 2) | timeout 60 nc {GATEWAY} 7002"),
     );
     let (peer, text) = accepted.join().expect("listener");
     assert_eq!(
@@ -195,28 +196,31 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
         &ctd,
         "netpod2",
         "ping-pod1",
-        &format!("(echo from-pod2; sleep 3) | nc -w 10 {address1} {ECHO_PORT}"),
+        &format!("(echo from-pod2; sleep 3) | timeout 60 nc {address1} {ECHO_PORT}"),
     );
     assert_eq!(reply, "from-pod2\n");
 
-    // pod2's VMM killed: the task stops, and its namespace keeps no tap and no redirect.
+    // pod2's VMM killed: the task stops, and once deleted its namespace keeps no tap and no
+    // redirect.
     let state2 = common::sandbox_state_dir("default", "netpod2");
     let vmm2 = rust_vm_test_support::vmm_pids(&state2.to_string_lossy());
     assert_eq!(vmm2.len(), 1, "pod2's VMM: {vmm2:?}");
     // SAFETY: kill(2) of pod2's VMM, found by its state directory.
     unsafe { libc::kill(vmm2[0] as i32, libc::SIGKILL) };
     ctd.wait_for_status("netpod2", Some("STOPPED"), GUEST_STEP);
-    wait_for_no_leftovers(&pod2);
+    // The pod's resources go when containerd deletes the task (as runc's do when the CRI stops
+    // the pod), not when its VMM dies.
     ctd.ctr_ok(&["task", "delete", "netpod2"]);
     ctd.ctr_ok(&["containers", "rm", "netpod2"]);
+    wait_for_no_leftovers(&pod2);
 
     // pod1's shim killed: its VMM dies with it, and containerd's cleanup (`shim delete`)
     // removes the redirect the sandbox could not.
     let shim1 = ctd.shim_pid("netpod1");
     // SAFETY: kill(2) of pod1's shim, found by its socket.
     unsafe { libc::kill(shim1 as i32, libc::SIGKILL) };
-    ctd.wait_for_status("netpod1", Some("STOPPED"), GUEST_STEP);
-    let _ = ctd.ctr(&["task", "delete", "netpod1"]);
+    // containerd's cleanup after a dead shim removes the task.
+    ctd.wait_for_status("netpod1", None, GUEST_STEP);
     ctd.ctr_ok(&["containers", "rm", "netpod1"]);
     wait_for_no_leftovers(&pod1);
 
