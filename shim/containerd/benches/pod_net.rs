@@ -5,8 +5,9 @@
 //!
 //! `cargo bench -p containerd-shim-rust-vm-v2 --bench pod_net [-- MIB]` (root; boots one
 //! guest). Prints, per runtime: echo throughput (MiB/s each way, MIB MiB through one connection,
-//! default 4) and request/response latency (median and p90 of 200 round trips of 64 bytes, each
-//! on a connection opened first), then rust-vm / runc ratios.
+//! default 1: where guest ring 0 is emulated the VM echoes tens of KiB/s) and request/response
+//! latency (median and p90 of 200 round trips of 64 bytes on one connection), then rust-vm / runc
+//! ratios.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::net::{cni, connect_echo, echo_through, Netns, ECHO_PORT};
 use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNC, RUNTIME};
 
-const DEFAULT_MIB: usize = 4;
+const DEFAULT_MIB: usize = 1;
 const ROUND_TRIPS: usize = 200;
 
 struct Figures {
@@ -51,9 +52,10 @@ fn main() {
         results.push(figures);
     }
     let (runc, vm) = (&results[0], &results[1]);
+    // Where guest ring 0 is emulated the ratio is tiny: as 1/N, it still reads.
     println!(
-        "rust-vm / runc: throughput {:.3}, round-trip median {:.1}x",
-        vm.mib_per_s / runc.mib_per_s,
+        "rust-vm / runc: throughput 1/{:.0}, round-trip median {:.0}x",
+        runc.mib_per_s / vm.mib_per_s,
         vm.median.as_secs_f64() / runc.median.as_secs_f64()
     );
     println!("CPU: {}", rust_vm_test_support::cpu_model());
