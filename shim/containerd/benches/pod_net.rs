@@ -16,8 +16,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::net::{cni, connect_echo, echo_through, Netns, ECHO_PORT};
-use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNC, RUNTIME};
+use common::net::{cni, connect_echo, echo_through, run_pod, Netns, ECHO_PORT};
+use common::{Containerd, GUEST_STEP, RUNC, RUNTIME};
 
 const DEFAULT_MIB: usize = 1;
 const ROUND_TRIPS: usize = 200;
@@ -73,30 +73,9 @@ fn measure(
     let ipam: PathBuf = ctd.dir.join("cni-ipam");
     let address = cni(node, "ADD", &pod, &ipam).expect("pod address");
     let id = format!("net-{name}");
-    let with_ns = format!("network:{}", pod.path().display());
-    let config_arg = config.to_string_lossy().into_owned();
-    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={id}");
     let echo = format!("nc -ll -p {ECHO_PORT} -e /bin/cat");
-    let mut argv = vec!["run", "-d", "--runtime", runtime];
-    argv.extend_from_slice(&NO_CPU_SHARES);
-    if runtime == RUNTIME {
-        argv.extend_from_slice(&["--runtime-config-path", &config_arg]);
-    }
-    argv.extend_from_slice(&[
-        "--with-ns",
-        &with_ns,
-        "--annotation",
-        "io.kubernetes.cri.container-type=sandbox",
-        "--annotation",
-        &sandbox_id,
-        IMAGE,
-        &id,
-        "sh",
-        "-c",
-        &echo,
-    ]);
-    ctd.ctr_ok(&argv);
-    ctd.wait_for_status(&id, Some("RUNNING"), GUEST_STEP);
+    let config = (runtime == RUNTIME).then_some(config);
+    run_pod(ctd, runtime, config, &id, &pod, &["sh", "-c", &echo]);
 
     // A first exchange waits for the listener and warms both paths up.
     echo_through(node, address.clone(), vec![1; 4096]);

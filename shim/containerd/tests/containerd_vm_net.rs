@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::net::{cni, echo_through, mac_of, Netns, ECHO_PORT, GATEWAY, MTU};
-use common::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES, RUNTIME};
+use common::net::{cni, echo_through, mac_of, run_pod, Netns, ECHO_PORT, GATEWAY, MTU};
+use common::{Containerd, GUEST_STEP, RUNTIME};
 
 const KERNEL: &str = "/var/lib/rust-vm/vmlinux";
 
@@ -51,30 +51,6 @@ fn wait_for_no_leftovers(pod: &Netns) {
         assert!(Instant::now() < deadline, "{} keeps {left:?}", pod.name);
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// `ctr run -d` of a pod sandbox container in `pod`'s network namespace running `command`.
-fn run_pod(ctd: &Containerd, config: &Path, id: &str, pod: &Netns, command: &[&str]) {
-    let config_arg = config.to_string_lossy().into_owned();
-    let with_ns = format!("network:{}", pod.path().display());
-    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={id}");
-    let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
-    argv.extend_from_slice(&NO_CPU_SHARES);
-    argv.extend_from_slice(&[
-        "--runtime-config-path",
-        &config_arg,
-        "--with-ns",
-        &with_ns,
-        "--annotation",
-        "io.kubernetes.cri.container-type=sandbox",
-        "--annotation",
-        &sandbox_id,
-        IMAGE,
-        id,
-    ]);
-    argv.extend_from_slice(command);
-    ctd.ctr_ok(&argv);
-    ctd.wait_for_status(id, Some("RUNNING"), GUEST_STEP);
 }
 
 fn exec(ctd: &Containerd, id: &str, name: &str, script: &str) -> String {
@@ -122,8 +98,26 @@ fn pods_reach_the_node_and_each_other_through_the_bridge_cni_and_leave_nothing()
     // Both VMs boot at once (one vCPU each, two host cores): one boot's time for both.
     let started = Instant::now();
     std::thread::scope(|s| {
-        s.spawn(|| run_pod(&ctd, &config, "netpod1", &pod1, &["sh", "-c", &echo]));
-        s.spawn(|| run_pod(&ctd, &config, "netpod2", &pod2, &["sleep", "1000"]));
+        s.spawn(|| {
+            run_pod(
+                &ctd,
+                RUNTIME,
+                Some(&config),
+                "netpod1",
+                &pod1,
+                &["sh", "-c", &echo],
+            )
+        });
+        s.spawn(|| {
+            run_pod(
+                &ctd,
+                RUNTIME,
+                Some(&config),
+                "netpod2",
+                &pod2,
+                &["sleep", "1000"],
+            )
+        });
     });
     eprintln!(
         "pod1 ({address1}) and pod2 ({address2}/32) running after {:?}",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use rust_vm_test_support::netns::Netns;
 
-use super::GUEST_STEP;
+use super::{Containerd, GUEST_STEP, IMAGE, NO_CPU_SHARES};
 
 pub const CNI_BIN: &str = "/usr/lib/cni";
 pub const SUBNET: &str = "10.199.9.0/24";
@@ -126,4 +126,37 @@ pub fn mac_of(ns: &Netns, link: &str) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("{link} has no MAC"))
         .to_string()
+}
+
+/// `ctr run -d` of a pod sandbox container in `pod`'s network namespace running `command`, under
+/// `runtime` (with `config` as its runtime config when given), then waits until it runs.
+pub fn run_pod(
+    ctd: &Containerd,
+    runtime: &str,
+    config: Option<&Path>,
+    id: &str,
+    pod: &Netns,
+    command: &[&str],
+) {
+    let config_arg = config.map(|c| c.to_string_lossy().into_owned());
+    let with_ns = format!("network:{}", pod.path().display());
+    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={id}");
+    let mut argv = vec!["run", "-d", "--runtime", runtime];
+    argv.extend_from_slice(&NO_CPU_SHARES);
+    if let Some(config) = &config_arg {
+        argv.extend_from_slice(&["--runtime-config-path", config]);
+    }
+    argv.extend_from_slice(&[
+        "--with-ns",
+        &with_ns,
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        &sandbox_id,
+        IMAGE,
+        id,
+    ]);
+    argv.extend_from_slice(command);
+    ctd.ctr_ok(&argv);
+    ctd.wait_for_status(id, Some("RUNNING"), GUEST_STEP);
 }
