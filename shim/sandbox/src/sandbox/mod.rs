@@ -979,6 +979,31 @@ mod tests {
     }
 
     #[test]
+    fn the_first_containers_network_namespace_is_the_pods_on_vm_only() {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "network", "path": "/run/netns/cni-1"}]}
+        }))
+        .expect("spec");
+        let mut vm = test_config(Backend::Vm, "n", Path::new("/run/n"));
+        vm.first_container(Path::new("/b/rootfs"), &spec);
+        assert_eq!(vm.rootfs.as_deref(), Some(Path::new("/b/rootfs")));
+        assert_eq!(vm.network.as_deref(), Some(Path::new("/run/netns/cni-1")));
+        // The namespaces back-end's agent joins the path itself, on the host.
+        let mut ns = test_config(Backend::Namespaces, "n", Path::new("/run/n"));
+        ns.first_container(Path::new("/b/rootfs"), &spec);
+        assert_eq!(ns.network, None);
+        // Host networking: no pod network, the VM keeps loopback only.
+        let mut host = test_config(Backend::Vm, "n", Path::new("/run/n"));
+        let host_network: oci_spec::runtime::Spec = serde_json::from_value(
+            serde_json::json!({"ociVersion": "1.0.2", "linux": {"namespaces": [{"type": "pid"}]}}),
+        )
+        .expect("spec");
+        host.first_container(Path::new("/b/rootfs"), &host_network);
+        assert_eq!(host.network, None);
+    }
+
+    #[test]
     fn ids() {
         for ok in ["a", "abc-123_x.y", &"x".repeat(128)] {
             assert!(validate_id(ok).is_ok(), "{ok}");
