@@ -11,7 +11,7 @@ mod read;
 mod tc;
 
 pub use handle::{Handle, NetlinkError};
-pub use read::{Address, Link, Neighbour, Route};
+pub use read::{is_ipv6_link_local, Address, Link, Neighbour, Route};
 pub use tc::{Filter, Qdisc};
 
 pub use netlink_packet_route as route;

@@ -34,11 +34,9 @@ pub struct Address {
     pub prefix_len: u8,
 }
 
-impl Address {
-    /// IPv6 link-local (fe80::/10): every link makes its own from its MAC.
-    pub fn is_link_local(&self) -> bool {
-        matches!(self.address, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
-    }
+/// IPv6 link-local (fe80::/10): every link makes its own addresses and routes there from its MAC.
+pub fn is_ipv6_link_local(address: &IpAddr) -> bool {
+    matches!(address, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// A unicast route of the main table.

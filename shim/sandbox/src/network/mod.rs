@@ -16,14 +16,13 @@ mod tap;
 
 use std::fs::File;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::thread;
 
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use rust_vm_netlink::{Handle, Link, NetlinkError};
+use rust_vm_netlink::{is_ipv6_link_local, Handle, Link, NetlinkError};
 use rust_vm_protocol::{InterfaceConfig, IpCidr, NeighbourConfig, NetworkConfig, RouteConfig};
 use vmm_config::MacAddr;
 
@@ -322,7 +321,7 @@ fn guest_config(
     let addresses = handle
         .addresses()?
         .into_iter()
-        .filter(|a| a.link == interface.index && !a.is_link_local())
+        .filter(|a| a.link == interface.index && !is_ipv6_link_local(&a.address))
         .map(|a| IpCidr {
             address: a.address,
             prefix_len: a.prefix_len,
@@ -366,10 +365,6 @@ fn guest_config(
         routes,
         neighbours,
     })
-}
-
-fn is_ipv6_link_local(address: &IpAddr) -> bool {
-    matches!(address, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 fn mac_of(path: &Path, link: &Link) -> Result<MacAddr, NetworkError> {
