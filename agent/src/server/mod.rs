@@ -265,8 +265,11 @@ impl Server {
                     )),
                 ),
                 Operation::Shutdown(_) => {
+                    // The reply means nothing is left to lose: the host may stop the VM
+                    // at once instead of waiting for the guest's own power-off.
+                    self.remove_all();
                     replier.reply(id, Ok(Value::Object(Default::default())));
-                    self.shutdown();
+                    (self.on_shutdown)();
                 }
                 Operation::Wait(req) => {
                     let server = Arc::clone(&self);
@@ -461,8 +464,15 @@ impl Server {
         }
     }
 
-    /// Removes every container (killing what runs), then runs the shutdown hook.
+    /// Removes every container, then runs the shutdown hook.
     pub fn shutdown(&self) {
+        self.remove_all();
+        (self.on_shutdown)();
+    }
+
+    /// Removes every container (killing what runs) and, in the guest, flushes every file
+    /// system to the host.
+    fn remove_all(&self) {
         log::info!(
             "shutdown requested ({} requests waiting on processes)",
             self.requests_waiting()
@@ -477,7 +487,9 @@ impl Server {
                 log::warn!("removing container {id} at shutdown: {e}");
             }
         }
-        (self.on_shutdown)();
+        if self.mode == AgentMode::Guest {
+            nix::unistd::sync();
+        }
     }
 }
 

@@ -739,20 +739,31 @@ fn attach_must_open_a_connection() {
 }
 
 #[test]
-fn shutdown_replies_then_runs_the_hook() {
+fn shutdown_removes_containers_then_replies_then_runs_the_hook() {
     let agent = TestAgent::start();
     let client = agent.client();
-    client
+    let pid = client
         .create_container(create("sd", &["/bin/sleep", "100"]))
-        .unwrap();
+        .unwrap()
+        .pid;
     client.start("sd").unwrap();
     client.shutdown().unwrap();
+    // Killed by the reply (gone, or a zombie until reaped): the host may stop the VM on it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    assert!(
+        matches!(state, None | Some('Z') | Some('X')),
+        "the container's init still runs at the reply: {stat}"
+    );
+    assert_eq!(code(client.state("sd")), ErrorCode::NotFound);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent.shut_down.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline);
         thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(code(client.state("sd")), ErrorCode::NotFound);
 }
 
 #[test]

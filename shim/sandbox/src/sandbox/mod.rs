@@ -49,6 +49,10 @@ pub const LOG_TAIL_LINES: usize = 40;
 /// How much of the end of a log is read for its tail.
 pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// Longest Unix socket path the kernel accepts (`sun_path` minus the NUL).
+/// How long the agent may take to remove its containers and sync before it answers `shutdown`
+/// (a pod's removal took about a second where guest ring 0 is emulated).
+const SHUTDOWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 const MAX_SOCKET_PATH: usize = 107;
 /// Room a socket path needs for the VMM's `<socket>_<port>` names of guest-initiated
 /// connections.
@@ -780,17 +784,25 @@ impl Sandbox {
         }
         self.finished = true;
         if let Some(child) = self.child.as_mut() {
-            if graceful {
-                if let Some(client) = self.client.as_mut() {
-                    client.set_timeout(Some(Duration::from_secs(2)));
-                    if let Err(e) = client.shutdown() {
-                        log::debug!(
-                            "sandbox {}: shutdown request: {}",
-                            self.config.id,
-                            Chain(&e)
-                        );
-                    }
-                }
+            // The agent answers `shutdown` once its containers are removed and the guest's
+            // file systems synced: the VM has nothing left to lose, and the guest kernel's own
+            // power-off (seconds where guest ring 0 is emulated) need not be waited for.
+            // Without an answer the guest may still be powering off: give it a moment.
+            let answered = graceful
+                && self.client.as_mut().is_some_and(|client| {
+                    client.set_timeout(Some(SHUTDOWN_ANSWER_TIMEOUT));
+                    client
+                        .shutdown()
+                        .map_err(|e| {
+                            log::debug!(
+                                "sandbox {}: shutdown request: {}",
+                                self.config.id,
+                                Chain(&e)
+                            )
+                        })
+                        .is_ok()
+                });
+            if graceful && !answered {
                 wait_with_deadline(child, Duration::from_secs(3));
             }
             process::kill_and_reap(child);
