@@ -133,10 +133,16 @@ impl Client {
         }
     }
 
-    /// Bounds how long every call waits for its response (`None`, the default, waits forever;
-    /// note that [`Client::wait`] legitimately blocks until the process exits).
+    /// Bounds how long every call but [`Client::wait`] (which blocks until the process exits)
+    /// waits for its response, and how long [`Client::attach`] waits for the agent to take the
+    /// stream. `None`, the default, waits forever.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    /// The bound [`Client::set_timeout`] set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The address this client connected to, if it was created from one.
@@ -144,8 +150,22 @@ impl Client {
         self.address.as_ref()
     }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request and waits for its response, at most the client's timeout unless the
+    /// request is a `wait`.
     pub fn call<T: DeserializeOwned>(&self, op: Operation) -> Result<T, ClientError> {
+        let timeout = match op {
+            Operation::Wait(_) => None,
+            _ => self.timeout,
+        };
+        self.call_within(op, timeout)
+    }
+
+    /// Sends one request and waits for its response, at most `timeout` (`None`: forever).
+    pub fn call_within<T: DeserializeOwned>(
+        &self,
+        op: Operation,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
         let name = op.name();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = Request { id, op }
@@ -167,7 +187,7 @@ impl Client {
             lock(&self.pending).waiters.remove(&id);
             return Err(e.into());
         }
-        let response = match self.timeout {
+        let response = match timeout {
             Some(after) => rx.recv_timeout(after).map_err(|e| match e {
                 mpsc::RecvTimeoutError::Timeout => {
                     lock(&self.pending).waiters.remove(&id);
@@ -342,7 +362,7 @@ impl Client {
         stream: StreamKind,
     ) -> Result<UnixStream, ClientError> {
         let address = self.address.as_ref().ok_or(ClientError::NoAddress)?;
-        attach(address, container_id, exec_id, stream)
+        attach_within(address, container_id, exec_id, stream, self.timeout)
     }
 }
 
@@ -354,14 +374,27 @@ impl Drop for Client {
     }
 }
 
-/// Opens a stdio stream connection to the agent at `address` (see [`Client::attach`]).
+/// Opens a stdio stream connection to the agent at `address` (see [`Client::attach`]), waiting
+/// for the agent to take it as long as it takes.
 pub fn attach(
     address: &Address,
     container_id: &str,
     exec_id: Option<&str>,
     stream: StreamKind,
 ) -> Result<UnixStream, ClientError> {
+    attach_within(address, container_id, exec_id, stream, None)
+}
+
+/// [`attach`], waiting at most `timeout` for the agent to take the stream.
+pub fn attach_within(
+    address: &Address,
+    container_id: &str,
+    exec_id: Option<&str>,
+    stream: StreamKind,
+    timeout: Option<Duration>,
+) -> Result<UnixStream, ClientError> {
     let mut conn = address.connect()?;
+    conn.set_read_timeout(timeout).map_err(FrameError::Io)?;
     let op = Operation::Attach(Attach {
         container_id: container_id.to_owned(),
         exec_id: exec_id.map(str::to_owned),
@@ -374,8 +407,24 @@ pub fn attach(
             source,
         })?;
     write_frame(&mut conn, &body)?;
-    let reply = read_frame(&mut conn)?
-        .ok_or_else(|| ClientError::Closed("agent closed the stdio connection".into()))?;
+    let reply = match read_frame(&mut conn) {
+        Ok(reply) => reply,
+        Err(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(ClientError::Timeout {
+                op: "attach",
+                after: timeout.unwrap_or_default(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    .ok_or_else(|| ClientError::Closed("agent closed the stdio connection".into()))?;
+    // The stream itself blocks: output comes when the process writes it.
+    conn.set_read_timeout(None).map_err(FrameError::Io)?;
     let response = Response::decode(&reply).map_err(|e| ClientError::MalformedResponse {
         op: "attach",
         reason: e.to_string(),
@@ -534,6 +583,72 @@ mod tests {
             matches!(err, ClientError::Timeout { op: "ping", .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn wait_outlasts_the_timeout_other_calls_do_not() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let _agent = thread::spawn(move || {
+            let mut reader = theirs.try_clone().unwrap();
+            let mut writer = theirs;
+            while let Ok(Some(body)) = read_frame(&mut reader) {
+                let req = Request::decode(&body).unwrap();
+                // A wait is answered late, anything else never.
+                if matches!(req.op, Operation::Wait(_)) {
+                    thread::sleep(Duration::from_millis(200));
+                    let exit = ExitStatus {
+                        exit_code: 0,
+                        signal: None,
+                    };
+                    let reply = Response::ok(req.id, &exit).unwrap();
+                    write_frame(&mut writer, &reply.encode().unwrap()).unwrap();
+                }
+            }
+        });
+        let mut client = Client::from_stream(ours).unwrap();
+        client.set_timeout(Some(Duration::from_millis(50)));
+        assert_eq!(client.wait("c", None).unwrap().exit_code, 0);
+        let err = client.start("c").unwrap_err();
+        assert!(
+            matches!(err, ClientError::Timeout { op: "start", .. }),
+            "{err}"
+        );
+        let err = client
+            .call_within::<Empty>(Operation::Ping(Empty {}), Some(Duration::from_millis(10)))
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Timeout { op: "ping", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn attach_to_a_silent_agent_times_out() {
+        let path = std::env::temp_dir().join(format!("rvm-silent-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Takes the connection and the request, never answers.
+        let _agent = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = read_frame(&mut conn);
+            thread::sleep(Duration::from_secs(5));
+        });
+        let address: Address = format!("unix:{}", path.display()).parse().unwrap();
+        let started = std::time::Instant::now();
+        let err = attach_within(
+            &address,
+            "c",
+            None,
+            StreamKind::Stdout,
+            Some(Duration::from_millis(100)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Timeout { op: "attach", .. }),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

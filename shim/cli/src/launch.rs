@@ -53,10 +53,18 @@ pub fn create(
             None
         },
         stdin: true,
+        deadline: None,
     };
     let created = pod.create_container(&new, |pod| {
-        Relay::attach(pod.agent_address(), id, None, terminal, true)
-            .map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
+        Relay::attach(
+            pod.agent_address(),
+            id,
+            None,
+            terminal,
+            true,
+            pod.client().timeout(),
+        )
+        .map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
     });
     let created = match created {
         Ok(created) => created,

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rust_vm_sandbox::protocol::{attach, Address, StreamKind};
+use rust_vm_sandbox::protocol::{attach_within, Address, StreamKind};
 use rust_vm_sandbox::stdio::relay;
 
 /// Our fd `fd`, borrowed for the life of the process (never closed by us).
@@ -29,13 +29,15 @@ pub struct Relay {
 
 impl Relay {
     /// Attaches the process's streams and starts relaying; call before `start` so no output is
-    /// lost. With a terminal the agent sends the terminal's output on stdout only.
+    /// lost. With a terminal the agent sends the terminal's output on stdout only. The agent
+    /// must take each stream within `timeout`.
     pub fn attach(
         address: &Address,
         container_id: &str,
         exec_id: Option<&str>,
         terminal: bool,
         with_stdin: bool,
+        timeout: Option<Duration>,
     ) -> Result<Relay> {
         let (tx, done) = mpsc::channel();
         let mut kinds = vec![(StreamKind::Stdout, 1)];
@@ -44,7 +46,7 @@ impl Relay {
         }
         let outputs = kinds.len();
         for (kind, fd) in kinds {
-            let stream = attach(address, container_id, exec_id, kind)
+            let stream = attach_within(address, container_id, exec_id, kind, timeout)
                 .with_context(|| format!("attaching the container's {kind}"))?;
             let tx = tx.clone();
             thread::Builder::new()
@@ -56,7 +58,7 @@ impl Relay {
                 .context("starting a relay thread")?;
         }
         if with_stdin {
-            let stream = attach(address, container_id, exec_id, StreamKind::Stdin)
+            let stream = attach_within(address, container_id, exec_id, StreamKind::Stdin, timeout)
                 .context("attaching the container's stdin")?;
             thread::Builder::new()
                 .name("relay-stdin".into())

@@ -427,3 +427,72 @@ fn run_with_a_terminal_relays_it() {
     );
     assert_eq!(status.code(), Some(3), "{text:?}");
 }
+
+/// A guest that stops answering (here the host-mode agent, stopped) cannot hold its caller: a
+/// create gives up at the caller's deadline or the agent timeout, whichever comes first, and the
+/// pod still shuts down.
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn a_silent_agent_fails_the_create_in_time_and_the_pod_still_goes() {
+    use rust_vm_sandbox::protocol::ClientError;
+    use rust_vm_sandbox::{Backend, NewContainer, Pod, PodError, RuntimeConfig};
+
+    let bundle = bundle(&["sleep", "100"]);
+    let spec =
+        oci_spec::runtime::Spec::load(bundle.path().join("config.json")).expect("bundle spec");
+    let rootfs = bundle.path().join("rootfs");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut cfg = RuntimeConfig::default().sandbox_config("silent", &state.path().join("sb"));
+    cfg.backend = Backend::Namespaces;
+    cfg.agent_path = common::agent();
+    cfg.agent_timeout = Duration::from_secs(4);
+    cfg.first_container(&rootfs, &spec);
+    let pod = Pod::start(cfg).expect("pod");
+    let agent_pid = pod.pid();
+    // SAFETY: kill(2) on the agent we started.
+    assert_eq!(unsafe { libc::kill(agent_pid as i32, libc::SIGSTOP) }, 0);
+
+    let create = |id: &str, deadline: Option<Instant>| {
+        let new = NewContainer {
+            id,
+            bundle: bundle.path(),
+            spec: &spec,
+            rootfs: &rootfs,
+            terminal: false,
+            console_size: None,
+            stdin: false,
+            deadline,
+        };
+        let started = Instant::now();
+        let err = pod
+            .create_container(&new, |_| Ok::<(), std::io::Error>(()))
+            .err()
+            .expect("a stopped agent cannot create");
+        assert!(
+            matches!(
+                &err,
+                PodError::Create {
+                    source: ClientError::Timeout { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        started.elapsed()
+    };
+    // The caller's deadline (a ttrpc request's) comes first.
+    let took = create("c1", Some(Instant::now() + Duration::from_secs(1)));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // Without one, the agent timeout.
+    let took = create("c2", None);
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+
+    let started = Instant::now();
+    pod.shutdown().expect("shutdown");
+    // The shutdown request times out (4 s), the guest gets 3 s more, then it is killed.
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(!alive(agent_pid), "the stopped agent outlived its pod");
+}

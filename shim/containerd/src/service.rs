@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_shim::api::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
@@ -252,7 +252,11 @@ impl Service {
         }
     }
 
-    fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+    fn do_create(
+        &self,
+        req: CreateTaskRequest,
+        deadline: Option<Instant>,
+    ) -> Result<CreateTaskResponse> {
         let _serial = lock(&self.lifecycle);
         let id = req.id.clone();
         if !valid_id(&id) {
@@ -338,6 +342,7 @@ impl Service {
             terminal: req.terminal,
             console_size: None,
             stdin: !stdio.stdin.is_empty(),
+            deadline,
         };
         let created = match sandbox.create_container(&new, |pod| {
             ProcessIo::attach(pod.client(), &id, None, &stdio)
@@ -859,7 +864,6 @@ macro_rules! delegate {
 impl containerd_shim::Task for Service {
     delegate! {
         values {
-            create(CreateTaskRequest) -> CreateTaskResponse => do_create;
             start(StartRequest) -> StartResponse => do_start;
             state(StateRequest) -> StateResponse => do_state;
             delete(DeleteRequest) -> DeleteResponse => do_delete;
@@ -873,6 +877,20 @@ impl containerd_shim::Task for Service {
             close_io(CloseIORequest) => do_close_io;
             update(UpdateTaskRequest) => do_update;
         }
+    }
+
+    /// A create gives up at containerd's deadline for it, if the request carries one (ttrpc's
+    /// `timeout_nano`), as well as at the sandbox's agent call timeout.
+    fn create(
+        &self,
+        ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        let deadline = u64::try_from(ctx.timeout_nano)
+            .ok()
+            .filter(|&nanos| nanos > 0)
+            .map(|nanos| Instant::now() + Duration::from_nanos(nanos));
+        Ok(self.do_create(req, deadline)?)
     }
 
     fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
@@ -1039,18 +1057,24 @@ mod tests {
     fn create_refuses_bad_ids_and_bundles_by_name() {
         let s = service();
         let err = s
-            .do_create(CreateTaskRequest {
-                id: "../x".into(),
-                ..Default::default()
-            })
+            .do_create(
+                CreateTaskRequest {
+                    id: "../x".into(),
+                    ..Default::default()
+                },
+                None,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("../x"), "{err}");
         let err = s
-            .do_create(CreateTaskRequest {
-                id: "c1".into(),
-                bundle: "/nonexistent/bundle".into(),
-                ..Default::default()
-            })
+            .do_create(
+                CreateTaskRequest {
+                    id: "c1".into(),
+                    bundle: "/nonexistent/bundle".into(),
+                    ..Default::default()
+                },
+                None,
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent/bundle/config.json"),

@@ -364,6 +364,75 @@ fn pod_containers_share_one_sandbox() {
     );
 }
 
+/// A guest that stops answering (here the host-mode agent, stopped) holds no task call for good:
+/// a pod member's create fails at the agent timeout (20 s in these tests), naming it, and the
+/// pod goes as usual once its agent answers again.
+#[test]
+#[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
+fn a_silent_agent_fails_a_create_in_time() {
+    let _serial = common::serial();
+    let ctd = Containerd::start("silent");
+    let pod = [
+        "io.kubernetes.cri.container-type=sandbox",
+        "io.kubernetes.cri.sandbox-id=pod1",
+    ];
+    run_detached(&ctd, "pod1", &pod);
+    let shim = ctd.shim_pid("pod1");
+    let in_pod = descendants(shim);
+    let agents: Vec<u32> = common::processes()
+        .into_iter()
+        .filter(|(pid, argv)| {
+            in_pod.contains(pid)
+                && argv.first().is_some_and(|a| a.ends_with("rust-vm-agent"))
+                && argv.iter().any(|a| a == "--listen")
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(agents.len(), 1, "the pod's agent: {agents:?}");
+    let agent = agents[0] as i32;
+    // SAFETY: kill(2) on the sandbox's agent.
+    assert_eq!(unsafe { libc::kill(agent, libc::SIGSTOP) }, 0);
+    let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
+    argv.extend_from_slice(&NO_CPU_SHARES);
+    argv.extend_from_slice(&[
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod1",
+        IMAGE,
+        "app1",
+        "sleep",
+        "1000",
+    ]);
+    let started = Instant::now();
+    let out = ctd.ctr(&argv);
+    let took = started.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(agent, libc::SIGCONT) }, 0);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "a stopped agent created app1");
+    assert!(
+        stderr.contains("no response to `create_container` within 20s"),
+        "{stderr}"
+    );
+    assert!(
+        took >= Duration::from_secs(20) && took < Duration::from_secs(40),
+        "took {took:?}"
+    );
+    let _ = ctd.ctr(&["containers", "rm", "app1"]);
+    let socket = ctd.shim_socket("pod1");
+    let sandbox_pids = descendants(shim);
+    remove(&ctd, "pod1");
+    let mut all = sandbox_pids;
+    all.push(shim);
+    assert_clean(
+        &ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", "pod1")],
+        &all,
+    );
+}
+
 #[test]
 #[ignore = "needs root, containerd, ctr, umoci and busybox-static"]
 fn task_survives_containerd_restart() {

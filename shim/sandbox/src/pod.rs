@@ -20,10 +20,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
+use std::time::Instant;
 
 use oci_spec::runtime::Spec;
 use rust_vm_protocol::{
-    Address, Client, ClientError, ConsoleSize, CreateContainer, ErrorCode, RootfsSource,
+    Address, Client, ClientError, ConsoleSize, CreateContainer, ErrorCode, Operation, RootfsSource,
 };
 
 use crate::hooks::{self, HookError, OciState, Stage};
@@ -107,6 +108,9 @@ pub struct NewContainer<'a> {
     pub terminal: bool,
     pub console_size: Option<ConsoleSize>,
     pub stdin: bool,
+    /// When the caller stops waiting (a ttrpc request's deadline): the agent's create is bounded
+    /// by it as well as by the client's timeout.
+    pub deadline: Option<Instant>,
 }
 
 /// A container the agent created, its init held before `execve` until started.
@@ -132,10 +136,12 @@ pub struct Pod {
 
 impl Pod {
     /// Starts the sandbox on a new owner thread and waits for its agent (up to the configured
-    /// agent timeout).
+    /// agent timeout). Every agent call of the pod but `wait` is bounded by the same timeout: a
+    /// silent guest cannot hold its caller for good.
     pub fn start(config: SandboxConfig) -> Result<Pod, PodError> {
         let id = config.id.clone();
         let backend = config.backend;
+        let call_timeout = config.agent_timeout;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (commands, command_rx) = mpsc::channel::<Command>();
         let owner_id = id.clone();
@@ -181,11 +187,12 @@ impl Pod {
                 id: id.clone(),
                 source,
             })?;
-        let client =
+        let mut client =
             Client::connect_address(address.clone()).map_err(|source| PodError::Connect {
                 id: id.clone(),
                 source,
             })?;
+        client.set_timeout(Some(call_timeout));
         log::info!("sandbox {id}: {backend} back-end up, pid {pid}");
         Ok(Pod {
             id,
@@ -283,8 +290,31 @@ impl Pod {
             console_size: new.console_size,
             stdin: new.stdin,
         };
-        let created = match self.client.create_container(request) {
+        let timeout = match (self.client.timeout(), new.deadline) {
+            (bound, None) => bound,
+            (bound, Some(deadline)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Some(bound.map_or(left, |b| b.min(left)))
+            }
+        };
+        let created = match self
+            .client
+            .call_within::<rust_vm_protocol::Created>(Operation::CreateContainer(request), timeout)
+        {
             Ok(created) => created,
+            // The agent may still be creating it, in its rootfs: the slot stays taken until the
+            // sandbox goes.
+            Err(err @ ClientError::Timeout { .. }) => {
+                log::warn!(
+                    "sandbox {}: container {} not created in time; its rootfs stays with the sandbox",
+                    self.id,
+                    new.id
+                );
+                return Err(PodError::Create {
+                    id: new.id.to_string(),
+                    source: err,
+                });
+            }
             Err(err) => {
                 self.release_logged(new.id, new.rootfs);
                 return Err(self.create_failure(new.id, err));

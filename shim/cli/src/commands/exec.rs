@@ -80,7 +80,14 @@ pub fn exec(g: &Global, args: ExecArgs) -> Result<i32> {
         .agent_address
         .parse()
         .context("agent address in the container's state")?;
-    let relay = Relay::attach(&address, &args.id, Some(&exec_id), terminal, true)?;
+    let relay = Relay::attach(
+        &address,
+        &args.id,
+        Some(&exec_id),
+        terminal,
+        true,
+        client.timeout(),
+    )?;
     let _raw = terminal.then(crate::stdio::RawTerminal::enter).flatten();
     client.set_timeout(None);
     let exit = client

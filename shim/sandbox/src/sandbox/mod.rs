@@ -86,7 +86,8 @@ pub struct SandboxConfig {
     /// `vm`: the host runs guest ring 0 through KVM's instruction emulator (detected or asked
     /// for, see [`crate::host`]): the guest kernel gets [`crate::host::EMULATING_HOST_CMDLINE`].
     pub emulating_host: bool,
-    /// How long the agent may take to answer after the VMM (or agent) is started.
+    /// How long the agent may take to answer after the VMM (or agent) is started, and to
+    /// answer any one call but `wait` (a silent guest cannot hold its caller for good).
     pub agent_timeout: Duration,
     pub log_level: LogLevel,
     /// A bundle rootfs directory to give the first container. With `rootfs_mode = block`, `vm`
@@ -483,7 +484,8 @@ impl Sandbox {
             info.protocol,
             started.elapsed()
         );
-        let client = Client::connect_address(sandbox.address.clone())?;
+        let mut client = Client::connect_address(sandbox.address.clone())?;
+        client.set_timeout(Some(sandbox.config.agent_timeout));
         if let Some(network) = &sandbox.network {
             client
                 .configure_network(network.guest_config().clone())
@@ -790,7 +792,8 @@ impl Sandbox {
             // Without an answer the guest may still be powering off: give it a moment.
             let answered = graceful
                 && self.client.as_mut().is_some_and(|client| {
-                    client.set_timeout(Some(SHUTDOWN_ANSWER_TIMEOUT));
+                    client
+                        .set_timeout(Some(self.config.agent_timeout.min(SHUTDOWN_ANSWER_TIMEOUT)));
                     client
                         .shutdown()
                         .map_err(|e| {
