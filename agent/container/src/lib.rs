@@ -92,7 +92,7 @@ pub use cgroup::CgroupStats as Stats;
 pub use config::{CgroupConfig, RuntimeConfig, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR};
 pub use error::{ContainerError, SpecError};
 pub use spec::parse_spec_json;
-pub use syscalls::{FileKind, LinuxSyscalls, Syscalls};
+pub use syscalls::{FileKind, LinuxSyscalls, MountPoint, MountPointKind, Syscalls};
 
 /// Where the container's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

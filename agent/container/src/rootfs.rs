@@ -12,7 +12,7 @@ use mount_options::{parse_options, propagation_flags};
 
 use super::mounts::resolve_in_root;
 use super::step::{Context, StepError};
-use super::syscalls::{FileKind, Syscalls};
+use super::syscalls::{FileKind, MountPoint, MountPointKind, Syscalls};
 
 /// Flags a remount must keep because an unprivileged user namespace cannot clear them.
 const LOCKED: MsFlags = MsFlags::MS_NOSUID
@@ -107,17 +107,17 @@ impl RootfsSetup<'_> {
         let dev_mounted = mounts.iter().any(|m| m.destination() == Path::new("/dev"));
         if !dev_mounted {
             // Keeps the nodes below out of the rootfs directory itself.
-            let dev = self.in_root(Path::new("/dev"))?;
-            sys.mkdir_all(&dev, 0o755)
-                .ctx(|| format!("creating {}", dev.display()))?;
+            let dev = sys
+                .mount_point(self.rootfs, Path::new("/dev"), MountPointKind::Directory)
+                .ctx(|| "creating /dev".to_string())?;
             sys.mount(
                 Some(Path::new("tmpfs")),
-                &dev,
+                &dev.target(),
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
                 Some("mode=755,size=65536k"),
             )
-            .ctx(|| format!("mounting tmpfs on {}", dev.display()))?;
+            .ctx(|| format!("mounting tmpfs on {}", dev.path.display()))?;
         }
         for (i, m) in mounts.iter().enumerate() {
             self.mount_one(i, m)?;
@@ -131,8 +131,19 @@ impl RootfsSetup<'_> {
         let what = || format!("mounts[{index}] ({})", m.destination().display());
         let opts = parse_options(m.options().as_deref().unwrap_or_default())
             .map_err(|reason| StepError::new(what(), io::Error::other(reason)))?;
-        let dest = self.in_root(m.destination())?;
         let typ = m.typ().as_deref();
+        // Mounted on through its descriptor: a swap of a path component after this cannot
+        // move the mount (see `Syscalls::mount_point`).
+        let point = |kind| {
+            sys.mount_point(self.rootfs, m.destination(), kind)
+                .ctx(|| format!("{}: creating the mount point", what()))
+        };
+        // Once mounted, the descriptor still names what was covered: what comes after the
+        // mount goes to the new mount's root, opened afresh.
+        let mounted = || {
+            sys.mount_point(self.rootfs, m.destination(), MountPointKind::Existing)
+                .ctx(|| format!("{}: opening the new mount", what()))
+        };
         if opts.is_bind() || typ == Some("bind") {
             let source = m.source().as_deref().unwrap_or(Path::new(""));
             let kind = sys
@@ -144,24 +155,24 @@ impl RootfsSetup<'_> {
                         io::Error::from_raw_os_error(libc::ENOENT),
                     )
                 })?;
-            if kind == FileKind::Directory {
-                sys.mkdir_all(&dest, 0o755)
+            let dest = point(if kind == FileKind::Directory {
+                MountPointKind::Directory
             } else {
-                sys.create_file(&dest)
-            }
-            .ctx(|| format!("{}: creating the mount point", what()))?;
+                MountPointKind::File
+            })?;
             let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-            sys.mount(Some(source), &dest, None, bind, None)
+            sys.mount(Some(source), &dest.target(), None, bind, None)
                 .ctx(|| format!("{}: bind-mounting {}", what(), source.display()))?;
             let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
             if !extra.is_empty() {
+                let dest = mounted()?;
                 let locked = sys
-                    .mount_flags(&dest)
+                    .mount_flags(&dest.target())
                     .ctx(|| format!("{}: statvfs", what()))?
                     & LOCKED;
                 sys.mount(
                     None,
-                    &dest,
+                    &dest.target(),
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked,
                     None,
@@ -175,13 +186,12 @@ impl RootfsSetup<'_> {
                 Some(t) => t,
                 None => "none",
             };
-            sys.mkdir_all(&dest, 0o755)
-                .ctx(|| format!("{}: creating the mount point", what()))?;
+            let dest = point(MountPointKind::Directory)?;
             let source = m.source().clone().unwrap_or_else(|| PathBuf::from(fstype));
             let data = opts.data_string();
             sys.mount(
                 Some(&source),
-                &dest,
+                &dest.target(),
                 Some(fstype),
                 opts.flags,
                 data.as_deref(),
@@ -189,7 +199,7 @@ impl RootfsSetup<'_> {
             .ctx(|| format!("{}: mounting {fstype}", what()))?;
         }
         if !opts.propagation.is_empty() {
-            sys.mount(None, &dest, None, opts.propagation, None)
+            sys.mount(None, &mounted()?.target(), None, opts.propagation, None)
                 .ctx(|| format!("{}: setting propagation", what()))?;
         }
         Ok(())
@@ -237,9 +247,10 @@ impl RootfsSetup<'_> {
         for (path, kind, major, minor, mode, uid, gid) in nodes {
             let dest = self.in_root(&path)?;
             if self.in_user_ns {
-                sys.create_file(&dest)
+                let point = sys
+                    .mount_point(self.rootfs, &path, MountPointKind::File)
                     .ctx(|| format!("creating {}", dest.display()))?;
-                sys.mount(Some(&path), &dest, None, MsFlags::MS_BIND, None)
+                sys.mount(Some(&path), &point.target(), None, MsFlags::MS_BIND, None)
                     .ctx(|| format!("bind-mounting device {}", path.display()))?;
                 continue;
             }
@@ -318,6 +329,18 @@ impl RootfsSetup<'_> {
         sys.chdir(Path::new("/")).ctx(|| "chdir /".to_string())
     }
 
+    /// A path of the container's (after pivot_root) held open, `None` when nothing is there.
+    fn existing(&self, p: &str) -> Result<Option<MountPoint>, StepError> {
+        match self
+            .sys
+            .mount_point(Path::new("/"), Path::new(p), MountPointKind::Existing)
+        {
+            Ok(point) => Ok(Some(point)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(StepError::new(format!("opening {p}"), e)),
+        }
+    }
+
     /// After pivot_root: sysctls (before `/proc/sys` goes read-only, as runc orders them),
     /// read-only and masked paths, a read-only root.
     pub fn finalize(&self) -> Result<(), StepError> {
@@ -336,26 +359,27 @@ impl RootfsSetup<'_> {
             .and_then(|l| l.readonly_paths().as_deref())
             .unwrap_or_default()
         {
-            let path = Path::new(p);
-            if sys
-                .file_kind(path)
-                .ctx(|| format!("inspecting {p}"))?
-                .is_none()
-            {
+            let Some(point) = self.existing(p)? else {
                 continue;
-            }
+            };
+            let target = point.target();
             sys.mount(
-                Some(path),
-                path,
+                Some(&target),
+                &target,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )
             .ctx(|| format!("readonlyPaths: binding {p}"))?;
-            let locked = sys.mount_flags(path).ctx(|| format!("statvfs {p}"))? & LOCKED;
+            // The new bind's root, not what it covers.
+            let Some(bound) = self.existing(p)? else {
+                continue;
+            };
+            let target = bound.target();
+            let locked = sys.mount_flags(&target).ctx(|| format!("statvfs {p}"))? & LOCKED;
             sys.mount(
                 None,
-                path,
+                &target,
                 None,
                 MsFlags::MS_BIND
                     | MsFlags::MS_REMOUNT
@@ -371,18 +395,21 @@ impl RootfsSetup<'_> {
             .unwrap_or_default()
         {
             let path = Path::new(p);
-            match sys.file_kind(path).ctx(|| format!("inspecting {p}"))? {
-                None => continue,
+            let kind = sys.file_kind(path).ctx(|| format!("inspecting {p}"))?;
+            let Some(point) = kind.map(|_| self.existing(p)).transpose()?.flatten() else {
+                continue;
+            };
+            match kind {
                 Some(FileKind::Directory) => sys.mount(
                     Some(Path::new("tmpfs")),
-                    path,
+                    &point.target(),
                     Some("tmpfs"),
                     MsFlags::MS_RDONLY,
                     None,
                 ),
-                Some(_) => sys.mount(
+                _ => sys.mount(
                     Some(Path::new("/dev/null")),
-                    path,
+                    &point.target(),
                     None,
                     MsFlags::MS_BIND,
                     None,

@@ -18,6 +18,7 @@ use rust_vm_container::{
     CgroupConfig, Container, ContainerError, CreateRequest, LinuxSyscalls, ProcessHandle,
     RootfsSource, RuntimeConfig, StdioSpec,
 };
+use support::swap::{SwapBeforeMount, MARKER};
 use support::{mounts_under, spec_from, spec_json, BusyboxRootfs};
 
 fn config(rootfs: &BusyboxRootfs) -> RuntimeConfig {
@@ -591,4 +592,57 @@ fn exec_with_a_terminal_into_a_user_namespace_container() {
         wait(h.pid),
         WaitStatus::Signaled(_, Signal::SIGKILL, _)
     ));
+}
+
+/// A directory on the way to a mount destination is swapped for a symlink out of the rootfs
+/// right before the mount (what a container sharing that directory could do then): the mount
+/// still lands where the destination was resolved, inside the rootfs.
+#[test]
+#[ignore = "needs root"]
+fn a_symlink_swap_before_a_mount_cannot_move_it_out_of_the_rootfs() {
+    let rootfs = BusyboxRootfs::new("swap");
+    let root = rootfs.root();
+    fs::create_dir_all(root.join("vol/a/target")).expect("mkdir");
+    let outside = rootfs.path().join("outside");
+    fs::create_dir_all(outside.join("target")).expect("mkdir");
+    let mut spec = spec_json(&["true"]);
+    spec["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/vol/a/target",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": [MARKER],
+        }));
+    let sys = Arc::new(SwapBeforeMount::new(root.join("vol/a"), outside.clone()));
+    let (stdio, _out) = pipes();
+    let (c, h) = Container::create_with_config(
+        CreateRequest {
+            id: "swap".into(),
+            spec: spec_from(&spec),
+            rootfs: RootfsSource::Directory(root.clone()),
+            stdio,
+        },
+        sys,
+        config(&rootfs),
+    )
+    .expect("create");
+    let mountinfo =
+        fs::read_to_string(format!("/proc/{}/mountinfo", h.pid)).expect("the init's mountinfo");
+    c.destroy().expect("destroy");
+    wait(h.pid);
+    assert!(
+        root.join("vol/a.real").is_dir() && root.join("vol/a").is_symlink(),
+        "the swap did not happen"
+    );
+    let at = |point: &str| {
+        mountinfo.lines().any(|l| {
+            l.split(' ').nth(4) == Some(point) && l.contains(" - tmpfs ") && l.contains(MARKER)
+        })
+    };
+    assert!(
+        at("/vol/a.real/target"),
+        "the tmpfs is not on the directory that was resolved:\n{mountinfo}"
+    );
 }

@@ -14,7 +14,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{Gid, Uid};
 
-use super::{FileKind, Syscalls};
+use super::{in_root_path, FileKind, MountPoint, MountPointKind, Syscalls};
 use crate::error::errno_io;
 
 /// The real [`Syscalls`]: libc, nix and caps calls on the running kernel.
@@ -89,6 +89,19 @@ impl Syscalls for LinuxSyscalls {
             }
         }
         Ok(out)
+    }
+
+    fn mount_point(
+        &self,
+        root: &Path,
+        path: &Path,
+        kind: MountPointKind,
+    ) -> io::Result<MountPoint> {
+        let fd = super::in_root::open_mount_point(root, path, kind)?;
+        // Without a /proc (after pivot_root into a spec that mounts none) there is no
+        // /proc/self/fd to mount on: the path itself, which resolves inside the new root.
+        let fd = Path::new("/proc/self/fd").is_dir().then_some(fd);
+        Ok(MountPoint::new(in_root_path(root, path), fd))
     }
 
     fn chdir(&self, path: &Path) -> io::Result<()> {

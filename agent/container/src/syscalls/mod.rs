@@ -5,16 +5,18 @@
 //!
 //! Paths are taken as given: the callers resolve them (inside the rootfs where needed).
 
+mod in_root;
 mod linux;
 #[cfg(test)]
 pub mod recording;
 
+pub(crate) use in_root::in_root_path;
 pub use linux::LinuxSyscalls;
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
 use nix::mount::{MntFlags, MsFlags};
@@ -28,6 +30,42 @@ pub enum FileKind {
     File,
     Symlink,
     Other,
+}
+
+/// What [`Syscalls::mount_point`] makes at the destination when nothing is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPointKind {
+    /// A directory (and its missing parents).
+    Directory,
+    /// An empty regular file (and its missing parent directories).
+    File,
+    /// Nothing: the destination must exist.
+    Existing,
+}
+
+/// A mount destination held open: what is mounted on [`MountPoint::target`] lands on the inode
+/// that was resolved, even if a component of its path is swapped for a symlink afterwards.
+#[derive(Debug)]
+pub struct MountPoint {
+    /// Where the destination was, for messages.
+    pub path: PathBuf,
+    /// Its `O_PATH` descriptor (the recording double has none).
+    fd: Option<OwnedFd>,
+}
+
+impl MountPoint {
+    pub fn new(path: PathBuf, fd: Option<OwnedFd>) -> MountPoint {
+        MountPoint { path, fd }
+    }
+
+    /// What to give mount(2) and statvfs: `/proc/self/fd/N`, which the kernel follows to the
+    /// open inode whatever happened to the path since (the path itself without a descriptor).
+    pub fn target(&self) -> PathBuf {
+        match &self.fd {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => self.path.clone(),
+        }
+    }
 }
 
 /// The syscalls of the library, one method each (a few are small sequences, documented as
@@ -55,6 +93,13 @@ pub trait Syscalls: Send + Sync + std::fmt::Debug {
     /// The mount flags (MS_RDONLY, MS_NOSUID, ...) a mounted path has now, for remounts that
     /// must keep the locked ones.
     fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
+
+    /// Opens the mount destination `path` (a container path) inside `root` without leaving
+    /// it: symlinks resolve as if `root` were `/` and `..` stops there; missing components are
+    /// created relative to descriptors already open, never through a path string, the last
+    /// one as `kind` says.
+    fn mount_point(&self, root: &Path, path: &Path, kind: MountPointKind)
+        -> io::Result<MountPoint>;
 
     fn chdir(&self, path: &Path) -> io::Result<()>;
     /// Unblocks every signal and sets every disposition back to default: the agent's signal

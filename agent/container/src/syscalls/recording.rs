@@ -13,7 +13,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
 
-use super::{FileKind, Syscalls};
+use super::{in_root_path, FileKind, MountPoint, MountPointKind, Syscalls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -172,6 +172,26 @@ impl Syscalls for RecordingSyscalls {
             .get(path)
             .copied()
             .unwrap_or(MsFlags::empty()))
+    }
+    /// Lexical (the double knows no symlinks): creates as `mkdir_all` and `create_file` would
+    /// and records those calls.
+    fn mount_point(
+        &self,
+        root: &Path,
+        path: &Path,
+        kind: MountPointKind,
+    ) -> io::Result<MountPoint> {
+        let full = in_root_path(root, path);
+        match kind {
+            MountPointKind::Directory => self.mkdir_all(&full, 0o755)?,
+            MountPointKind::File => self.create_file(&full)?,
+            MountPointKind::Existing => {
+                if self.file_kind(&full)?.is_none() {
+                    return Err(io::Error::from_raw_os_error(libc::ENOENT));
+                }
+            }
+        }
+        Ok(MountPoint::new(full, None))
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Chdir(path.to_path_buf()))

@@ -1,5 +1,7 @@
 //! Shared helpers: specs and a busybox rootfs (from rust-vm-test-support), parsed by this crate.
 
+pub mod swap;
+
 use oci_spec::runtime::Spec;
 
 use rust_vm_container::parse_spec_json;
