@@ -20,6 +20,7 @@ use kvm_ioctls::VcpuFd;
 use crate::arch::emulation::{classify, GuestCpu, Outcome, UD_VECTOR};
 use crate::arch::insn::{decode, CodeMode, DecodeError, Mnemonic, MAX_INSN_LEN};
 use crate::arch::page_walk::{read_linear, translate, PagingRegs, WalkError};
+use crate::logger::guest_warn;
 use crate::GuestMemory;
 
 const CR0_PE: u64 = 1;
@@ -27,30 +28,63 @@ const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
 
+/// How many distinct (address, instruction) cases a [`ReflectionLog`] keeps apart; the guest
+/// chooses the addresses, so the rest are only counted.
+pub const MAX_REFLECTION_CASES: usize = 64;
+
 /// The emulation failures reflected in one VM: each instruction address is logged once and
-/// counted.
+/// counted, up to [`MAX_REFLECTION_CASES`] of them; later new ones are counted together.
 #[derive(Debug, Default)]
 pub struct ReflectionLog {
-    cases: Mutex<BTreeMap<(u64, Mnemonic), u64>>,
+    cases: Mutex<Cases>,
+}
+
+#[derive(Debug, Default)]
+struct Cases {
+    apart: BTreeMap<(u64, Mnemonic), u64>,
+    /// Reflections at addresses beyond the cap.
+    others: u64,
 }
 
 impl ReflectionLog {
-    /// Counts a reflection; true the first time this instruction at this address is seen.
+    /// Counts a reflection; true the first time this instruction at this address is seen (and
+    /// still kept apart).
     fn record(&self, rip: u64, mnemonic: Mnemonic) -> bool {
         let mut cases = self.cases.lock().unwrap_or_else(|e| e.into_inner());
-        let count = cases.entry((rip, mnemonic)).or_insert(0);
-        *count += 1;
-        *count == 1
+        let full = cases.apart.len() >= MAX_REFLECTION_CASES;
+        match cases.apart.get_mut(&(rip, mnemonic)) {
+            Some(count) => {
+                *count += 1;
+                false
+            }
+            None if full => {
+                cases.others += 1;
+                false
+            }
+            None => {
+                cases.apart.insert((rip, mnemonic), 1);
+                true
+            }
+        }
     }
 
-    /// (RIP, instruction, times reflected), by address.
+    /// (RIP, instruction, times reflected), by address, for the cases kept apart.
     pub fn cases(&self) -> Vec<(u64, Mnemonic, u64)> {
         let cases = self.cases.lock().unwrap_or_else(|e| e.into_inner());
-        cases.iter().map(|(&(rip, m), &n)| (rip, m, n)).collect()
+        cases
+            .apart
+            .iter()
+            .map(|(&(rip, m), &n)| (rip, m, n))
+            .collect()
+    }
+
+    /// Reflections at addresses past the first [`MAX_REFLECTION_CASES`].
+    pub fn others(&self) -> u64 {
+        self.cases.lock().unwrap_or_else(|e| e.into_inner()).others
     }
 
     pub fn total(&self) -> u64 {
-        self.cases().iter().map(|c| c.2).sum()
+        self.cases().iter().map(|c| c.2).sum::<u64>() + self.others()
     }
 }
 
@@ -62,7 +96,10 @@ impl fmt::Display for ReflectionLog {
             let sep = if i == 0 { ": " } else { ", " };
             write!(f, "{sep}{mnemonic} at {rip:#x} x{count}")?;
         }
-        Ok(())
+        match self.others() {
+            0 => Ok(()),
+            n => write!(f, ", {n} at other addresses"),
+        }
     }
 }
 
@@ -301,7 +338,7 @@ fn cross_check_translation(fd: &VcpuFd, mem: &GuestMemory, paging: &PagingRegs, 
         .filter(|t| t.valid != 0)
         .map(|t| t.physical_address);
     if ours != kvm {
-        log::warn!(
+        guest_warn!(
             "guest page walk and KVM_TRANSLATE disagree on {linear:#x}: {ours:x?} vs {kvm:x?}"
         );
     }
@@ -321,6 +358,22 @@ mod tests {
         assert_eq!(
             log.to_string(),
             "3 emulation failure(s) reflected: cmpxchg16b at 0x1000 x1, int3 at 0xffffffff81000000 x2"
+        );
+    }
+
+    #[test]
+    fn a_guest_cannot_grow_the_log_past_its_cap() {
+        let log = ReflectionLog::default();
+        let logged = (0..10_000u64)
+            .filter(|&i| log.record(0xffff_ffff_8100_0000 + i, Mnemonic::Int3))
+            .count();
+        assert_eq!(logged, MAX_REFLECTION_CASES);
+        assert_eq!(log.cases().len(), MAX_REFLECTION_CASES);
+        assert_eq!(log.others(), 10_000 - MAX_REFLECTION_CASES as u64);
+        assert_eq!(log.total(), 10_000);
+        assert!(
+            log.to_string().ends_with(", 9936 at other addresses"),
+            "{log}"
         );
     }
 

@@ -13,6 +13,7 @@ use virtio_queue::{Queue, QueueT};
 
 use super::{VirtioDevice, IRQ_CONFIG};
 use crate::devices::bus::BusDevice;
+use crate::logger::guest_warn;
 use crate::GuestMemory;
 
 /// "virt" in little endian.
@@ -74,7 +75,7 @@ impl MmioTransport {
             VIRTIO_MMIO_STATUS => self.status,
             VIRTIO_MMIO_CONFIG_GENERATION => self.config_generation,
             _ => {
-                log::warn!("virtio-mmio: read of unknown or write-only register {offset:#x}");
+                guest_warn!("virtio-mmio: read of unknown or write-only register {offset:#x}");
                 0
             }
         }
@@ -97,14 +98,14 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NOTIFY => notify_queue(device, value),
             VIRTIO_MMIO_INTERRUPT_ACK => device.interrupt().ack(value),
             VIRTIO_MMIO_STATUS => self.write_status(device, value),
-            _ => log::warn!("virtio-mmio: write of unknown or read-only register {offset:#x}"),
+            _ => guest_warn!("virtio-mmio: write of unknown or read-only register {offset:#x}"),
         }
     }
 
     fn write_driver_features(&mut self, device: &mut dyn VirtioDevice, value: u32) {
         if !self.has_status(VIRTIO_CONFIG_S_DRIVER) || self.has_status(VIRTIO_CONFIG_S_FEATURES_OK)
         {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: driver features written in status {:#x}, ignored",
                 self.status
             );
@@ -115,7 +116,7 @@ impl MmioTransport {
             0 => 0,
             1 => 32,
             sel => {
-                log::warn!("virtio-mmio: driver features page {sel} does not exist");
+                guest_warn!("virtio-mmio: driver features page {sel} does not exist");
                 return;
             }
         };
@@ -126,7 +127,7 @@ impl MmioTransport {
 
     fn write_queue_register(&mut self, device: &mut dyn VirtioDevice, offset: u32, value: u32) {
         if !self.queue_config_allowed() {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: queue register {offset:#x} written in status {:#x}, ignored",
                 self.status
             );
@@ -134,11 +135,11 @@ impl MmioTransport {
         }
         let sel = self.queue_sel;
         let Some(queue) = device.queues_mut().get_mut(sel as usize) else {
-            log::warn!("virtio-mmio: queue register {offset:#x} written for missing queue {sel}");
+            guest_warn!("virtio-mmio: queue register {offset:#x} written for missing queue {sel}");
             return;
         };
         if offset != VIRTIO_MMIO_QUEUE_READY && queue.ready() {
-            log::warn!("virtio-mmio: queue {sel} is ready; register {offset:#x} left unchanged");
+            guest_warn!("virtio-mmio: queue {sel} is ready; register {offset:#x} left unchanged");
             return;
         }
         write_queue_field(queue, offset, value);
@@ -150,7 +151,7 @@ impl MmioTransport {
             return;
         }
         if value & VIRTIO_CONFIG_S_FAILED != 0 {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: driver gave up on device {}",
                 device.device_type()
             );
@@ -158,7 +159,7 @@ impl MmioTransport {
             return;
         }
         if value & self.status != self.status {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: status {value:#x} clears bits of {:#x} without a reset, ignored",
                 self.status
             );
@@ -180,7 +181,7 @@ impl MmioTransport {
                 self.activate(device)
             }
             _ => {
-                log::warn!(
+                guest_warn!(
                     "virtio-mmio: status change {:#x} -> {value:#x} is not allowed",
                     self.status
                 );
@@ -223,7 +224,7 @@ fn write_queue_field(queue: &mut Queue, offset: u32, value: u32) {
         VIRTIO_MMIO_QUEUE_NUM => {
             let size = u16::try_from(value).unwrap_or(0);
             if queue.try_set_size(size).is_err() {
-                log::warn!("virtio-mmio: invalid queue size {value}");
+                guest_warn!("virtio-mmio: invalid queue size {value}");
             }
         }
         VIRTIO_MMIO_QUEUE_READY => queue.set_ready(value == 1),
@@ -245,7 +246,7 @@ fn notify_queue(device: &dyn VirtioDevice, index: u32) {
                 log::error!("virtio-mmio: cannot signal queue {index}: {e}");
             }
         }
-        None => log::warn!("virtio-mmio: notify for missing queue {index}"),
+        None => guest_warn!("virtio-mmio: notify for missing queue {index}"),
     }
 }
 
@@ -260,7 +261,7 @@ impl BusDevice for MmioTransport {
         }
         data.fill(0);
         if data.len() != 4 {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: {}-byte read of register {offset:#x}, registers are 32-bit",
                 data.len()
             );
@@ -281,7 +282,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            guest_warn!(
                 "virtio-mmio: {}-byte write of register {offset:#x}, registers are 32-bit",
                 data.len()
             );
@@ -560,6 +561,22 @@ mod tests {
         t.write(0x101, &[0xaa]);
         assert_eq!(device.lock().unwrap().config[1], 0xaa);
         assert_ne!(read(&mut t, VIRTIO_MMIO_CONFIG_GENERATION), generation);
+    }
+
+    #[test]
+    fn a_guest_hammering_an_unknown_register_gets_a_few_log_lines() {
+        crate::logger::capture::install();
+        let (mut t, _) = transport();
+        for _ in 0..1000 {
+            read(&mut t, 0x0ac);
+        }
+        let lines = crate::logger::capture::lines_of_this_thread("unknown or write-only register");
+        // At most a burst (the call site's budget is shared with the other tests' reads).
+        assert!(
+            lines.len() <= crate::logger::GUEST_WARN_BURST as usize,
+            "{} lines: {lines:?}",
+            lines.len()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::disk::DiskImage;
 use super::{request, BlockDeviceConfig, BlockError};
 use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
 use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
+use crate::logger::guest_warn;
 
 const QUEUE_SIZE: u16 = 256;
 const REQUEST_QUEUE: usize = 0;
@@ -63,7 +64,7 @@ impl Block {
         let mut served = false;
         loop {
             if let Err(e) = queue.disable_notification(&mem) {
-                log::warn!("virtio-blk: cannot disable queue notifications: {e}");
+                guest_warn!("virtio-blk: cannot disable queue notifications: {e}");
             }
             // A driver that moved avail.idx more than a queue's length past what we took is
             // broken (virtio 1.2, 2.7.13.3): virtio-queue then yields no chain while
@@ -87,7 +88,7 @@ impl Block {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    log::warn!("virtio-blk: cannot re-enable queue notifications: {e}");
+                    guest_warn!("virtio-blk: cannot re-enable queue notifications: {e}");
                     break;
                 }
             }

@@ -16,6 +16,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::disk::{DiskImage, ID_BYTES, SECTOR_SIZE};
+use crate::logger::guest_warn;
 use crate::GuestMemory;
 
 /// Bytes moved per host I/O call; bounds the bounce buffer whatever the guest asks for.
@@ -241,7 +242,7 @@ where
     let status = match descs.pop() {
         Some(d) if d.is_write_only() && d.len() >= 1 && check_in_memory(mem, &d).is_ok() => d,
         _ => {
-            log::warn!("virtio-blk: request {head} has no writable status byte, dropped");
+            guest_warn!("virtio-blk: request {head} has no writable status byte, dropped");
             return 0;
         }
     };
@@ -253,7 +254,7 @@ where
         Err(e) => {
             let status = e.status();
             // `{:#}`: the error with its causes.
-            log::warn!(
+            guest_warn!(
                 "virtio-blk {}: request {head}: {:#}",
                 disk.path().display(),
                 anyhow::Error::from(e)

@@ -26,6 +26,7 @@ use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
 use crate::devices::virtio::{
     read_config_bytes, ActivateError, VirtioCommon, VirtioDevice, VirtioError,
 };
+use crate::logger::guest_warn;
 use crate::GuestMemory;
 
 const QUEUE_SIZE: u16 = 256;
@@ -211,7 +212,7 @@ impl<T: TapIo> Net<T> {
         let mut more = false;
         loop {
             if let Err(e) = queue.disable_notification(mem) {
-                log::warn!("virtio-net: cannot disable TX queue notifications: {e}");
+                guest_warn!("virtio-net: cannot disable TX queue notifications: {e}");
             }
             if avail_is_broken(queue, mem, &mut self.broken_avail[TX], "TX") {
                 break;
@@ -247,7 +248,7 @@ impl<T: TapIo> Net<T> {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    log::warn!("virtio-net: cannot re-enable TX queue notifications: {e}");
+                    guest_warn!("virtio-net: cannot re-enable TX queue notifications: {e}");
                     break;
                 }
             }
@@ -305,7 +306,7 @@ impl<T: TapIo> Net<T> {
                     },
                     Ok(false) => break,
                     Err(e) => {
-                        log::warn!("virtio-net: cannot enable RX queue notifications: {e}");
+                        guest_warn!("virtio-net: cannot enable RX queue notifications: {e}");
                         break;
                     }
                 },

@@ -12,6 +12,7 @@ use super::packet::{read_tx_packet, RxBuffer, HOST_CID, MAX_PAYLOAD};
 use super::{VsockDeviceConfig, VsockError};
 use crate::devices::virtio::queue::{add_used, drain_event, signal_used};
 use crate::devices::virtio::{read_config_bytes, VirtioCommon, VirtioDevice};
+use crate::logger::guest_warn;
 use crate::GuestMemory;
 
 const QUEUE_SIZE: u16 = 256;
@@ -79,7 +80,7 @@ impl Vsock {
                     self.muxer
                         .handle_guest_packet(&header, &self.tx_payload[..len]);
                 }
-                Err(e) => log::warn!(
+                Err(e) => guest_warn!(
                     "vsock: dropping TX packet {head}: {:#}",
                     anyhow::Error::from(e)
                 ),
@@ -107,7 +108,7 @@ impl Vsock {
             let buffer = match RxBuffer::new(mem, chain) {
                 Ok(buffer) => buffer,
                 Err(e) => {
-                    log::warn!(
+                    guest_warn!(
                         "vsock: unusable RX buffer {head}: {:#}",
                         anyhow::Error::from(e)
                     );
@@ -125,7 +126,7 @@ impl Vsock {
             let len = match buffer.write(&header, &payload[..header.len as usize]) {
                 Ok(len) => len,
                 Err(e) => {
-                    log::warn!(
+                    guest_warn!(
                         "vsock: cannot write RX buffer {head}: {:#}",
                         anyhow::Error::from(e)
                     );

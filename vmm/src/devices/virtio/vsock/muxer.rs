@@ -20,6 +20,7 @@ use vmm_sys_util::epoll::EventSet;
 use super::connection::{ConnError, ConnKey, ConnState, Connection, Credit, HostRead};
 use super::packet::*;
 use super::VsockError;
+use crate::logger::guest_warn;
 
 /// Event-loop token for host connection sockets; the fd tells them apart.
 pub const TOKEN_STREAM: u32 = 100;
@@ -297,7 +298,7 @@ impl Muxer {
             guest_port: header.src_port,
         };
         if src_cid != self.guest_cid {
-            log::warn!(
+            guest_warn!(
                 "vsock: dropping a packet from CID {src_cid}, the guest is {}",
                 self.guest_cid
             );
@@ -345,7 +346,7 @@ impl Muxer {
                     }
                 }
                 Err(ConnError::CreditExceeded { len, free }) => {
-                    log::warn!(
+                    guest_warn!(
                         "vsock: guest sent {len} bytes on {key:?} with {free} bytes of credit"
                     );
                     self.reset_conn(fd);
@@ -367,7 +368,7 @@ impl Muxer {
                 self.flush_conn(fd);
             }
             (state, op) => {
-                log::warn!("vsock: unexpected op {op} on {key:?} in state {state:?}");
+                guest_warn!("vsock: unexpected op {op} on {key:?} in state {state:?}");
                 self.reset_conn(fd);
             }
         }
@@ -376,7 +377,7 @@ impl Muxer {
     /// Guest-initiated connection to host port P: connect to `<uds_path>_<P>`.
     fn connect_to_host(&mut self, key: ConnKey, header: &PacketHeader) {
         if self.at_capacity() {
-            log::warn!("vsock: {MAX_CONNECTIONS} connections open, refusing {key:?}");
+            guest_warn!("vsock: {MAX_CONNECTIONS} connections open, refusing {key:?}");
             self.queue_control(key, OP_RST, 0);
             return;
         }
