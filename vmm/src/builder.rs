@@ -22,7 +22,7 @@ use crate::arch::mptable::{write_mptable, MptableError};
 use crate::arch::regs::{write_boot_tables, RegsError};
 use crate::arch::zero_page::{build_zero_page, e820_map, BootInfo, ZeroPageError};
 use crate::config::host::HostKind;
-use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
+use crate::config::{ConfigError, HostLimits, SeccompMode, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::i8042::I8042Device;
 use crate::devices::serial::{
@@ -34,6 +34,7 @@ use crate::devices::virtio::net::{Net, NetError};
 use crate::devices::virtio::vsock::{Vsock, VsockError};
 use crate::devices::virtio::{attach_mmio_device, MmioSlot, VirtioError};
 use crate::loader::{self, LoadError};
+use crate::seccomp::ThreadRole;
 use crate::vstate::memory::{self, Backing, MemoryError};
 use crate::vstate::reflect::ReflectionLog;
 use crate::vstate::vcpu::{register_kick_handler, stop_vcpus, BootEntry, Vcpu, VcpuError};
@@ -45,6 +46,8 @@ use crate::{EventManager, GuestMemory};
 pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot open /dev/kvm: {0}")]
     Kvm(kvm_ioctls::Error),
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
@@ -107,6 +110,7 @@ pub struct MicroVm {
     mmio_bus: Bus,
     /// Set when emulation-failure reflection is on.
     reflections: Option<Arc<ReflectionLog>>,
+    seccomp: SeccompMode,
 }
 
 impl MicroVm {
@@ -140,6 +144,14 @@ impl MicroVm {
             }
         }
 
+        // The vCPUs install theirs before their first KVM_RUN; this thread before it serves
+        // the first device event.
+        if self.seccomp == SeccompMode::On {
+            if let Err(e) = crate::seccomp::install(ThreadRole::Vmm) {
+                stop_vcpus(&stop, threads);
+                return Err(e.into());
+            }
+        }
         let mut result = Ok(());
         while !watcher.lock().unwrap_or_else(|e| e.into_inner()).done {
             if let Err(e) = self.event_manager.run() {
@@ -402,6 +414,9 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
         if let Some(log) = &reflections {
             vcpu.enable_emulation_reflection(log.clone())?;
         }
+        if config.seccomp == SeccompMode::On {
+            vcpu.enable_seccomp();
+        }
         vcpus.push(vcpu);
     }
     log::info!(
@@ -422,6 +437,7 @@ pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
         io_bus,
         mmio_bus,
         reflections,
+        seccomp: config.seccomp,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod builder;
 pub mod devices;
 pub mod loader;
 pub mod logger;
+pub mod seccomp;
 pub mod test_guest;
 pub mod test_initramfs;
 pub mod vstate;

@@ -13,7 +13,7 @@ use clap::Parser;
 use vmm::builder::build_microvm;
 use vmm::config::{
     BlockDeviceConfig, CpuTemplate, FsDeviceConfig, LogLevel, NetDeviceConfig, ReflectMode,
-    SerialOutput, VmmConfig, VsockDeviceConfig,
+    SeccompMode, SerialOutput, VmmConfig, VsockDeviceConfig,
 };
 
 const EXIT_GUEST_FAULT: u8 = 2;
@@ -70,6 +70,10 @@ struct Cli {
     /// [default: auto].
     #[arg(long = "reflect-emulation-failures", value_name = "auto|on|off", num_args = 0..=1, default_missing_value = "on")]
     reflect_emulation_failures: Option<ReflectMode>,
+    /// Confine every VMM thread to the system calls it needs, a violation killing the VMM:
+    /// on, or off for debugging only [default: on].
+    #[arg(long, value_name = "on|off")]
+    seccomp: Option<SeccompMode>,
 }
 
 impl Cli {
@@ -95,6 +99,7 @@ impl Cli {
             cpu_template: self.cpu_template,
             log_level: self.log_level,
             reflect_emulation_failures: self.reflect_emulation_failures,
+            seccomp: self.seccomp,
         };
         (self.config, flags)
     }

@@ -46,6 +46,9 @@ fn check_reports_each_requirement_and_fails_on_a_missing_kernel() {
         "mkfs.ext4",
         "permissions",
         "state root",
+        "seccomp",
+        "jail",
+        "host cgroup",
         "backend",
     ] {
         assert!(

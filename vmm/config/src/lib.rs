@@ -33,7 +33,7 @@ pub use devices::{
     BlockDeviceConfig, FsDeviceConfig, MacAddr, NetDeviceConfig, SerialOutput, VsockDeviceConfig,
     DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES, DEFAULT_NET_MTU, MIN_NET_MTU,
 };
-pub use options::{CpuTemplate, LogLevel, ReflectMode};
+pub use options::{CpuTemplate, LogLevel, ReflectMode, SeccompMode};
 pub use vm::{
     ConfigError, HostLimits, VmConfig, VmmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_BLOCK_ID_LEN,
     MAX_FS_TAG_LEN, MAX_QUEUE_SIZE, MAX_REQUEST_QUEUES, MAX_VCPUS, MIN_GUEST_CID, MIN_MEM_MIB,

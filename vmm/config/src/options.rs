@@ -95,6 +95,21 @@ impl ReflectMode {
     }
 }
 
+/// Whether the VMM confines each of its threads to the system calls it needs (`seccomp`,
+/// docs/security.md): a violation kills the VMM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeccompMode {
+    #[default]
+    On,
+    /// For debugging only.
+    Off,
+}
+
+named_enum!(SeccompMode, "seccomp mode", {
+    On => "on",
+    Off => "off",
+});
+
 /// Log verbosity of the VMM.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SerialOutput};
+use crate::{BlockDeviceConfig, CpuTemplate, LogLevel, ReflectMode, SeccompMode, SerialOutput};
 use crate::{FsDeviceConfig, NetDeviceConfig, VsockDeviceConfig, DEFAULT_CMDLINE, MIN_NET_MTU};
 
 pub const DEFAULT_VCPUS: u32 = 1;
@@ -121,6 +121,8 @@ pub struct VmmConfig {
     pub log_level: Option<LogLevel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reflect_emulation_failures: Option<ReflectMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompMode>,
 }
 
 impl VmmConfig {
@@ -158,6 +160,7 @@ impl VmmConfig {
         self.reflect_emulation_failures = over
             .reflect_emulation_failures
             .or(self.reflect_emulation_failures);
+        self.seccomp = over.seccomp.or(self.seccomp);
         self
     }
 
@@ -177,6 +180,7 @@ impl VmmConfig {
             cpu_template: self.cpu_template.unwrap_or_default(),
             log_level: self.log_level.unwrap_or_default(),
             reflect_emulation_failures: self.reflect_emulation_failures.unwrap_or_default(),
+            seccomp: self.seccomp.unwrap_or_default(),
         })
     }
 }
@@ -197,6 +201,7 @@ impl From<VmConfig> for VmmConfig {
             cpu_template: Some(c.cpu_template),
             log_level: Some(c.log_level),
             reflect_emulation_failures: Some(c.reflect_emulation_failures),
+            seccomp: Some(c.seccomp),
         }
     }
 }
@@ -221,6 +226,8 @@ pub struct VmConfig {
     /// Deliver the exception an instruction raises when KVM's emulator cannot run it
     /// (docs/vmm-emulation-reflection.md); `auto` turns it on for instruction-emulating hosts.
     pub reflect_emulation_failures: ReflectMode,
+    /// Each VMM thread confined to its system calls from before the guest's first instruction.
+    pub seccomp: SeccompMode,
 }
 
 /// What this host and its KVM allow (the VMM probes them).

@@ -15,8 +15,9 @@ use std::process::{Child, Command, Stdio};
 
 use rust_vm_protocol::SHARE_TAG;
 use vmm_config::{
-    BlockDeviceConfig, FsDeviceConfig, NetDeviceConfig, ReflectMode, SerialOutput, VmConfig,
-    VmmConfig, VsockDeviceConfig, BASE_CMDLINE, DEFAULT_FS_QUEUE_SIZE, DEFAULT_FS_REQUEST_QUEUES,
+    BlockDeviceConfig, FsDeviceConfig, NetDeviceConfig, ReflectMode, SeccompMode, SerialOutput,
+    VmConfig, VmmConfig, VsockDeviceConfig, BASE_CMDLINE, DEFAULT_FS_QUEUE_SIZE,
+    DEFAULT_FS_REQUEST_QUEUES,
 };
 
 use super::{
@@ -299,6 +300,7 @@ pub(super) fn vmm_config(
         } else {
             ReflectMode::Auto
         },
+        seccomp: SeccompMode::On,
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Vcpu {
     mmio_bus: Bus,
     mem: GuestMemory,
     reflector: Option<Reflector>,
+    /// Confine the thread with its seccomp filter before the first `KVM_RUN`.
+    seccomp: bool,
 }
 
 /// What the run loop does after one exit.
@@ -99,7 +101,14 @@ impl Vcpu {
             mmio_bus,
             mem,
             reflector: None,
+            seccomp: false,
         })
+    }
+
+    /// The vCPU thread installs its seccomp filter ([`crate::seccomp`]) before the guest's
+    /// first instruction.
+    pub fn enable_seccomp(&mut self) {
+        self.seccomp = true;
     }
 
     /// Reflects KVM emulation failures as the exceptions they architecturally are
@@ -196,15 +205,22 @@ impl Vcpu {
 
     fn run_loop(mut self, stop: &AtomicBool, exit: &VmExitSignal) {
         kick::set_thread_kvm_run(self.fd.get_kvm_run());
-        let mut first_run = true;
-        while !stop.load(Ordering::Acquire) {
-            if first_run && self.index == 0 {
-                log::debug!(
-                    "first KVM_RUN: process CPU time {} us",
-                    process_cpu_time_us()
-                );
+        if self.index == 0 {
+            log::debug!(
+                "first KVM_RUN: process CPU time {} us",
+                process_cpu_time_us()
+            );
+        }
+        if self.seccomp {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadRole::Vcpu) {
+                exit.signal(VmExitReason::VcpuFault {
+                    vcpu: self.index,
+                    details: crate::config::error_chain(&e),
+                });
+                return;
             }
-            first_run = false;
+        }
+        while !stop.load(Ordering::Acquire) {
             match self.run_once() {
                 ExitOutcome::Continue => {}
                 ExitOutcome::Stop(reason) => {
