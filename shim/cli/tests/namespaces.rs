@@ -496,3 +496,73 @@ fn a_silent_agent_fails_the_create_in_time_and_the_pod_still_goes() {
     assert!(started.elapsed() < Duration::from_secs(12));
     assert!(!alive(agent_pid), "the stopped agent outlived its pod");
 }
+
+/// The sandbox's host processes run in a cgroup of its own, bounded by the VM's size plus the
+/// overhead, under each controller; it is gone with the sandbox.
+#[test]
+#[ignore = "needs root (namespaces, mounts)"]
+fn the_sandbox_runs_in_a_bounded_host_cgroup_that_goes_with_it() {
+    use rust_vm_sandbox::host_cgroup::{self, Limits, CGROUP_ROOT};
+    use rust_vm_sandbox::{Backend, Pod, RuntimeConfig};
+
+    let bundle = bundle(&["true"]);
+    let spec =
+        oci_spec::runtime::Spec::load(bundle.path().join("config.json")).expect("bundle spec");
+    let state = tempfile::tempdir().expect("tempdir");
+    let state_dir = state.path().join("sb");
+    let mut cfg = RuntimeConfig::default().sandbox_config("bounded", &state_dir);
+    cfg.backend = Backend::Namespaces;
+    cfg.agent_path = common::agent();
+    cfg.vcpus = 2;
+    cfg.mem_mib = 300;
+    cfg.first_container(&bundle.path().join("rootfs"), &spec);
+    let pod = Pod::start(cfg).expect("pod");
+    let name = host_cgroup::name("bounded", &state_dir);
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", pod.pid()))
+        .expect("the agent's cgroups");
+    let root = std::path::Path::new(CGROUP_ROOT);
+    let limits = Limits::for_vm(2, 300);
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    };
+    let dirs: Vec<std::path::PathBuf> = if root.join("cgroup.controllers").is_file() {
+        assert!(
+            membership.contains(&format!("::/rust-vm/{name}\n")),
+            "{membership}"
+        );
+        let dir = root.join("rust-vm").join(&name);
+        assert_eq!(
+            read(dir.join("memory.max")),
+            limits.memory_bytes.to_string()
+        );
+        assert_eq!(read(dir.join("cpu.max")), "300000 100000");
+        vec![dir]
+    } else {
+        for controller in ["memory", "cpu", "pids"] {
+            assert!(
+                membership.lines().any(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+                    controllers.is_some_and(|c| c.split(',').any(|c| c == controller))
+                        && path == Some(format!("/rust-vm/{name}").as_str())
+                }),
+                "not in the {controller} cgroup: {membership}"
+            );
+        }
+        let at = |c: &str| root.join(c).join("rust-vm").join(&name);
+        assert_eq!(
+            read(at("memory").join("memory.limit_in_bytes")),
+            limits.memory_bytes.to_string()
+        );
+        assert_eq!(read(at("cpu").join("cpu.cfs_quota_us")), "300000");
+        assert_eq!(read(at("pids").join("pids.max")), limits.pids.to_string());
+        vec![at("memory"), at("cpu"), at("pids")]
+    };
+    pod.shutdown().expect("shutdown");
+    for dir in dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}

@@ -38,7 +38,16 @@ pub fn state_dir(namespace: &str, sandbox_id: &str) -> PathBuf {
 /// Removes what a dead shim left of its sandbox. The sandbox processes are gone already
 /// (parent-death signal); their files are not.
 pub fn remove_state(namespace: &str, sandbox_id: &str) -> io::Result<()> {
-    match fs::remove_dir_all(state_dir(namespace, sandbox_id)) {
+    let dir = state_dir(namespace, sandbox_id);
+    // The host cgroup the sandbox's processes left (empty: they are dead).
+    let cgroup = rust_vm_sandbox::host_cgroup::name(sandbox_id, &dir);
+    if let Err(err) = rust_vm_sandbox::host_cgroup::clean_up(
+        Path::new(rust_vm_sandbox::host_cgroup::CGROUP_ROOT),
+        &cgroup,
+    ) {
+        eprintln!("{}", rust_vm_sandbox::Chain(&err));
+    }
+    match fs::remove_dir_all(dir) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
     }

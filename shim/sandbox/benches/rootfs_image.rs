@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cache: VirtiofsCache::Auto,
         thread_pool_size: 0,
         log_level: LogLevel::Warn,
+        cgroup_procs: Vec::new(),
     };
 
     let sizes = [1usize, 100, 1024];

@@ -125,6 +125,9 @@ pub struct RuntimeConfig {
     /// `vm`: the most memory (MiB) a pod's VM gets once its containers' memory limits are added
     /// to `mem_mib`.
     pub pod_max_mem_mib: u64,
+    /// Run each sandbox's host processes in a cgroup of their own bounded by the VM's size plus
+    /// an overhead (default true; false for debugging only, docs/security.md).
+    pub host_cgroup: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -152,6 +155,7 @@ impl Default for RuntimeConfig {
             virtiofs_threads: DEFAULT_VIRTIOFS_THREADS,
             pod_max_vcpus: None,
             pod_max_mem_mib: DEFAULT_POD_MAX_MEM_MIB,
+            host_cgroup: true,
         }
     }
 }
@@ -303,6 +307,7 @@ impl RuntimeConfig {
             virtiofs_cache: self.virtiofs_cache,
             virtiofs_threads: self.virtiofs_threads,
             console_log: None,
+            host_cgroup: self.host_cgroup,
             // Only a pod's sandbox gets slots (the containerd shim sets them).
             disk_slots: 0,
             disk_slot_mib: self.pod_disk_max_mib,

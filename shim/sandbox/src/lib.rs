@@ -24,6 +24,7 @@
 pub mod config;
 pub mod hooks;
 pub mod host;
+pub mod host_cgroup;
 pub mod network;
 pub mod pod;
 pub mod rootfs;

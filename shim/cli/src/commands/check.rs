@@ -175,11 +175,7 @@ pub fn check(g: &Global) -> Result<i32> {
         "jail",
         "none: the VMM runs as root with the host's view of files, processes and devices",
     ));
-    note(line(
-        Level::Warn,
-        "host cgroup",
-        "none: a sandbox's VMM and virtiofsd are not bounded in host memory or CPU",
-    ));
+    note(host_cgroup_line(&cfg));
     line(
         Level::Ok,
         "backend",
@@ -226,6 +222,48 @@ fn seccomp_line() -> Level {
                 "this kernel cannot kill a process from a seccomp filter ({}): the VMM would not \
                  start",
                 std::io::Error::last_os_error()
+            ),
+        )
+    }
+}
+
+/// Each sandbox's host processes run in `rust-vm/ID-HASH` under the memory, cpu and pids
+/// controllers (rust_vm_sandbox::host_cgroup): they must be there.
+fn host_cgroup_line(cfg: &RuntimeConfig) -> Level {
+    use rust_vm_sandbox::host_cgroup::{CGROUP_ROOT, MEMORY_OVERHEAD_MIB};
+    if !cfg.host_cgroup {
+        return line(
+            Level::Warn,
+            "host cgroup",
+            "off (host_cgroup = false): a sandbox's VMM and virtiofsd are not bounded",
+        );
+    }
+    let root = Path::new(CGROUP_ROOT);
+    let unified = std::fs::read_to_string(root.join("cgroup.controllers")).ok();
+    let missing: Vec<&str> = ["memory", "cpu", "pids"]
+        .into_iter()
+        .filter(|c| match &unified {
+            Some(list) => !list.split_whitespace().any(|l| l == *c),
+            None => !root.join(c).join("cgroup.procs").is_file(),
+        })
+        .collect();
+    if missing.is_empty() {
+        line(
+            Level::Ok,
+            "host cgroup",
+            &format!(
+                "in force ({}): each sandbox's VMM and virtiofsd in {CGROUP_ROOT}/.../rust-vm/ID-HASH, \
+                 memory = guest RAM + {MEMORY_OVERHEAD_MIB} MiB, CPU = vCPUs + 1",
+                if unified.is_some() { "cgroup v2" } else { "cgroup v1" }
+            ),
+        )
+    } else {
+        line(
+            Level::Fail,
+            "host cgroup",
+            &format!(
+                "no {} controller under {CGROUP_ROOT}: sandboxes would not start (host_cgroup = false turns the bound off)",
+                missing.join(", ")
             ),
         )
     }

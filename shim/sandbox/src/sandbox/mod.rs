@@ -31,6 +31,7 @@ pub use rust_vm_protocol::Address;
 use rust_vm_protocol::{Client, ClientError, RootfsSource, StreamKind, VersionInfo};
 use vmm_config::CpuTemplate;
 
+use crate::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
 use crate::network::{self, NetworkError, PodNetwork};
 use crate::rootfs::{self, ImageError, ImageOptions};
 pub use crate::settings::Backend;
@@ -105,6 +106,9 @@ pub struct SandboxConfig {
     /// Where to append the guest console (or agent log) when the sandbox ends; it is otherwise
     /// deleted with the state directory.
     pub console_log: Option<PathBuf>,
+    /// Run the VMM and virtiofsd (`namespaces`: the agent) in a host cgroup of the sandbox's own
+    /// ([`crate::host_cgroup`]).
+    pub host_cgroup: bool,
     /// `vm`: extra guest kernel command-line words (see `RuntimeConfig::kernel_args`).
     pub kernel_args: String,
     /// `vm`: spare virtio-blk disks attached at boot for containers that join the sandbox later
@@ -146,6 +150,8 @@ pub enum SandboxError {
     BadGuestImage(PathBuf),
     #[error("cannot start {program}")]
     Spawn { program: PathBuf, source: io::Error },
+    #[error("the sandbox's host cgroup")]
+    HostCgroup(#[from] HostCgroupError),
     #[error("rootfs image")]
     Rootfs(#[from] ImageError),
     #[error("{what} (pid {pid}) exited ({status}) before the agent answered\n{logs}")]
@@ -308,6 +314,7 @@ pub struct Sandbox {
     share: Option<Share>,
     /// `vm`: the pod's network namespace joined to the VM's tap.
     network: Option<PodNetwork>,
+    host_cgroup: Option<HostCgroup>,
     finished: bool,
 }
 
@@ -420,7 +427,25 @@ impl Sandbox {
             agent: None,
             share: None,
             network: None,
+            host_cgroup: None,
             finished: false,
+        };
+        let cgroup_procs = if sandbox.config.host_cgroup {
+            let name = host_cgroup::name(&sandbox.config.id, &sandbox.config.state_dir);
+            let limits = Limits::for_vm(sandbox.config.vcpus, sandbox.config.mem_mib);
+            let cgroup = HostCgroup::create(Path::new(host_cgroup::CGROUP_ROOT), &name, limits)?;
+            log::info!(
+                "sandbox {}: host cgroup {name} ({} MiB, {} CPU(s), {} tasks)",
+                sandbox.config.id,
+                limits.memory_bytes >> 20,
+                limits.cpu_quota_us / 100_000,
+                limits.pids
+            );
+            let procs = cgroup.procs_files();
+            sandbox.host_cgroup = Some(cgroup);
+            procs
+        } else {
+            Vec::new()
         };
         let (child, pid) = match sandbox.config.backend {
             Backend::Vm => {
@@ -432,6 +457,7 @@ impl Sandbox {
                         cache: sandbox.config.virtiofs_cache,
                         thread_pool_size: sandbox.config.virtiofs_threads,
                         log_level: sandbox.config.log_level,
+                        cgroup_procs: cgroup_procs.clone(),
                     },
                 )?);
                 if let Some(path) = &sandbox.config.network {
@@ -460,9 +486,12 @@ impl Sandbox {
                     &sandbox.paths,
                     slots,
                     sandbox.network.as_ref(),
+                    cgroup_procs,
                 )?
             }
-            Backend::Namespaces => namespaces::launch(&sandbox.config, &sandbox.paths)?,
+            Backend::Namespaces => {
+                namespaces::launch(&sandbox.config, &sandbox.paths, cgroup_procs)?
+            }
         };
         // The agent's time starts with the VMM (or agent) process, not with the image build.
         let started = Instant::now();
@@ -817,6 +846,12 @@ impl Sandbox {
         }
         if let Some(mut network) = self.network.take() {
             if let Err(e) = network.disconnect() {
+                log::warn!("sandbox {}: {}", self.config.id, Chain(&e));
+            }
+        }
+        // Its processes are gone now (killed and reaped above).
+        if let Some(cgroup) = self.host_cgroup.take() {
+            if let Err(e) = cgroup.remove() {
                 log::warn!("sandbox {}: {}", self.config.id, Chain(&e));
             }
         }

@@ -6,6 +6,7 @@
 //! every container it started (the init exits with it and the kernel kills the PID namespace),
 //! and its mounts disappear with its mount namespace.
 
+use std::ffi::CString;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,11 @@ pub(super) fn agent_command(config: &SandboxConfig, paths: &Paths) -> Command {
     cmd
 }
 
-pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u32), SandboxError> {
+pub(super) fn launch(
+    config: &SandboxConfig,
+    paths: &Paths,
+    cgroup_procs: Vec<CString>,
+) -> Result<(Child, u32), SandboxError> {
     let (out, err) = process::log_stdio(&paths.console).map_err(|source| SandboxError::Io {
         what: "creating the agent log",
         path: paths.console.clone(),
@@ -39,6 +44,7 @@ pub(super) fn launch(config: &SandboxConfig, paths: &Paths) -> Result<(Child, u3
     })?;
     let mut cmd = agent_command(config, paths);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    process::join_cgroup(&mut cmd, cgroup_procs);
     let mut child = process::spawn_in_namespaces(cmd).map_err(|source| SandboxError::Spawn {
         program: config.agent_path.clone(),
         source,

@@ -5,6 +5,7 @@
 //! SIGKILL, the kernel kills the child. The closures below run between fork and exec, so they use
 //! raw libc calls only (no allocation, no locks).
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
@@ -67,6 +68,30 @@ pub fn pass_fd(cmd: &mut Command, fd: RawFd, target: RawFd) {
                 }
             } else if libc::dup2(fd, target) != target {
                 return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `cmd`'s process join the cgroups whose `cgroup.procs` files are `procs` before it
+/// execs (it writes `0`, itself), so it allocates nothing outside them.
+pub fn join_cgroup(cmd: &mut Command, procs: Vec<CString>) {
+    // SAFETY: between fork and exec; open, write and close are async-signal-safe, and the
+    // paths were made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for path in &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
             }
             Ok(())
         });

@@ -7,6 +7,7 @@
 //! device whose host side is `vsock.sock` in the state directory, and the serial console written
 //! to `console.log` there.
 
+use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -311,6 +312,7 @@ pub(super) fn launch(
     paths: &Paths,
     slots: &DiskSlots,
     network: Option<&PodNetwork>,
+    cgroup_procs: Vec<CString>,
 ) -> Result<(Child, u32), SandboxError> {
     if let Some(rootfs) = config.rootfs.as_ref().filter(|_| config.boot_disk()) {
         build_rootfs_image(rootfs, &paths.image)?;
@@ -348,6 +350,7 @@ pub(super) fn launch(
         process::pass_fd(&mut cmd, tap.as_raw_fd(), TAP_FD);
         process::enter_network_namespace(&mut cmd, network.namespace().as_raw_fd());
     }
+    process::join_cgroup(&mut cmd, cgroup_procs);
     let child = process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
         program: config.vmm_path.clone(),
         source,

@@ -85,6 +85,8 @@ pub struct ShareOptions {
     /// virtiofsd's `--thread-pool-size` (0: requests are served on the queue's thread).
     pub thread_pool_size: usize,
     pub log_level: LogLevel,
+    /// The sandbox's host cgroup (`cgroup.procs` files) for virtiofsd to join; none: stay.
+    pub cgroup_procs: Vec<std::ffi::CString>,
 }
 
 /// The files of a share in the sandbox's state directory.
@@ -374,6 +376,7 @@ fn spawn_virtiofsd(layout: &Layout, options: &ShareOptions) -> Result<Child, Sha
     let mut cmd = virtiofsd_command(layout, options);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     process::pass_fd(&mut cmd, listener.as_raw_fd(), 3);
+    process::join_cgroup(&mut cmd, options.cgroup_procs.clone());
     // Under an init of our own: virtiofsd's sandboxed child is the init of a PID namespace of its
     // own and outlives a parent-death signal while it waits for a VMM; ours takes it along.
     let child = process::spawn_in_pid_namespace(cmd).map_err(|source| ShareError::Spawn {

@@ -24,6 +24,7 @@ fn options(virtiofsd: PathBuf) -> ShareOptions {
         cache: VirtiofsCache::Auto,
         thread_pool_size: 0,
         log_level: LogLevel::Warn,
+        cgroup_procs: Vec::new(),
     }
 }
 
