@@ -151,7 +151,15 @@ fn podman_runs_a_container_in_a_microvm_with_its_default_mounts() {
 
     // Nothing of the VM is left: no process naming podman's storage, no new VMM or virtiofsd,
     // no new state under /run/rust-vm.
-    let left = processes_mentioning(&dir.path().display().to_string());
+    // conmon outlives `podman run` by its exit command (`podman container cleanup --rm`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let left = loop {
+        let left = processes_mentioning(&dir.path().display().to_string());
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let new: Vec<u32> = sandbox_processes()
         .into_iter()
