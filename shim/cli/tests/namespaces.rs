@@ -314,8 +314,22 @@ fn a_killed_monitor_takes_its_sandbox_along_and_delete_cleans_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(rt.status("orphan"), "stopped");
+    let cgroup =
+        rust_vm_sandbox::host_cgroup::name("orphan", &rt.container_dir("orphan").join("sandbox"));
+    let cgroup_root = std::path::Path::new(rust_vm_sandbox::host_cgroup::CGROUP_ROOT);
+    let hierarchy = if cgroup_root.join("cgroup.controllers").is_file() {
+        cgroup_root.to_path_buf()
+    } else {
+        cgroup_root.join("pids")
+    };
+    let cgroup_dir = hierarchy.join("rust-vm").join(&cgroup);
+    assert!(
+        cgroup_dir.exists(),
+        "the killed monitor's cgroup is not where expected"
+    );
     rt.ok(&["delete", "orphan"]);
     assert!(!rt.container_dir("orphan").exists());
+    assert!(!cgroup_dir.exists(), "{} left behind", cgroup_dir.display());
 }
 
 #[test]

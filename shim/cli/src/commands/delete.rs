@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -7,6 +8,7 @@ use crate::bundle::Bundle;
 use crate::state::{agent_client, owner_alive, Status};
 use crate::Global;
 use rust_vm_sandbox::hooks::{self, Stage};
+use rust_vm_sandbox::host_cgroup;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -50,6 +52,11 @@ pub fn delete(g: &Global, args: DeleteArgs) -> Result<()> {
         wait_gone(record.sandbox_pid, Duration::from_secs(5));
     } else if let Some((pid, start)) = dir.owner() {
         stop_owner(pid, start)?;
+    }
+    // The sandbox's host cgroup, which a killed owner could not remove (its processes are gone).
+    let cgroup = host_cgroup::name(id, &dir.sandbox_dir());
+    if let Err(e) = host_cgroup::clean_up(Path::new(host_cgroup::CGROUP_ROOT), &cgroup) {
+        log::warn!("container {id}: {}", rust_vm_sandbox::Chain(&e));
     }
     std::fs::remove_dir_all(&dir.path)
         .with_context(|| format!("removing {}", dir.path.display()))?;
