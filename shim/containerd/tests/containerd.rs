@@ -45,6 +45,12 @@ fn run_detached(ctd: &Containerd, id: &str, annotations: &[&str]) {
 }
 
 fn run_detached_cmd(ctd: &Containerd, id: &str, annotations: &[&str], cmd: &[&str]) {
+    ctd.ctr_ok(&run_detached_argv(id, annotations, cmd));
+    ctd.wait_for_status(id, Some("RUNNING"), Duration::from_secs(20));
+}
+
+/// `ctr run -d` of `cmd` in container `id` with our runtime and `annotations`.
+fn run_detached_argv<'a>(id: &'a str, annotations: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
     let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
     argv.extend_from_slice(&NO_CPU_SHARES);
     for a in annotations {
@@ -53,8 +59,21 @@ fn run_detached_cmd(ctd: &Containerd, id: &str, annotations: &[&str], cmd: &[&st
     }
     argv.extend_from_slice(&[IMAGE, id]);
     argv.extend_from_slice(cmd);
-    ctd.ctr_ok(&argv);
-    ctd.wait_for_status(id, Some("RUNNING"), Duration::from_secs(20));
+    argv
+}
+
+/// Removes pod `id` (its sandbox container) and checks that nothing of its shim is left:
+/// `pids` are the sandbox's processes as seen while the pod ran.
+fn remove_pod_and_assert_clean(ctd: &Containerd, id: &str, shim: u32, mut pids: Vec<u32>) {
+    let socket = ctd.shim_socket(id);
+    remove(ctd, id);
+    pids.push(shim);
+    assert_clean(
+        ctd,
+        &[socket],
+        &[common::sandbox_state_dir("default", id)],
+        &pids,
+    );
 }
 
 /// Kills, deletes and removes a task and its container.
@@ -353,15 +372,7 @@ fn pod_containers_share_one_sandbox() {
         "the pod shim must stay while its sandbox container runs"
     );
     assert_eq!(ctd.task_status("pod1").as_deref(), Some("RUNNING"));
-    remove(&ctd, "pod1");
-    let mut all = sandbox_pids;
-    all.push(shim);
-    assert_clean(
-        &ctd,
-        &[socket],
-        &[common::sandbox_state_dir("default", "pod1")],
-        &all,
-    );
+    remove_pod_and_assert_clean(&ctd, "pod1", shim, sandbox_pids);
 }
 
 /// A guest that stops answering (here the host-mode agent, stopped) holds no task call for good:
@@ -392,18 +403,14 @@ fn a_silent_agent_fails_a_create_in_time() {
     let agent = agents[0] as i32;
     // SAFETY: kill(2) on the sandbox's agent.
     assert_eq!(unsafe { libc::kill(agent, libc::SIGSTOP) }, 0);
-    let mut argv = vec!["run", "-d", "--runtime", RUNTIME];
-    argv.extend_from_slice(&NO_CPU_SHARES);
-    argv.extend_from_slice(&[
-        "--annotation",
-        "io.kubernetes.cri.container-type=container",
-        "--annotation",
-        "io.kubernetes.cri.sandbox-id=pod1",
-        IMAGE,
+    let argv = run_detached_argv(
         "app1",
-        "sleep",
-        "1000",
-    ]);
+        &[
+            "io.kubernetes.cri.container-type=container",
+            "io.kubernetes.cri.sandbox-id=pod1",
+        ],
+        &["sleep", "1000"],
+    );
     let started = Instant::now();
     let out = ctd.ctr(&argv);
     let took = started.elapsed();
@@ -420,17 +427,7 @@ fn a_silent_agent_fails_a_create_in_time() {
         "took {took:?}"
     );
     let _ = ctd.ctr(&["containers", "rm", "app1"]);
-    let socket = ctd.shim_socket("pod1");
-    let sandbox_pids = descendants(shim);
-    remove(&ctd, "pod1");
-    let mut all = sandbox_pids;
-    all.push(shim);
-    assert_clean(
-        &ctd,
-        &[socket],
-        &[common::sandbox_state_dir("default", "pod1")],
-        &all,
-    );
+    remove_pod_and_assert_clean(&ctd, "pod1", shim, descendants(shim));
 }
 
 #[test]

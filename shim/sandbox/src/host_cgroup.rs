@@ -23,6 +23,8 @@ pub const MEMORY_OVERHEAD_MIB: u64 = 192;
 /// back-end the containers' processes too.
 pub const PIDS_MAX: u64 = 4096;
 const CPU_PERIOD_US: u64 = 100_000;
+/// What bounds a sandbox, in the order of [`HostCgroup`]'s v1 directories.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostCgroupError {
@@ -98,8 +100,26 @@ fn make_dir(path: &Path) -> Result<(), HostCgroupError> {
     }
 }
 
+/// The controllers a sandbox's cgroup needs that `root` does not offer (v2: not in
+/// `cgroup.controllers`; v1: no hierarchy of their own).
+pub fn missing_controllers(root: &Path) -> Result<Vec<&'static str>, HostCgroupError> {
+    let unified = if is_unified(root) {
+        let file = root.join("cgroup.controllers");
+        Some(fs::read_to_string(&file).map_err(io_err("reading", &file))?)
+    } else {
+        None
+    };
+    Ok(CONTROLLERS
+        .into_iter()
+        .filter(|c| match &unified {
+            Some(list) => !list.split_whitespace().any(|l| l == *c),
+            None => !root.join(c).join("cgroup.procs").is_file(),
+        })
+        .collect())
+}
+
 /// Whether `root` is a cgroup v2 (unified) mount.
-fn is_unified(root: &Path) -> bool {
+pub fn is_unified(root: &Path) -> bool {
     root.join("cgroup.controllers").is_file()
 }
 
@@ -108,7 +128,7 @@ fn dirs_of(root: &Path, id: &str) -> Vec<PathBuf> {
     if is_unified(root) {
         vec![root.join(PARENT).join(id)]
     } else {
-        ["memory", "cpu", "pids"]
+        CONTROLLERS
             .iter()
             .map(|c| root.join(c).join(PARENT).join(id))
             .collect()
@@ -119,18 +139,14 @@ impl HostCgroup {
     /// Creates (or takes over, after a killed owner) sandbox `id`'s cgroup under `root` and
     /// sets `limits`.
     pub fn create(root: &Path, id: &str, limits: Limits) -> Result<HostCgroup, HostCgroupError> {
+        if let Some(&controller) = missing_controllers(root)?.first() {
+            return Err(HostCgroupError::MissingController {
+                controller,
+                root: root.to_path_buf(),
+            });
+        }
         let dirs = dirs_of(root, id);
         if is_unified(root) {
-            let available = fs::read_to_string(root.join("cgroup.controllers"))
-                .map_err(io_err("reading", &root.join("cgroup.controllers")))?;
-            for controller in ["memory", "cpu", "pids"] {
-                if !available.split_whitespace().any(|c| c == controller) {
-                    return Err(HostCgroupError::MissingController {
-                        controller,
-                        root: root.to_path_buf(),
-                    });
-                }
-            }
             let parent = root.join(PARENT);
             make_dir(&parent)?;
             // Controllers reach a child only when each level above enables them.
@@ -146,15 +162,8 @@ impl HostCgroup {
             )?;
             write(&dir.join("pids.max"), &limits.pids.to_string())?;
         } else {
-            for (controller, dir) in ["memory", "cpu", "pids"].into_iter().zip(&dirs) {
-                let hierarchy = root.join(controller);
-                if !hierarchy.join("cgroup.procs").is_file() {
-                    return Err(HostCgroupError::MissingController {
-                        controller,
-                        root: root.to_path_buf(),
-                    });
-                }
-                make_dir(&hierarchy.join(PARENT))?;
+            for (controller, dir) in CONTROLLERS.into_iter().zip(&dirs) {
+                make_dir(&root.join(controller).join(PARENT))?;
                 make_dir(dir)?;
             }
             write(

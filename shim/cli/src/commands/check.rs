@@ -230,7 +230,9 @@ fn seccomp_line() -> Level {
 /// Each sandbox's host processes run in `rust-vm/ID-HASH` under the memory, cpu and pids
 /// controllers (rust_vm_sandbox::host_cgroup): they must be there.
 fn host_cgroup_line(cfg: &RuntimeConfig) -> Level {
-    use rust_vm_sandbox::host_cgroup::{CGROUP_ROOT, MEMORY_OVERHEAD_MIB};
+    use rust_vm_sandbox::host_cgroup::{
+        is_unified, missing_controllers, CGROUP_ROOT, MEMORY_OVERHEAD_MIB,
+    };
     if !cfg.host_cgroup {
         return line(
             Level::Warn,
@@ -239,14 +241,16 @@ fn host_cgroup_line(cfg: &RuntimeConfig) -> Level {
         );
     }
     let root = Path::new(CGROUP_ROOT);
-    let unified = std::fs::read_to_string(root.join("cgroup.controllers")).ok();
-    let missing: Vec<&str> = ["memory", "cpu", "pids"]
-        .into_iter()
-        .filter(|c| match &unified {
-            Some(list) => !list.split_whitespace().any(|l| l == *c),
-            None => !root.join(c).join("cgroup.procs").is_file(),
-        })
-        .collect();
+    let missing = match missing_controllers(root) {
+        Ok(missing) => missing,
+        Err(e) => {
+            return line(
+                Level::Fail,
+                "host cgroup",
+                &rust_vm_sandbox::Chain(&e).to_string(),
+            )
+        }
+    };
     if missing.is_empty() {
         line(
             Level::Ok,
@@ -254,7 +258,7 @@ fn host_cgroup_line(cfg: &RuntimeConfig) -> Level {
             &format!(
                 "in force ({}): each sandbox's VMM and virtiofsd in {CGROUP_ROOT}/.../rust-vm/ID-HASH, \
                  memory = guest RAM + {MEMORY_OVERHEAD_MIB} MiB, CPU = vCPUs + 1",
-                if unified.is_some() { "cgroup v2" } else { "cgroup v1" }
+                if is_unified(root) { "cgroup v2" } else { "cgroup v1" }
             ),
         )
     } else {
