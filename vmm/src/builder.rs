@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +50,8 @@ pub enum BuildError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot open /dev/kvm: {0}")]
     Kvm(kvm_ioctls::Error),
+    #[error("kvm_fd {0}: {1}")]
+    KvmFd(i32, io::Error),
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot allocate {mib} MiB of guest memory")]
@@ -338,9 +340,30 @@ fn attach_virtio_devices(
     Ok(fragments)
 }
 
+/// `/dev/kvm`: the inherited descriptor `fd`, or opened here.
+fn open_kvm(fd: Option<i32>) -> Result<Kvm, BuildError> {
+    let Some(fd) = fd else {
+        return Kvm::new().map_err(BuildError::Kvm);
+    };
+    // SAFETY: fcntl on any number is harmless; a closed one fails with EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(BuildError::KvmFd(fd, std::io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor is open and was handed to us (config `kvm_fd`) to own; the version
+    // check below tells /dev/kvm from anything else.
+    let kvm = unsafe { Kvm::from_raw_fd(fd) };
+    match kvm.get_api_version() {
+        12 => Ok(kvm),
+        _ => Err(BuildError::KvmFd(
+            fd,
+            std::io::Error::other("not /dev/kvm (KVM_GET_API_VERSION is not 12)"),
+        )),
+    }
+}
+
 /// Builds the VM described by `config` (checked against this host first).
 pub fn build_microvm(config: &VmConfig) -> Result<MicroVm, BuildError> {
-    let kvm = Kvm::new().map_err(BuildError::Kvm)?;
+    let kvm = open_kvm(config.kvm_fd)?;
     let kvm_max_vcpus = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
     let limits = HostLimits::new(kvm_max_vcpus);
     config.validate(&limits)?;
@@ -458,6 +481,22 @@ mod tests {
         }
         .finish()
         .unwrap()
+    }
+
+    #[test]
+    fn an_inherited_descriptor_must_be_open_and_kvm() {
+        use std::os::fd::IntoRawFd;
+        let not_kvm = File::open("/dev/null").unwrap().into_raw_fd();
+        let err = open_kvm(Some(not_kvm)).err().expect("/dev/null is not KVM");
+        assert!(err.to_string().contains("not /dev/kvm"), "{err}");
+        let closed = File::open("/dev/null").unwrap().into_raw_fd();
+        // SAFETY: ours, closed once.
+        unsafe { libc::close(closed) };
+        let err = open_kvm(Some(closed)).err().expect("a closed descriptor");
+        assert!(
+            err.to_string().starts_with(&format!("kvm_fd {closed}: ")),
+            "{err}"
+        );
     }
 
     #[test]

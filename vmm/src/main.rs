@@ -21,6 +21,9 @@ const EXIT_GUEST_FAULT: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(name = "rust-vm-vmm", version, about = "rust-vm's KVM microVM monitor")]
 struct Cli {
+    /// What this VM serves, for logs and `ps` (rust-vm passes the sandbox's state directory).
+    #[arg(long, value_name = "TEXT")]
+    id: Option<String>,
     /// JSON config file; flags override its settings (block devices are added to its list).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -74,10 +77,13 @@ struct Cli {
     /// on, or off for debugging only [default: on].
     #[arg(long, value_name = "on|off")]
     seccomp: Option<SeccompMode>,
+    /// `/dev/kvm` as inherited descriptor N instead of opening it (a jailed VMM has no /dev).
+    #[arg(long = "kvm-fd", value_name = "N")]
+    kvm_fd: Option<i32>,
 }
 
 impl Cli {
-    fn into_partial(self) -> (Option<PathBuf>, VmmConfig) {
+    fn into_partial(self) -> (Option<String>, Option<PathBuf>, VmmConfig) {
         let vsock = match (self.vsock_cid, self.vsock_uds) {
             (Some(guest_cid), Some(uds_path)) => Some(VsockDeviceConfig {
                 guest_cid,
@@ -100,19 +106,23 @@ impl Cli {
             log_level: self.log_level,
             reflect_emulation_failures: self.reflect_emulation_failures,
             seccomp: self.seccomp,
+            kvm_fd: self.kvm_fd,
         };
-        (self.config, flags)
+        (self.id, self.config, flags)
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let (config_file, flags) = cli.into_partial();
+    let (id, config_file, flags) = cli.into_partial();
     let partial = match config_file {
         Some(path) => VmmConfig::from_file(&path)?.merge(flags),
         None => flags,
     };
     let config = partial.finish()?;
     vmm::logger::init(config.log_level.to_filter());
+    if let Some(id) = id {
+        log::info!("VM {id}");
+    }
 
     let vm = build_microvm(&config).context("cannot build the VM")?;
     let reason = vm.run().context("the VM failed")?;

@@ -190,6 +190,7 @@ fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
             .all(|m| m.starts_with("none")),
         "mounts left in the container's namespace; stdout:\n{out}"
     );
+    assert_vmm_jailed(&report.vmm_confinement);
     assert!(
         !common::alive(report.vmm_pid),
         "VMM {} still running after shutdown",
@@ -205,6 +206,81 @@ fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
             Some(at) => eprintln!("{name:<32} {:>8.2} s", at.as_secs_f64()),
             None => eprintln!("{name:<32} not seen"),
         }
+    }
+}
+
+/// The VMM ran in its jail (docs/security.md, "Jail"): an unprivileged uid and gid of its own,
+/// no capabilities, no_new_privs, its seccomp filters, namespaces of its own, a root holding
+/// only its binary, libraries, kernel, guest image and the sandbox's files, `/dev/kvm` as a
+/// descriptor.
+fn assert_vmm_jailed(vmm: &rust_vm_test_support::procs::Confinement) {
+    let uid: u32 = vmm
+        .field("Uid")
+        .split_whitespace()
+        .next()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
+    assert!(uid >= 0x7000_0000, "{vmm:#?}");
+    assert_eq!(
+        vmm.field("Uid"),
+        format!("{uid}\t{uid}\t{uid}\t{uid}"),
+        "{vmm:#?}"
+    );
+    assert_eq!(
+        vmm.field("Gid"),
+        format!("{uid}\t{uid}\t{uid}\t{uid}"),
+        "{vmm:#?}"
+    );
+    assert_eq!(vmm.field("Groups"), "", "{vmm:#?}");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(vmm.field(caps), "0000000000000000", "{caps}: {vmm:#?}");
+    }
+    assert_eq!(vmm.field("NoNewPrivs"), "1", "{vmm:#?}");
+    assert_eq!(vmm.field("Seccomp"), "2", "filters in force: {vmm:#?}");
+    for kind in ["mnt", "pid", "ipc", "uts", "net"] {
+        assert!(
+            !vmm.shared_namespaces.iter().any(|k| k == kind),
+            "shares the host's {kind} namespace: {vmm:#?}"
+        );
+    }
+    let allowed = [
+        "rust-vm-vmm",
+        "lib",
+        "lib64",
+        "vmlinux",
+        "guest-root.img",
+        "vmm.json",
+        "vsock.sock",
+        "virtiofsd.sock",
+        "console.log",
+    ];
+    assert!(
+        vmm.root_entries.contains(&"vmlinux".to_string()),
+        "{vmm:#?}"
+    );
+    for entry in &vmm.root_entries {
+        assert!(
+            allowed.contains(&entry.as_str()),
+            "{entry} in the VMM's root: {vmm:#?}"
+        );
+    }
+    // `/dev/kvm` came as a descriptor and went once the VM was made: nothing of the host's
+    // file system is open but the VMM's log (stdout, stderr) and the null device (stdin).
+    assert!(
+        vmm.descriptors.iter().any(|d| d == "anon_inode:kvm-vm"),
+        "{vmm:#?}"
+    );
+    for d in &vmm.descriptors {
+        let in_jail = d.strip_prefix('/').is_some_and(|name| !name.contains('/'));
+        assert!(
+            in_jail
+                || ["anon_inode:", "socket:", "pipe:", "/memfd:"]
+                    .iter()
+                    .any(|kind| d.starts_with(kind))
+                || d == "/dev/null"
+                || d.ends_with("/sandbox/vmm.log"),
+            "descriptor {d} reaches the host: {vmm:#?}"
+        );
     }
 }
 

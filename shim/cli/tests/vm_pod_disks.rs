@@ -89,7 +89,7 @@ fn a_joining_container_runs_from_a_disk_slot_and_the_slot_is_reused() {
         );
     }
 
-    let slot0 = state.join("slot-0.img");
+    let slot0 = state.join("vm/slot-0.img");
     let second_rootfs = second.path().join("rootfs");
     let source = sandbox.rootfs_source(&second_rootfs).expect("a slot");
     assert_eq!(

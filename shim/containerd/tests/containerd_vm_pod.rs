@@ -60,7 +60,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
     ctr_run(&["-d"], &SANDBOX, "vmpod", &["sleep", "1000"]);
     ctd.wait_for_status("vmpod", Some("RUNNING"), GUEST_STEP);
     let state = common::sandbox_state_dir("default", "vmpod");
-    let slot0 = state.join("slot-0.img");
+    let slot0 = state.join("vm/slot-0.img");
     assert_eq!(
         std::fs::metadata(&slot0).expect("slot-0.img").len(),
         256 << 20
@@ -75,7 +75,7 @@ fn pod_members_run_from_disk_slots_on_the_vm_backend() {
             "{id}'s slot was not freed"
         );
     }
-    let console = std::fs::read_to_string(state.join("console.log")).unwrap_or_default();
+    let console = std::fs::read_to_string(state.join("vm/console.log")).unwrap_or_default();
     assert!(console.contains("[vdb]"), "{console}");
 
     // The VMM killed with SIGKILL: the pod's container is reported exited, virtiofsd goes with

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use rust_vm_sandbox::config::DEFAULT_VIRTIOFSD;
 use rust_vm_sandbox::rootfs::{build_ext4_image, ImageOptions};
-use rust_vm_sandbox::sandbox::share::{Share, ShareOptions};
+use rust_vm_sandbox::sandbox::share::{Layout, Share, ShareOptions};
 use rust_vm_sandbox::{LogLevel, VirtiofsCache};
 
 const MIB: usize = 1024 * 1024;
@@ -109,7 +109,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let built = last.ok_or("no run")?;
 
         let state = tempfile::tempdir()?;
-        let mut share = Share::start(&format!("bench-{mib}"), state.path(), &options)?;
+        let mut share = Share::start(
+            &format!("bench-{mib}"),
+            Layout::new(state.path(), state.path()),
+            &options,
+        )?;
         let mut add_times = Vec::new();
         let mut remove_times = Vec::new();
         for _ in 0..RUNS {

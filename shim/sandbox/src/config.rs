@@ -128,6 +128,13 @@ pub struct RuntimeConfig {
     /// Run each sandbox's host processes in a cgroup of their own bounded by the VM's size plus
     /// an overhead (default true; false for debugging only, docs/security.md).
     pub host_cgroup: bool,
+    /// `vm`: start each VMM in a jail: a root of its own holding only what it needs, new
+    /// namespaces, an unprivileged uid and gid of its own, no capabilities (default true; false
+    /// for debugging only, docs/security.md).
+    pub jail: bool,
+    /// `vm`: the first jail uid/gid; a sandbox gets one of the 65536 from here (by a hash of its
+    /// name). Default 1879048192 (0x70000000).
+    pub jail_id_base: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -156,6 +163,8 @@ impl Default for RuntimeConfig {
             pod_max_vcpus: None,
             pod_max_mem_mib: DEFAULT_POD_MAX_MEM_MIB,
             host_cgroup: true,
+            jail: true,
+            jail_id_base: crate::jail::DEFAULT_JAIL_ID_BASE,
         }
     }
 }
@@ -237,6 +246,16 @@ impl RuntimeConfig {
                 &format!("must be at least {MIN_MEM_MIB} (MiB)"),
             ));
         }
+        if !(1..=crate::jail::MAX_JAIL_ID_BASE).contains(&self.jail_id_base) {
+            return Err(invalid(
+                "jail_id_base",
+                &format!(
+                    "must be between 1 and {} (a range of {} ids follows it)",
+                    crate::jail::MAX_JAIL_ID_BASE,
+                    crate::jail::JAIL_ID_COUNT
+                ),
+            ));
+        }
         if self.virtiofs_threads > MAX_VIRTIOFS_THREADS {
             return Err(invalid(
                 "virtiofs_threads",
@@ -308,6 +327,8 @@ impl RuntimeConfig {
             virtiofs_threads: self.virtiofs_threads,
             console_log: None,
             host_cgroup: self.host_cgroup,
+            jail: self.jail,
+            jail_id_base: self.jail_id_base,
             // Only a pod's sandbox gets slots (the containerd shim sets them).
             disk_slots: 0,
             disk_slot_mib: self.pod_disk_max_mib,
@@ -457,6 +478,17 @@ mod tests {
         assert!(err.to_string().contains("pod_disk_slots"), "{err}");
         let err = RuntimeConfig::parse("pod_disk_max_mib = 8\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("pod_disk_max_mib"), "{err}");
+        for base in [0, u32::MAX - 65_536] {
+            let text = format!("jail_id_base = {base}\n");
+            let err = RuntimeConfig::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains("jail_id_base"), "{err}");
+        }
+        let cfg =
+            RuntimeConfig::parse("jail = false\njail_id_base = 100000\n", Path::new("c.toml"))
+                .unwrap();
+        let sb = cfg.sandbox_config("x", Path::new("/run/x"));
+        assert_eq!((sb.jail, sb.jail_id_base), (false, 100_000));
+        assert!(RuntimeConfig::default().jail, "jailed by default");
         let cfg = RuntimeConfig::parse(
             "pod_disk_slots = 2\npod_disk_max_mib = 512\n",
             Path::new("c.toml"),

@@ -25,6 +25,7 @@ pub mod config;
 pub mod hooks;
 pub mod host;
 pub mod host_cgroup;
+pub mod jail;
 pub mod network;
 pub mod pod;
 pub mod rootfs;

@@ -174,6 +174,8 @@ pub struct Report {
     /// The guest console, kept after shutdown.
     pub console: String,
     pub vmm_pid: u32,
+    /// The VMM process as the host saw it while the guest ran.
+    pub vmm_confinement: procs::Confinement,
     /// The sandbox's state directory (shutdown removes it).
     pub state_dir: PathBuf,
     /// Time since `Sandbox::start` was called, per milestone seen.
@@ -192,7 +194,7 @@ fn mark(marks: &Marks, what: &'static str, at: Duration) {
 
 /// Watches the VMM process and the console until `done`.
 fn watch(state_dir: PathBuf, t0: Instant, marks: Marks, done: Arc<AtomicBool>) {
-    let console = state_dir.join("console.log");
+    let console = state_dir.join("vm/console.log");
     let needle = state_dir.display().to_string();
     let mut vmm: Option<u32> = None;
     while !done.load(Ordering::Relaxed) {
@@ -288,6 +290,7 @@ fn drive(
     marks: &Marks,
     t0: Instant,
 ) -> Result<Report> {
+    let cfg_state_dir = cfg.state_dir.clone();
     // Start returns once the agent answered `version` over the VMM's vsock socket.
     let sandbox = Sandbox::start(cfg).context("the sandbox did not start")?;
     mark(marks, AGENT_ANSWERED, t0.elapsed());
@@ -299,6 +302,11 @@ fn drive(
     let agent_again = sandbox.client().version().context("version over vsock")?;
     sandbox.client().ping().context("ping over vsock")?;
     mark(marks, PINGED, t0.elapsed());
+    let state = cfg_state_dir.display().to_string();
+    let vmm_confinement = procs::vmm_pids(&state)
+        .first()
+        .map(|&pid| procs::Confinement::of(pid))
+        .context("no VMM process names the sandbox's state directory")?;
 
     let rootfs = bundle.root();
     let spec = serde_json::from_slice(&std::fs::read(bundle.config())?)?;
@@ -349,6 +357,7 @@ fn drive(
         exit_code: status.exit_code,
         console: String::new(),
         vmm_pid,
+        vmm_confinement,
         state_dir: PathBuf::new(),
         milestones: BTreeMap::new(),
     })

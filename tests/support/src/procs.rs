@@ -1,5 +1,6 @@
 //! Leak checks: live processes, what they run, and mount points.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -109,4 +110,63 @@ pub fn assert_nothing_left(root: &Path) {
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let left = entries(root);
     assert!(left.is_empty(), "state left behind: {left:?}");
+}
+
+/// What a process holds, read from the host: for checks of the VMM's jail.
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// `/proc/PID/status` fields `Uid`, `Gid`, `Groups`, `CapInh` .. `CapAmb`, `NoNewPrivs`,
+    /// `Seccomp`, as written there.
+    pub status: BTreeMap<String, String>,
+    /// The namespace kinds (`mnt`, `pid`, ...) it shares with this process.
+    pub shared_namespaces: Vec<String>,
+    /// The names in its root directory.
+    pub root_entries: Vec<String>,
+    /// Where its descriptors point, as the host names them.
+    pub descriptors: Vec<String>,
+}
+
+impl Confinement {
+    pub fn of(pid: u32) -> Confinement {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let status = status
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect();
+        let shared_namespaces = ["mnt", "pid", "ipc", "uts", "net", "cgroup", "user"]
+            .into_iter()
+            .filter(|kind| {
+                let theirs = fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
+                theirs.is_some() && theirs == fs::read_link(format!("/proc/self/ns/{kind}")).ok()
+            })
+            .map(str::to_string)
+            .collect();
+        let mut root_entries: Vec<String> = fs::read_dir(format!("/proc/{pid}/root"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        root_entries.sort();
+        let descriptors = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter_map(|e| fs::read_link(e.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Confinement {
+            status,
+            shared_namespaces,
+            root_entries,
+            descriptors,
+        }
+    }
+
+    pub fn field(&self, name: &str) -> &str {
+        self.status.get(name).map_or("", String::as_str)
+    }
 }

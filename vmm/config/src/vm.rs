@@ -82,6 +82,8 @@ pub enum ConfigError {
     GuestCid(u32),
     #[error("vsock.uds_path {}: its directory does not exist", .0.display())]
     SocketDirMissing(PathBuf),
+    #[error("kvm_fd: {0}")]
+    KvmFd(String),
     #[error("invalid {field} {value:?}: {reason}")]
     InvalidValue {
         field: &'static str,
@@ -123,6 +125,8 @@ pub struct VmmConfig {
     pub reflect_emulation_failures: Option<ReflectMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<SeccompMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kvm_fd: Option<i32>,
 }
 
 impl VmmConfig {
@@ -161,6 +165,7 @@ impl VmmConfig {
             .reflect_emulation_failures
             .or(self.reflect_emulation_failures);
         self.seccomp = over.seccomp.or(self.seccomp);
+        self.kvm_fd = over.kvm_fd.or(self.kvm_fd);
         self
     }
 
@@ -181,6 +186,7 @@ impl VmmConfig {
             log_level: self.log_level.unwrap_or_default(),
             reflect_emulation_failures: self.reflect_emulation_failures.unwrap_or_default(),
             seccomp: self.seccomp.unwrap_or_default(),
+            kvm_fd: self.kvm_fd,
         })
     }
 }
@@ -202,6 +208,7 @@ impl From<VmConfig> for VmmConfig {
             log_level: Some(c.log_level),
             reflect_emulation_failures: Some(c.reflect_emulation_failures),
             seccomp: Some(c.seccomp),
+            kvm_fd: c.kvm_fd,
         }
     }
 }
@@ -228,6 +235,9 @@ pub struct VmConfig {
     pub reflect_emulation_failures: ReflectMode,
     /// Each VMM thread confined to its system calls from before the guest's first instruction.
     pub seccomp: SeccompMode,
+    /// `/dev/kvm` as a descriptor the VMM inherits (a jailed VMM has no `/dev`); `None`: the
+    /// VMM opens `/dev/kvm` itself.
+    pub kvm_fd: Option<i32>,
 }
 
 /// What this host and its KVM allow (the VMM probes them).
@@ -334,6 +344,14 @@ impl VmConfig {
                     index,
                     value: fs.queue_size,
                 });
+            }
+        }
+        if let Some(fd) = self.kvm_fd {
+            if fd < 0 {
+                return Err(ConfigError::KvmFd(format!("{fd} is not a descriptor")));
+            }
+            if self.net.iter().any(|net| net.tap_fd == fd) {
+                return Err(ConfigError::KvmFd(format!("{fd} is a tap's")));
             }
         }
         for (index, net) in self.net.iter().enumerate() {
@@ -687,6 +705,27 @@ mod tests {
         });
         let err = config.validate(&LIMITS).unwrap_err().to_string();
         assert_eq!(err, "block[0].path /nonexistent/disk.img");
+    }
+
+    #[test]
+    fn kvm_fd_must_be_a_descriptor_no_tap_has() {
+        let mut config = config_with_kernel();
+        config.kvm_fd = Some(4);
+        config.check_values().unwrap();
+        config.kvm_fd = Some(-1);
+        let err = config.check_values().unwrap_err();
+        assert_eq!(err.to_string(), "kvm_fd: -1 is not a descriptor");
+        config.kvm_fd = Some(3);
+        config.net = vec!["fd=3,mac=02:00:00:00:00:01".parse().unwrap()];
+        let err = config.check_values().unwrap_err();
+        assert_eq!(err.to_string(), "kvm_fd: 3 is a tap's");
+        let json: VmmConfig = serde_json::from_str(r#"{"kvm_fd": 7}"#).unwrap();
+        assert_eq!(json.kvm_fd, Some(7));
+        let flags = VmmConfig {
+            kvm_fd: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(json.merge(flags).kvm_fd, Some(9));
     }
 
     #[test]

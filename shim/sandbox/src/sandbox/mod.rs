@@ -109,6 +109,9 @@ pub struct SandboxConfig {
     /// Run the VMM and virtiofsd (`namespaces`: the agent) in a host cgroup of the sandbox's own
     /// ([`crate::host_cgroup`]).
     pub host_cgroup: bool,
+    /// `vm`: start the VMM in its jail ([`crate::jail`]) with ids from `jail_id_base` up.
+    pub jail: bool,
+    pub jail_id_base: u32,
     /// `vm`: extra guest kernel command-line words (see `RuntimeConfig::kernel_args`).
     pub kernel_args: String,
     /// `vm`: spare virtio-blk disks attached at boot for containers that join the sandbox later
@@ -150,6 +153,14 @@ pub enum SandboxError {
     BadGuestImage(PathBuf),
     #[error("cannot start {program}")]
     Spawn { program: PathBuf, source: io::Error },
+    #[error("the VMM's jail")]
+    Jail(#[source] crate::jail::JailError),
+    #[error("cannot start {program} in its jail: {step}")]
+    EnterJail {
+        program: PathBuf,
+        step: String,
+        source: io::Error,
+    },
     #[error("the sandbox's host cgroup")]
     HostCgroup(#[from] HostCgroupError),
     #[error("rootfs image")]
@@ -266,6 +277,10 @@ impl fmt::Display for LogTail {
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub dir: PathBuf,
+    /// `vm`: what the VMM reads and writes of the sandbox's own (its jail's root when jailed,
+    /// [`crate::jail`]): the vsock socket, the console, the disks, its configuration and
+    /// virtiofsd's socket.
+    pub vm_dir: PathBuf,
     /// `namespaces`: the agent's socket. `vm`: the vsock device's host socket.
     pub socket: PathBuf,
     /// `vm`: the guest serial console. `namespaces`: the agent's stderr.
@@ -280,19 +295,25 @@ pub(crate) struct Paths {
     pub share: share::Layout,
 }
 
+/// The VMM's directory in a sandbox's state directory ([`Paths::vm_dir`]).
+pub const VM_DIR: &str = "vm";
+
 impl Paths {
     pub(crate) fn new(dir: &Path, backend: Backend) -> Paths {
+        let vm_dir = dir.join(VM_DIR);
+        let (socket, console) = match backend {
+            Backend::Vm => (vm_dir.join("vsock.sock"), vm_dir.join("console.log")),
+            Backend::Namespaces => (dir.join("agent.sock"), dir.join("console.log")),
+        };
         Paths {
             dir: dir.to_path_buf(),
-            socket: dir.join(match backend {
-                Backend::Vm => "vsock.sock",
-                Backend::Namespaces => "agent.sock",
-            }),
-            console: dir.join("console.log"),
-            image: dir.join("rootfs.ext4"),
-            vmm_config: dir.join("vmm.json"),
+            socket,
+            console,
+            image: vm_dir.join("rootfs.ext4"),
+            vmm_config: vm_dir.join("vmm.json"),
             vmm_log: dir.join("vmm.log"),
-            share: share::Layout::new(dir),
+            share: share::Layout::new(dir, &vm_dir),
+            vm_dir,
         }
     }
 }
@@ -374,7 +395,7 @@ impl Sandbox {
         check_socket_path(&paths.socket, config.backend)?;
         let slots = match config.backend {
             Backend::Vm => DiskSlots::new(
-                &paths.dir,
+                &paths.vm_dir,
                 config.disk_slots,
                 config.disk_slot_mib,
                 config.guest_disks() + usize::from(config.boot_disk()),
@@ -449,9 +470,17 @@ impl Sandbox {
         };
         let (child, pid) = match sandbox.config.backend {
             Backend::Vm => {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&sandbox.paths.vm_dir)
+                    .map_err(|source| SandboxError::Io {
+                        what: "creating the VMM's directory",
+                        path: sandbox.paths.vm_dir.clone(),
+                        source,
+                    })?;
                 sandbox.share = Some(Share::start(
                     &sandbox.config.id,
-                    &sandbox.paths.dir,
+                    sandbox.paths.share.clone(),
                     &ShareOptions {
                         virtiofsd: sandbox.config.virtiofsd.clone(),
                         cache: sandbox.config.virtiofs_cache,

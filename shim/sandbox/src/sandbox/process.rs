@@ -134,6 +134,34 @@ pub fn spawn_in_pid_namespace(cmd: Command) -> io::Result<Child> {
 /// The waiter / init / `cmd` tree in new namespaces `flags`; `agent_mounts`: private mount
 /// propagation and a /proc of the new PID namespace (the agent's).
 fn spawn_under_init(mut cmd: Command, flags: libc::c_int, agent_mounts: bool) -> io::Result<Child> {
+    under_init(&mut cmd, flags, agent_mounts);
+    cmd.spawn()
+}
+
+/// Namespaces the jailed VMM gets: its own mounts (the jail's binds), PIDs (it is PID 2 under
+/// our minimal init), IPC, hostname and an empty network (its tap comes as a descriptor).
+pub const JAIL_NAMESPACES: libc::c_int = libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWNET;
+
+/// Spawns `cmd` as PID 2 under the minimal init of [`spawn_in_namespaces`], in fresh
+/// [`JAIL_NAMESPACES`], inside `jail` ([`crate::jail::enter`]): `cmd`'s program must be a path
+/// inside the jail. A step of the jail that fails fails the spawn with its error (and names
+/// itself on the child's stderr).
+pub fn spawn_jailed(mut cmd: Command, jail: crate::jail::PreparedJail) -> io::Result<Child> {
+    under_init(&mut cmd, JAIL_NAMESPACES, false);
+    // SAFETY: runs in PID 2 after the forks (pre_exec closures run in order), in its own mount
+    // namespace; `enter` makes async-signal-safe calls only.
+    unsafe {
+        cmd.pre_exec(move || crate::jail::enter(&jail));
+    }
+    cmd.spawn()
+}
+
+/// Adds to `cmd` the waiter / init / `cmd` tree of [`spawn_under_init`].
+fn under_init(cmd: &mut Command, flags: libc::c_int, agent_mounts: bool) {
     // SAFETY: getpid is always safe.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure only makes async-signal-safe calls (fork, waitpid, mount, _exit, ...).
@@ -183,7 +211,6 @@ fn spawn_under_init(mut cmd: Command, flags: libc::c_int, agent_mounts: bool) ->
             }
         });
     }
-    cmd.spawn()
 }
 
 /// Waits for `pid` (reaping any other child on the way when `reap_all`) and exits with its

@@ -26,6 +26,8 @@ use super::{
     slots::{guest_disk_name, DiskSlots},
     Paths, SandboxConfig, SandboxError, GUEST_CID,
 };
+use crate::host_cgroup;
+use crate::jail::{Ids, Jail, JailError};
 use crate::network::PodNetwork;
 use crate::settings::{GuestRoot, LogLevel};
 
@@ -302,11 +304,44 @@ pub(super) fn vmm_config(
             ReflectMode::Auto
         },
         seccomp: SeccompMode::On,
+        kvm_fd: None,
     }
 }
 
-/// Starts the VMM; with a pod network, in the pod's network namespace with the tap as
-/// [`TAP_FD`].
+/// The descriptor number the jailed VMM finds `/dev/kvm` at.
+pub(super) const KVM_FD: i32 = 4;
+
+/// `vmm` as the jailed VMM sees it: what it only reads bound into `jail` read-only (kernel,
+/// initramfs, the guest image), what lies in the jail's root by its path there, `/dev/kvm` as
+/// [`KVM_FD`].
+pub(super) fn jailed_config(mut vmm: VmConfig, jail: &mut Jail) -> Result<VmConfig, JailError> {
+    let inside = |jail: &Jail, path: &Path| jail.inside(path).unwrap_or_else(|| path.to_path_buf());
+    vmm.kernel = jail.bind_read_only("guest kernel", &vmm.kernel, "vmlinux")?;
+    if let Some(initrd) = vmm.initrd.take() {
+        vmm.initrd = Some(jail.bind_read_only("guest initramfs", &initrd, "initrd")?);
+    }
+    for block in &mut vmm.block {
+        block.path = match jail.inside(&block.path) {
+            Some(path) => path,
+            // Only the guest image lives outside the sandbox, and it is read-only.
+            None => jail.bind_read_only("guest image", &block.path, "guest-root.img")?,
+        };
+    }
+    if let Some(vsock) = vmm.vsock.as_mut() {
+        vsock.uds_path = inside(jail, &vsock.uds_path);
+    }
+    for fs in &mut vmm.fs {
+        fs.socket = inside(jail, &fs.socket);
+    }
+    if let SerialOutput::File(path) = &vmm.serial {
+        vmm.serial = SerialOutput::File(inside(jail, path));
+    }
+    vmm.kvm_fd = Some(KVM_FD);
+    Ok(vmm)
+}
+
+/// Starts the VMM: in its jail (`config.jail`), or with the host's view in the pod's network
+/// namespace. With a pod network the tap is [`TAP_FD`].
 pub(super) fn launch(
     config: &SandboxConfig,
     paths: &Paths,
@@ -323,41 +358,130 @@ pub(super) fn launch(
     };
     slots.create_files()?;
     let vmm = vmm_config(config, paths, &boot, config.boot_disk(), slots, network);
-    fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
-        SandboxError::Io {
-            what: "writing the VMM configuration",
-            path: paths.vmm_config.clone(),
-            source,
-        }
-    })?;
+    let write_config = |vmm: VmConfig| {
+        fs::write(&paths.vmm_config, VmmConfig::from(vmm).to_json()).map_err(|source| {
+            SandboxError::Io {
+                what: "writing the VMM configuration",
+                path: paths.vmm_config.clone(),
+                source,
+            }
+        })
+    };
     let (out, err) = process::log_stdio(&paths.vmm_log).map_err(|source| SandboxError::Io {
         what: "creating the VMM log",
         path: paths.vmm_log.clone(),
         source,
     })?;
-    let mut cmd = Command::new(&config.vmm_path);
-    cmd.arg("--config")
-        .arg(&paths.vmm_config)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    if let Some(network) = network {
-        let tap = network.tap().ok_or_else(|| SandboxError::Io {
+    let tap = match network {
+        Some(network) => Some(network.tap().ok_or_else(|| SandboxError::Io {
             what: "the pod's tap is closed",
             path: network.namespace_path().to_path_buf(),
             source: io::Error::from(io::ErrorKind::NotConnected),
-        })?;
+        })?),
+        None => None,
+    };
+    // Held open until the VMM has its copy.
+    let mut kvm = None;
+    let mut cmd;
+    let jail = if config.jail {
+        let ids = Ids::for_sandbox(
+            &host_cgroup::name(&config.id, &config.state_dir),
+            config.jail_id_base,
+        );
+        let mut jail = Jail::new(&paths.vm_dir, ids);
+        let jailed = jailed_config(vmm, &mut jail).map_err(SandboxError::Jail)?;
+        let executable = jail
+            .bind_executable(&config.vmm_path, "rust-vm-vmm")
+            .map_err(SandboxError::Jail)?;
+        write_config(jailed)?;
+        let mut owned: Vec<&Path> = vec![&paths.vmm_config, &paths.share.socket];
+        if config.boot_disk() {
+            owned.push(&paths.image);
+        }
+        owned.extend(slots.slots().iter().map(|slot| slot.path.as_path()));
+        let prepared = jail.prepare(&owned).map_err(SandboxError::Jail)?;
+        let device = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(KVM_DEVICE)
+            .map_err(|source| SandboxError::Io {
+                what: "opening",
+                path: PathBuf::from(KVM_DEVICE),
+                source,
+            })?;
+        cmd = Command::new(&executable.path);
+        cmd.env_clear();
+        if let Some(library_path) = executable.library_path {
+            cmd.env("LD_LIBRARY_PATH", library_path);
+        }
+        let config_path = jail.inside(&paths.vmm_config).unwrap_or_default();
+        cmd.arg("--config").arg(config_path);
+        process::pass_fd(&mut cmd, device.as_raw_fd(), KVM_FD);
+        kvm = Some(device);
+        log::info!(
+            "sandbox {}: VMM jailed in {} as uid/gid {}",
+            config.id,
+            paths.vm_dir.display(),
+            ids.uid
+        );
+        Some(prepared)
+    } else {
+        write_config(vmm)?;
+        cmd = Command::new(&config.vmm_path);
+        cmd.arg("--config").arg(&paths.vmm_config);
+        None
+    };
+    // Names the sandbox in `ps`: the jailed VMM's paths are its jail's.
+    cmd.arg("--id")
+        .arg(&config.state_dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    if let Some(tap) = tap {
         process::pass_fd(&mut cmd, tap.as_raw_fd(), TAP_FD);
-        process::enter_network_namespace(&mut cmd, network.namespace().as_raw_fd());
     }
     process::join_cgroup(&mut cmd, cgroup_procs);
-    let child = process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
-        program: config.vmm_path.clone(),
-        source,
-    })?;
+    let child = match jail {
+        Some(jail) => {
+            let spawned = process::spawn_jailed(cmd, jail);
+            drop(kvm);
+            spawned.map_err(|source| match failed_jail_step(&paths.vmm_log) {
+                Some(step) => SandboxError::EnterJail {
+                    program: config.vmm_path.clone(),
+                    step,
+                    source,
+                },
+                None => SandboxError::Spawn {
+                    program: config.vmm_path.clone(),
+                    source,
+                },
+            })?
+        }
+        None => {
+            if let Some(network) = network {
+                process::enter_network_namespace(&mut cmd, network.namespace().as_raw_fd());
+            }
+            process::spawn_owned(cmd).map_err(|source| SandboxError::Spawn {
+                program: config.vmm_path.clone(),
+                source,
+            })?
+        }
+    };
     let pid = child.id();
     Ok((child, pid))
 }
+
+/// The step of the jail that failed, as the child wrote it to the VMM's log.
+fn failed_jail_step(log: &Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(crate::jail::FAILED_STEP_PREFIX))
+        .map(str::to_string)
+}
+
+/// What a jailed VMM gets as [`KVM_FD`].
+const KVM_DEVICE: &str = "/dev/kvm";
 
 #[cfg(test)]
 mod tests {
@@ -433,20 +557,68 @@ mod tests {
         let vmm = vmm_config(&cfg, &paths, &image(), true, &no_slots(), None);
         assert_eq!(vmm.block[0].path, Path::new("/img"));
         assert!(vmm.block[0].read_only, "the guest image is shared");
-        assert_eq!(vmm.block[1].path, Path::new("/run/t/rootfs.ext4"));
+        assert_eq!(vmm.block[1].path, Path::new("/run/t/vm/rootfs.ext4"));
         assert!(!vmm.block[1].read_only);
         assert_eq!(vmm.initrd, None);
         let vsock = vmm.vsock.as_ref().expect("vsock");
-        assert_eq!(vsock.uds_path, Path::new("/run/t/vsock.sock"));
+        assert_eq!(vsock.uds_path, Path::new("/run/t/vm/vsock.sock"));
         assert_eq!(vsock.guest_cid, 3);
-        assert_eq!(vmm.serial, SerialOutput::File("/run/t/console.log".into()));
+        assert_eq!(
+            vmm.serial,
+            SerialOutput::File("/run/t/vm/console.log".into())
+        );
         assert_eq!((vmm.vcpus, vmm.mem_mib), (cfg.vcpus, cfg.mem_mib));
         assert_eq!(vmm.fs.len(), 1);
-        assert_eq!(vmm.fs[0].socket, Path::new("/run/t/virtiofsd.sock"));
+        assert_eq!(vmm.fs[0].socket, Path::new("/run/t/vm/virtiofsd.sock"));
         assert_eq!(vmm.fs[0].tag, SHARE_TAG);
         let from_initramfs = vmm_config(&cfg, &paths, &initramfs(), false, &no_slots(), None);
         assert!(from_initramfs.block.is_empty());
         assert_eq!(from_initramfs.initrd.as_deref(), Some(Path::new("/i")));
+    }
+
+    #[test]
+    fn the_jailed_vmm_sees_its_files_at_the_root_and_the_rest_bound_read_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let readable = |name: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, name).expect("write");
+            path
+        };
+        let mut cfg = config(false);
+        cfg.kernel = readable("vmlinux");
+        let paths = Paths::new(&dir.path().join("state"), Backend::Vm);
+        let slots = DiskSlots::new(&paths.vm_dir, 1, 64, 2);
+        let boot = GuestBoot::Image {
+            path: readable("guest.img"),
+            format: ImageFormat::Erofs,
+        };
+        let vmm = vmm_config(&cfg, &paths, &boot, true, &slots, None);
+        let mut jail = Jail::new(&paths.vm_dir, Ids::for_sandbox("t", 100_000));
+        let jailed = jailed_config(vmm.clone(), &mut jail).expect("jailed");
+        assert_eq!(jailed.kernel, Path::new("/vmlinux"));
+        let disks: Vec<_> = jailed.block.iter().map(|b| b.path.clone()).collect();
+        assert_eq!(
+            disks,
+            [
+                PathBuf::from("/guest-root.img"),
+                PathBuf::from("/rootfs.ext4"),
+                PathBuf::from("/slot-0.img")
+            ]
+        );
+        assert_eq!(
+            jailed.vsock.as_ref().map(|v| v.uds_path.clone()),
+            Some(PathBuf::from("/vsock.sock"))
+        );
+        assert_eq!(jailed.fs[0].socket, Path::new("/virtiofsd.sock"));
+        assert_eq!(jailed.serial, SerialOutput::File("/console.log".into()));
+        assert_eq!(jailed.kvm_fd, Some(KVM_FD));
+        assert_eq!(vmm.kvm_fd, None, "unjailed, the VMM opens /dev/kvm");
+        jailed.check_values().expect("a valid VMM configuration");
+        // The initramfs instead of the image: bound as well.
+        let initrd = GuestBoot::Initramfs(readable("initramfs.cpio"));
+        let vmm = vmm_config(&cfg, &paths, &initrd, false, &no_slots(), None);
+        let jailed = jailed_config(vmm, &mut jail).expect("jailed");
+        assert_eq!(jailed.initrd.as_deref(), Some(Path::new("/initrd")));
     }
 
     #[test]

@@ -99,12 +99,13 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(state_dir: &Path) -> Layout {
+    /// The share under `state_dir`, its socket in `socket_dir` (where the VMM can reach it).
+    pub fn new(state_dir: &Path, socket_dir: &Path) -> Layout {
         let share = state_dir.join("share");
         Layout {
             staging: share.join("staging"),
             export: share.join("export"),
-            socket: state_dir.join("virtiofsd.sock"),
+            socket: socket_dir.join("virtiofsd.sock"),
             log: state_dir.join("virtiofsd.log"),
         }
     }
@@ -144,9 +145,9 @@ pub struct Share {
 
 impl Share {
     /// Makes the layout, the private namespace and starts virtiofsd listening on
-    /// [`Layout::socket`] (the VMM connects to it). `state_dir` must exist.
-    pub fn start(id: &str, state_dir: &Path, options: &ShareOptions) -> Result<Share, ShareError> {
-        let layout = Layout::new(state_dir);
+    /// [`Layout::socket`] (the VMM connects to it). The directories of the state and the
+    /// socket must exist.
+    pub fn start(id: &str, layout: Layout, options: &ShareOptions) -> Result<Share, ShareError> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (requests, request_rx) = mpsc::channel();
         let thread_layout = layout.clone();

@@ -63,7 +63,12 @@ fn containers_enter_the_share_in_its_namespace_only() {
     fs::create_dir(&config).unwrap();
     fs::write(config.join("key"), "v").unwrap();
 
-    let mut share = Share::start("t", &state, &options(fake_virtiofsd(tmp.path()))).unwrap();
+    let mut share = Share::start(
+        "t",
+        Layout::new(&state, &state),
+        &options(fake_virtiofsd(tmp.path())),
+    )
+    .unwrap();
     wait_for(&tmp.path().join("args"));
     let args = fs::read_to_string(tmp.path().join("args")).unwrap();
     let export = share.layout().export.clone();
@@ -151,9 +156,13 @@ fn containers_enter_the_share_in_its_namespace_only() {
 #[ignore = "needs root (mount namespaces)"]
 fn a_missing_virtiofsd_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = Share::start("t", tmp.path(), &options("/nonexistent/virtiofsd".into()))
-        .err()
-        .expect("no virtiofsd");
+    let err = Share::start(
+        "t",
+        Layout::new(tmp.path(), tmp.path()),
+        &options("/nonexistent/virtiofsd".into()),
+    )
+    .err()
+    .expect("no virtiofsd");
     assert_eq!(
         err.to_string(),
         "cannot start virtiofsd /nonexistent/virtiofsd"
@@ -162,7 +171,7 @@ fn a_missing_virtiofsd_is_named() {
 
 #[test]
 fn virtiofsd_gets_the_export_its_socket_and_the_options() {
-    let layout = Layout::new(Path::new("/run/s"));
+    let layout = Layout::new(Path::new("/run/s"), Path::new("/run/s"));
     let mut opts = options("/usr/local/lib/rust-vm/bin/virtiofsd".into());
     opts.cache = VirtiofsCache::Never;
     opts.thread_pool_size = 4;
@@ -202,7 +211,7 @@ fn no_virtiofsd_process_outlives_the_share() {
     );
     let mut opts = options(virtiofsd);
     opts.log_level = LogLevel::Info;
-    let mut share = Share::start("t", tmp.path(), &opts).unwrap();
+    let mut share = Share::start("t", Layout::new(tmp.path(), tmp.path()), &opts).unwrap();
     let export = share.layout().export.display().to_string();
     let mentioning = || {
         let mut pids = Vec::new();
