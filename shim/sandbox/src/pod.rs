@@ -10,8 +10,9 @@
 //!
 //! The pid rule: [`Pod::host_pid`] is the pid a front-end reports for a process of the pod. On the
 //! `namespaces` back-end it is the process's host pid (the agent's pid namespace is nested in
-//! ours), as runc reports; on `vm` it is the VMM's pid, the process's host-side representative
-//! (as Kata reports), since the process itself lives in the guest.
+//! ours), as runc reports; on `vm` it is the VMM's pid (jailed, its waiter's, which exits with
+//! the VMM's status), the process's host-side representative (as Kata reports), since the
+//! process itself lives in the guest.
 
 use std::error::Error;
 use std::fs;

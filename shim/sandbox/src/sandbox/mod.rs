@@ -324,7 +324,8 @@ pub struct Sandbox {
     paths: Paths,
     address: Address,
     child: Option<Child>,
-    /// The host pid of the agent (`namespaces`) or the VMM (`vm`).
+    /// The host pid of the agent (`namespaces`) or the VMM (`vm`; jailed, its waiter, which exits
+    /// with it).
     pid: u32,
     client: Option<Client>,
     agent: Option<VersionInfo>,

@@ -1,11 +1,13 @@
 //! `vm` back-end (the product): one `rust-vm-vmm` process per sandbox.
 //!
-//! The VMM gets a JSON configuration in the state directory: the guest kernel, the guest's root
-//! (the read-only guest image as the first virtio-blk disk, `/dev/vda`, or the initramfs), the
-//! pod's virtio-fs share (virtiofsd on `virtiofsd.sock`), with `rootfs_mode = block` the first
-//! container's rootfs image as the next virtio-blk disk and the pod disk slots after it, a vsock
-//! device whose host side is `vsock.sock` in the state directory, and the serial console written
-//! to `console.log` there.
+//! The VMM gets a JSON configuration in the sandbox's `vm` directory: the guest kernel, the
+//! guest's root (the read-only guest image as the first virtio-blk disk, `/dev/vda`, or the
+//! initramfs), the pod's virtio-fs share (virtiofsd on `virtiofsd.sock`), with
+//! `rootfs_mode = block` the first container's rootfs image as the next virtio-blk disk and the
+//! pod disk slots after it, a vsock device whose host side is `vsock.sock`, and the serial
+//! console written to `console.log`, all in that directory. Jailed (the default) the directory
+//! is the VMM's root ([`crate::jail`]) and the configuration names everything as the VMM sees it
+//! there ([`jailed_config`]).
 
 use std::ffi::CString;
 use std::fs;
@@ -313,7 +315,7 @@ pub(super) const KVM_FD: i32 = 4;
 
 /// `vmm` as the jailed VMM sees it: what it only reads bound into `jail` read-only (kernel,
 /// initramfs, the guest image), what lies in the jail's root by its path there, `/dev/kvm` as
-/// [`KVM_FD`].
+/// [`KVM_FD`], reflection of emulation failures decided for this host.
 pub(super) fn jailed_config(mut vmm: VmConfig, jail: &mut Jail) -> Result<VmConfig, JailError> {
     let inside = |jail: &Jail, path: &Path| jail.inside(path).unwrap_or_else(|| path.to_path_buf());
     vmm.kernel = jail.bind_read_only("guest kernel", &vmm.kernel, "vmlinux")?;
@@ -337,6 +339,15 @@ pub(super) fn jailed_config(mut vmm: VmConfig, jail: &mut Jail) -> Result<VmConf
         vmm.serial = SerialOutput::File(inside(jail, path));
     }
     vmm.kvm_fd = Some(KVM_FD);
+    // The jailed VMM has no /proc or /sys to tell the host's kind from: decided here.
+    if vmm.reflect_emulation_failures == ReflectMode::Auto {
+        vmm.reflect_emulation_failures =
+            if ReflectMode::Auto.enabled_on(&vmm_config::host::HostKind::detect()) {
+                ReflectMode::On
+            } else {
+                ReflectMode::Off
+            };
+    }
     Ok(vmm)
 }
 
@@ -613,6 +624,7 @@ mod tests {
         assert_eq!(jailed.serial, SerialOutput::File("/console.log".into()));
         assert_eq!(jailed.kvm_fd, Some(KVM_FD));
         assert_eq!(vmm.kvm_fd, None, "unjailed, the VMM opens /dev/kvm");
+        assert_ne!(jailed.reflect_emulation_failures, ReflectMode::Auto);
         jailed.check_values().expect("a valid VMM configuration");
         // The initramfs instead of the image: bound as well.
         let initrd = GuestBoot::Initramfs(readable("initramfs.cpio"));
