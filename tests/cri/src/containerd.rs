@@ -90,6 +90,9 @@ state = "{d}/state"
   stream_server_port = "{port}"
   netns_mounts_under_state_dir = true
   max_container_log_line_size = 16384
+  # The writable layers' usage is collected every this many seconds (default 10): until the
+  # first collection ContainerStats has no writable-layer figures.
+  stats_collect_period = 1
 
 {cri}.containerd]
   snapshotter = "overlayfs"

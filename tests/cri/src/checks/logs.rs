@@ -96,7 +96,7 @@ pub async fn log_file(suite: &Suite, handler: &str) -> Result<()> {
 }
 
 /// Polls `path` until it holds a line containing `needle`; returns its text.
-async fn wait_for_line(path: &Path, needle: &str, limit: Duration) -> Result<String> {
+pub async fn wait_for_line(path: &Path, needle: &str, limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;
     loop {
         let text = fs::read_to_string(path).unwrap_or_default();

@@ -9,10 +9,12 @@ use anyhow::Result;
 
 use crate::cri::Suite;
 
-mod container;
+pub mod container;
 mod exec;
-mod logs;
-mod pod;
+mod lifecycle;
+pub mod logs;
+pub mod pod;
+mod status;
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
@@ -42,6 +44,13 @@ pub fn all() -> Vec<Check> {
         check!("ExecSync", exec::exec_sync),
         check!("ContainerLogFile", logs::log_file),
         check!("ReopenContainerLog", logs::reopen_log),
+        check!("ContainerStatusExit", status::exit_status),
+        check!("ContainerStatusOOMKilled", status::oom_killed),
+        check!("ContainerStats", status::stats),
+        check!("UpdateContainerResources", status::update_resources),
+        check!("StopContainerGracePeriod", lifecycle::stop_grace),
+        check!("TwoPods", lifecycle::two_pods),
+        check!("ContainerdRestart", lifecycle::containerd_restart),
         check!("StopRemovePodSandbox", pod::stop_remove_pod_sandbox),
     ]
 }
