@@ -10,3 +10,4 @@ pub mod containerd;
 pub mod cri;
 pub mod images;
 pub mod netns;
+pub mod stream;

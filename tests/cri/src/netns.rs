@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -45,22 +45,6 @@ impl NetNs {
             .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
             .collect())
     }
-
-    /// A TCP connection made from inside the namespace (to its loopback or a pod): a socket
-    /// belongs to the network namespace of the thread that creates it, so a short-lived thread
-    /// joins the namespace, connects, and hands the socket back.
-    pub fn connect(&self, addr: SocketAddr) -> Result<TcpStream> {
-        let path = self.path();
-        std::thread::spawn(move || -> Result<TcpStream> {
-            let ns = std::fs::File::open(&path).with_context(|| format!("open {path:?}"))?;
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("setns into the test namespace")?;
-            TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
-                .with_context(|| format!("connect to {addr} in the test namespace"))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))?
-    }
 }
 
 impl Drop for NetNs {
@@ -84,4 +68,20 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A TCP connection made from inside the network namespace at `netns` (to its loopback or a
+/// pod): a socket belongs to the namespace of the thread that creates it, so a short-lived
+/// thread joins the namespace, connects, and hands the socket back.
+pub fn connect(netns: &Path, addr: SocketAddr) -> Result<TcpStream> {
+    let path = netns.to_path_buf();
+    std::thread::spawn(move || -> Result<TcpStream> {
+        let ns = std::fs::File::open(&path).with_context(|| format!("open {path:?}"))?;
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("setns into the test namespace")?;
+        TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+            .with_context(|| format!("connect to {addr} in the test namespace"))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))?
 }

@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod logs;
 pub mod pod;
 mod status;
+mod streaming;
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
@@ -44,6 +45,9 @@ pub fn all() -> Vec<Check> {
         check!("ExecSync", exec::exec_sync),
         check!("ContainerLogFile", logs::log_file),
         check!("ReopenContainerLog", logs::reopen_log),
+        check!("ExecTTY", streaming::exec_tty),
+        check!("AttachTTY", streaming::attach_tty),
+        check!("PortForward", streaming::port_forward),
         check!("ContainerStatusExit", status::exit_status),
         check!("ContainerStatusOOMKilled", status::oom_killed),
         check!("ContainerStats", status::stats),
