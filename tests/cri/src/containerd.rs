@@ -262,11 +262,41 @@ fn umount_under(dir: &Path) {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Tasks (sandboxes and containers) still known: their shims' sockets and CNI cache
+        // entries live outside our directory and outlive a killed shim.
+        let tasks = self.dir.join("state/io.containerd.runtime.v2.task/k8s.io");
+        let ids: Vec<String> = fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let sockets: Vec<String> = ids
+            .iter()
+            .filter_map(|id| fs::read_to_string(tasks.join(id).join("address")).ok())
+            .map(|a| a.trim().trim_start_matches("unix://").to_string())
+            .collect();
         let shims = self.shim_pids();
         self.stop_daemon();
         for pid in shims {
             // SAFETY: kill(2) of a shim this containerd started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for socket in sockets
+            .iter()
+            .filter(|s| s.starts_with("/run/containerd/s/"))
+        {
+            let _ = fs::remove_file(socket);
+        }
+        for entry in fs::read_dir("/var/lib/cni/results")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids.iter().any(|id| name.contains(&format!("-{id}-"))) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         // Container processes, found through the pods' cgroups (deepest first).
         let cgroups = self.cgroup_dirs();

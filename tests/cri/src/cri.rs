@@ -53,18 +53,7 @@ impl Suite {
             move || Containerd::start(&name)
         })
         .await??;
-        let socket = ctd.socket.clone();
-        let channel = Endpoint::try_from("http://[::]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .context("connect to containerd's CRI socket")?;
+        let channel = connect(ctd.socket.clone()).await?;
         let suite = Suite {
             dir: ctd.dir.clone(),
             netns: ctd.netns.path(),
@@ -341,19 +330,65 @@ impl Suite {
             .context("RemovePodSandbox")?;
         Ok(())
     }
+}
 
-    /// Removes every pod still there (after the checks; failures are reported, not fatal).
-    pub async fn remove_all_pods(&self) -> Result<()> {
-        let pods = self
-            .rt()
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
-        for pod in pods {
-            self.remove_pod(&pod.id).await?;
+/// A gRPC channel to containerd's socket.
+async fn connect(socket: PathBuf) -> Result<Channel> {
+    Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .context("connect to containerd's CRI socket")
+}
+
+async fn remove_all_pods(mut rt: RuntimeServiceClient<Channel>) -> Result<()> {
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await?
+        .into_inner()
+        .items;
+    for pod in pods {
+        let id = pod.id;
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .context("StopPodSandbox")?;
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .context("RemovePodSandbox")?;
+    }
+    Ok(())
+}
+
+/// Whatever way the suite ends (a check failing or panicking), the pods still there are
+/// stopped and removed through the CRI first, so that the CNI plugin and the shims clean up
+/// after themselves; `Containerd`'s drop then kills whatever is left.
+impl Drop for Suite {
+    fn drop(&mut self) {
+        let socket = self.ctd.get_mut().socket.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), async {
+                    remove_all_pods(RuntimeServiceClient::new(connect(socket).await?)).await
+                })
+                .await
+                .context("timed out")?
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("removing the pods left over through the CRI failed: {e:#}");
         }
-        Ok(())
     }
 }
 

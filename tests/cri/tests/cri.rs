@@ -24,9 +24,7 @@ fn cri_suite() {
                 .await
                 .expect("start containerd with CRI");
             outcomes.extend(checks::run_all(&suite, handler).await);
-            if let Err(e) = suite.remove_all_pods().await {
-                eprintln!("removing the pods left by the checks failed: {e:#}");
-            }
+            // Dropping the suite removes what the checks left and stops containerd.
         });
     }
     println!(
