@@ -11,6 +11,7 @@ use crate::cri::Suite;
 
 pub mod container;
 mod exec;
+mod image;
 mod lifecycle;
 pub mod logs;
 pub mod pod;
@@ -36,6 +37,7 @@ macro_rules! check {
 /// Every check, in the order they run (later ones use the pod the first ones made).
 pub fn all() -> Vec<Check> {
     vec![
+        check!("ImageStatus", image::image_status),
         check!("RunPodSandbox", pod::run_pod_sandbox),
         check!("CreateContainer", container::create_container),
         check!("StartContainer", container::start_container),
