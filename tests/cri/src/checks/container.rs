@@ -1,0 +1,254 @@
+//! CreateContainer and StartContainer as the kubelet sends them: hostPath volumes (read-only
+//! and read-write), the kubelet's `/etc/hosts` and `/dev/termination-log` file mounts, env,
+//! working directory, run-as user, CPU shares/quota and a memory limit; then what the running
+//! container sees of each.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use k8s_cri::v1::*;
+
+use crate::cri::{container, Pod, Suite};
+
+pub const MEMORY_LIMIT: i64 = 64 << 20;
+pub const UID: i64 = 1000;
+
+/// The host side of the main container's volumes and file mounts.
+pub struct Volumes {
+    pub ro: PathBuf,
+    pub rw: PathBuf,
+    pub hosts: PathBuf,
+    pub termination_log: PathBuf,
+}
+
+/// Makes the host side of the volumes of container `name` (as the kubelet does).
+pub fn volumes(suite: &Suite, pod: &Pod, name: &str) -> Result<Volumes> {
+    let v = volumes_paths(suite, pod, name);
+    fs::create_dir_all(&v.ro)?;
+    fs::create_dir_all(&v.rw)?;
+    fs::set_permissions(&v.rw, fs::Permissions::from_mode(0o777))?;
+    fs::write(v.ro.join("data.txt"), "from the host\n")?;
+    fs::write(
+        &v.hosts,
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n10.99.0.2\t{}\n",
+            pod.config.hostname
+        ),
+    )?;
+    fs::write(&v.termination_log, "")?;
+    fs::set_permissions(&v.termination_log, fs::Permissions::from_mode(0o666))?;
+    Ok(v)
+}
+
+fn mount(container_path: &str, host_path: &std::path::Path, readonly: bool) -> Mount {
+    Mount {
+        container_path: container_path.into(),
+        host_path: host_path.to_string_lossy().into_owned(),
+        readonly,
+        ..Default::default()
+    }
+}
+
+/// The main container's configuration.
+pub fn main_config(v: &Volumes) -> ContainerConfig {
+    let mut c = container(
+        "main",
+        "trap 'echo got TERM; exit 0' TERM; echo started; while :; do sleep 1; done",
+    );
+    c.working_dir = "/work".into();
+    c.envs = vec![
+        KeyValue {
+            key: "GREETING".into(),
+            value: "hello from the kubelet".into(),
+        },
+        KeyValue {
+            key: "KUBERNETES_SERVICE_HOST".into(),
+            value: "10.96.0.1".into(),
+        },
+    ];
+    c.mounts = vec![
+        mount("/ro", &v.ro, true),
+        mount("/rw", &v.rw, false),
+        mount("/etc/hosts", &v.hosts, false),
+        mount("/dev/termination-log", &v.termination_log, false),
+    ];
+    let linux = c.linux.as_mut().unwrap();
+    let resources = linux.resources.as_mut().unwrap();
+    resources.cpu_shares = 512;
+    resources.cpu_period = 100_000;
+    resources.cpu_quota = 50_000;
+    resources.memory_limit_in_bytes = MEMORY_LIMIT;
+    let security = linux.security_context.as_mut().unwrap();
+    security.run_as_user = Some(Int64Value { value: UID });
+    security.run_as_group = Some(Int64Value { value: UID });
+    c
+}
+
+pub async fn create_container(suite: &Suite, handler: &str) -> Result<()> {
+    let pod = suite.main_pod(handler).await?;
+    let v = volumes(suite, &pod, "main")?;
+    let config = main_config(&v);
+    let id = suite.create(&pod, config.clone()).await?;
+    suite.remember("main", &id);
+    let status = suite.status(&id).await?;
+    ensure!(
+        status.state == ContainerState::ContainerCreated as i32,
+        "state {} is not CREATED",
+        status.state
+    );
+    ensure!(status.metadata == config.metadata, "metadata differs");
+    ensure!(status.labels == config.labels, "labels differ");
+    let want_log = pod.log_dir().join("main/0.log");
+    ensure!(
+        std::path::Path::new(&status.log_path) == want_log,
+        "log path {:?}",
+        status.log_path
+    );
+    for m in &config.mounts {
+        ensure!(
+            status
+                .mounts
+                .iter()
+                .any(|s| s.container_path == m.container_path
+                    && s.host_path == m.host_path
+                    && s.readonly == m.readonly),
+            "mount {} missing from the status: {:?}",
+            m.container_path,
+            status.mounts
+        );
+    }
+    Ok(())
+}
+
+pub async fn start_container(suite: &Suite, _handler: &str) -> Result<()> {
+    let id = suite.container_id("main")?;
+    suite.start_container(&id).await?;
+    let status = suite.status(&id).await?;
+    ensure!(
+        status.state == ContainerState::ContainerRunning as i32,
+        "state {} is not RUNNING",
+        status.state
+    );
+    ensure!(status.started_at > 0, "no start time");
+    let pid = suite.container_info(&id).await?["pid"]
+        .as_u64()
+        .context("no pid")?;
+    ensure!(
+        rust_vm_test_support::alive(pid as u32),
+        "pid {pid} is not alive"
+    );
+    Ok(())
+}
+
+/// Env, working directory, user, hostname and DNS as the process sees them.
+pub async fn environment(suite: &Suite, handler: &str) -> Result<()> {
+    let id = suite.container_id("main")?;
+    let pod = suite.main_pod(handler).await?;
+    let expect = |what: &str, got: String, want: &str| -> Result<()> {
+        ensure!(
+            got.trim() == want,
+            "{what}: got {:?}, want {want:?}",
+            got.trim()
+        );
+        Ok(())
+    };
+    expect(
+        "env",
+        suite.sh(&id, "echo $GREETING").await?,
+        "hello from the kubelet",
+    )?;
+    expect("working dir", suite.sh(&id, "pwd").await?, "/work")?;
+    expect(
+        "uid:gid",
+        suite.sh(&id, "echo $(id -u):$(id -g)").await?,
+        "1000:1000",
+    )?;
+    expect(
+        "hostname",
+        suite.sh(&id, "hostname").await?,
+        &pod.config.hostname,
+    )?;
+    let resolv = suite.sh(&id, "cat /etc/resolv.conf").await?;
+    for want in [
+        "nameserver 10.99.0.10",
+        "search default.svc.cluster.local",
+        "ndots:5",
+    ] {
+        ensure!(
+            resolv.contains(want),
+            "resolv.conf lacks {want:?}:\n{resolv}"
+        );
+    }
+    Ok(())
+}
+
+/// The read-only and read-write hostPath volumes, `/etc/hosts` and `/dev/termination-log`.
+pub async fn mounts(suite: &Suite, handler: &str) -> Result<()> {
+    let id = suite.container_id("main")?;
+    let pod = suite.main_pod(handler).await?;
+    let v = volumes_paths(suite, &pod, "main");
+    let data = suite.sh(&id, "cat /ro/data.txt").await?;
+    ensure!(data == "from the host\n", "read-only volume reads {data:?}");
+    let r = suite
+        .exec(&id, &["sh", "-c", "echo x > /ro/new"], 10)
+        .await?;
+    ensure!(r.exit_code != 0, "wrote into the read-only volume");
+    suite
+        .sh(&id, "echo written in the pod > /rw/out.txt")
+        .await?;
+    let out =
+        fs::read_to_string(v.rw.join("out.txt")).context("the rw volume's file on the host")?;
+    ensure!(out == "written in the pod\n", "host sees {out:?}");
+    let hosts = suite.sh(&id, "cat /etc/hosts").await?;
+    ensure!(
+        hosts == fs::read_to_string(&v.hosts)?,
+        "/etc/hosts is {hosts:?}"
+    );
+    suite.sh(&id, "echo bye > /dev/termination-log").await?;
+    let msg = fs::read_to_string(&v.termination_log)?;
+    ensure!(msg == "bye\n", "termination log on the host: {msg:?}");
+    Ok(())
+}
+
+pub fn volumes_paths(suite: &Suite, pod: &Pod, name: &str) -> Volumes {
+    let base = suite.dir.join("volumes").join(&pod.id).join(name);
+    Volumes {
+        ro: base.join("ro"),
+        rw: base.join("rw"),
+        hosts: base.join("etc-hosts"),
+        termination_log: base.join("termination-log"),
+    }
+}
+
+/// The CPU shares, CFS quota and memory limit the container's cgroup got (v1 or v2 files).
+pub async fn resources(suite: &Suite, _handler: &str) -> Result<()> {
+    let id = suite.container_id("main")?;
+    let (shares, quota, memory) = cgroup_limits(suite, &id).await?;
+    ensure!(
+        shares == "512" || shares == "20",
+        "cpu shares/weight {shares:?} (want 512, or weight 20 on v2)"
+    );
+    ensure!(quota.starts_with("50000"), "cpu quota {quota:?}");
+    ensure!(
+        memory == MEMORY_LIMIT.to_string(),
+        "memory limit {memory:?}"
+    );
+    Ok(())
+}
+
+/// `(cpu shares or weight, cfs quota, memory limit)` read inside the container.
+pub async fn cgroup_limits(suite: &Suite, id: &str) -> Result<(String, String, String)> {
+    let out = suite
+        .sh(
+            id,
+            "c=/sys/fs/cgroup; if [ -f $c/cgroup.controllers ]; then \
+             cat $c/cpu.weight $c/cpu.max $c/memory.max; else \
+             cat $c/cpu/cpu.shares $c/cpu/cpu.cfs_quota_us $c/memory/memory.limit_in_bytes; fi",
+        )
+        .await?;
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    ensure!(lines.len() == 3, "cgroup files read {out:?}");
+    Ok((lines[0].clone(), lines[1].clone(), lines[2].clone()))
+}

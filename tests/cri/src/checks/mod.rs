@@ -1,0 +1,122 @@
+//! The checks, each a function of the suite and the runtime handler (`runc`, later `rust-vm`),
+//! run in order against one containerd; a check's error is its failure reason.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::cri::Suite;
+
+pub mod container;
+mod exec;
+mod image;
+mod lifecycle;
+pub mod logs;
+pub mod pod;
+mod status;
+mod streaming;
+
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+pub struct Check {
+    pub name: &'static str,
+    pub run: for<'a> fn(&'a Suite, &'a str) -> CheckFuture<'a>,
+}
+
+macro_rules! check {
+    ($name:literal, $f:path) => {
+        Check {
+            name: $name,
+            run: |suite, handler| Box::pin($f(suite, handler)),
+        }
+    };
+}
+
+/// Every check, in the order they run (later ones use the pod the first ones made).
+pub fn all() -> Vec<Check> {
+    vec![
+        check!("ImageStatus", image::image_status),
+        check!("RunPodSandbox", pod::run_pod_sandbox),
+        check!("CreateContainer", container::create_container),
+        check!("StartContainer", container::start_container),
+        check!("ContainerEnvironment", container::environment),
+        check!("ContainerMounts", container::mounts),
+        check!("ContainerResources", container::resources),
+        check!("ExecSync", exec::exec_sync),
+        check!("ContainerLogFile", logs::log_file),
+        check!("ReopenContainerLog", logs::reopen_log),
+        check!("ExecTTY", streaming::exec_tty),
+        check!("AttachTTY", streaming::attach_tty),
+        check!("PortForward", streaming::port_forward),
+        check!("ContainerStatusExit", status::exit_status),
+        check!("ContainerStatusOOMKilled", status::oom_killed),
+        check!("ContainerStats", status::stats),
+        check!("UpdateContainerResources", status::update_resources),
+        check!("StopContainerGracePeriod", lifecycle::stop_grace),
+        check!("TwoPods", lifecycle::two_pods),
+        check!("ContainerdRestart", lifecycle::containerd_restart),
+        check!("StopRemovePodSandbox", pod::stop_remove_pod_sandbox),
+    ]
+}
+
+pub struct Outcome {
+    pub check: &'static str,
+    pub handler: String,
+    pub result: Result<(), String>,
+    pub took: Duration,
+}
+
+/// How long one check may take before it counts as failed.
+const CHECK_LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs every check for `handler`; a failure's reason ends with containerd's log tail.
+pub async fn run_all(suite: &Suite, handler: &str) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for check in all() {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(CHECK_LIMIT, (check.run)(suite, handler)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("timed out after {CHECK_LIMIT:?}")),
+        };
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                let tail = suite.log_tail(15).await;
+                eprintln!(
+                    "check {} ({handler}) FAILED: {reason}\n--- containerd log tail ---\n{tail}\n---",
+                    check.name
+                );
+                Err(reason)
+            }
+        };
+        outcomes.push(Outcome {
+            check: check.name,
+            handler: handler.into(),
+            result,
+            took: started.elapsed(),
+        });
+    }
+    outcomes
+}
+
+/// The results as a Markdown table: check, handler, pass/fail, reason.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out =
+        String::from("| check | handler | result | time | reason |\n|---|---|---|---|---|\n");
+    for o in outcomes {
+        let (result, reason) = match &o.result {
+            Ok(()) => ("pass", String::new()),
+            Err(r) => ("FAIL", r.replace('\n', " ").replace('|', "\\|")),
+        };
+        out += &format!(
+            "| {} | {} | {result} | {:.1} s | {reason} |\n",
+            o.check,
+            o.handler,
+            o.took.as_secs_f64()
+        );
+    }
+    out
+}
