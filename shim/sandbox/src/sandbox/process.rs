@@ -55,19 +55,27 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// Makes the open descriptor `fd` of ours descriptor `target` of `cmd`'s process, inherited
-/// across exec (everything of ours is close-on-exec).
-pub fn pass_fd(cmd: &mut Command, fd: RawFd, target: RawFd) {
-    // SAFETY: between fork and exec; dup2 and fcntl are async-signal-safe.
+/// Makes each open descriptor `source` of ours descriptor `target` of `cmd`'s process, inherited
+/// across exec, for every `(source, target)` of `fds`: every source is first copied above the
+/// targets, so one pair's target may be another pair's source.
+pub fn pass_fds(cmd: &mut Command, fds: Vec<(RawFd, RawFd)>) {
+    let above = fds.iter().map(|&(_, target)| target).max().unwrap_or(0) + 1;
+    let mut copies = vec![-1; fds.len()];
+    // SAFETY: between fork and exec; fcntl and dup2 are async-signal-safe, and the buffer was
+    // allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if fd == target {
-                // dup2 onto itself keeps close-on-exec: clear it by hand.
-                if libc::fcntl(target, libc::F_SETFD, 0) != 0 {
+            for (copy, &(source, _)) in copies.iter_mut().zip(&fds) {
+                // Close-on-exec: the copies go at exec, the targets stay.
+                *copy = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
+                if *copy < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, target) != target {
-                return Err(io::Error::last_os_error());
+            }
+            for (&copy, &(_, target)) in copies.iter().zip(&fds) {
+                if libc::dup2(copy, target) != target {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -345,4 +353,35 @@ pub fn host_pid_in_namespace(ancestor: u32, inner_pid: u32) -> Option<u32> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    #[test]
+    fn passed_descriptors_may_trade_places() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let file_a = std::fs::File::create(&a).expect("a");
+        let file_b = std::fs::File::create(&b).expect("b");
+        let (fd_a, fd_b) = (file_a.as_raw_fd(), file_b.as_raw_fd());
+        // Each target is the other pair's source.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "readlink /proc/self/fd/{fd_a} /proc/self/fd/{fd_b}"
+            ))
+            .stdout(Stdio::piped());
+        pass_fds(&mut cmd, vec![(fd_a, fd_b), (fd_b, fd_a)]);
+        let out = cmd.output().expect("sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [b.display().to_string(), a.display().to_string()],
+            "{text}"
+        );
+    }
 }

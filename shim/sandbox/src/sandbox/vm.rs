@@ -393,6 +393,7 @@ pub(super) fn launch(
     };
     // Held open until the VMM has its copy.
     let mut kvm = None;
+    let mut passed = Vec::new();
     let mut cmd;
     let jail = if config.jail {
         let ids = Ids::for_sandbox(
@@ -427,7 +428,7 @@ pub(super) fn launch(
         }
         let config_path = jail.inside(&paths.vmm_config).unwrap_or_default();
         cmd.arg("--config").arg(config_path);
-        process::pass_fd(&mut cmd, device.as_raw_fd(), KVM_FD);
+        passed.push((device.as_raw_fd(), KVM_FD));
         kvm = Some(device);
         log::info!(
             "sandbox {}: VMM jailed in {} as uid/gid {}",
@@ -449,8 +450,9 @@ pub(super) fn launch(
         .stdout(out)
         .stderr(err);
     if let Some(tap) = tap {
-        process::pass_fd(&mut cmd, tap.as_raw_fd(), TAP_FD);
+        passed.push((tap.as_raw_fd(), TAP_FD));
     }
+    process::pass_fds(&mut cmd, passed);
     process::join_cgroup(&mut cmd, cgroup_procs);
     let child = match jail {
         Some(jail) => {

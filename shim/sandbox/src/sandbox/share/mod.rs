@@ -376,7 +376,7 @@ fn spawn_virtiofsd(layout: &Layout, options: &ShareOptions) -> Result<Child, Sha
     let (out, err) = process::log_stdio(&layout.log).map_err(io_error("creating", &layout.log))?;
     let mut cmd = virtiofsd_command(layout, options);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    process::pass_fd(&mut cmd, listener.as_raw_fd(), 3);
+    process::pass_fds(&mut cmd, vec![(listener.as_raw_fd(), 3)]);
     process::join_cgroup(&mut cmd, options.cgroup_procs.clone());
     // Under an init of our own: virtiofsd's sandboxed child is the init of a PID namespace of its
     // own and outlives a parent-death signal while it waits for a VMM; ours takes it along.
