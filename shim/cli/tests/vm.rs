@@ -36,7 +36,30 @@ fn mute_vm_command(root: &Path, work: &Path) -> Command {
     cmd
 }
 
+/// [`mute_vm_command`] with the VMM out of its jail (`jail = false`).
+fn unjailed_mute_vm_command(root: &Path, work: &Path) -> Command {
+    let config = work.join("unjailed.toml");
+    std::fs::write(&config, "jail = false\n").expect("write the config");
+    let mut cmd = Command::new(common::rust_vm());
+    cmd.arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(&config)
+        .args(["--backend", "vm", "--kernel", KERNEL])
+        .arg("--guest-image")
+        .arg(guest_image::stand_in(work))
+        .arg("--vmm")
+        .arg(vmm());
+    cmd
+}
+
 fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
+    run_vm_with(mute_vm_command(root, work), work, agent_timeout)
+}
+
+/// `cmd` run to completion with the runtime's log at `info` (it says whether the VMM was jailed).
+fn run_vm_with(mut cmd: Command, work: &Path, agent_timeout: u64) -> Outcome {
+    cmd.args(["--log-level", "info"]);
     assert!(
         Path::new(KERNEL).exists(),
         "{KERNEL} missing: run guest-kernel/build.sh"
@@ -44,7 +67,6 @@ fn run_vm(root: &Path, work: &Path, agent_timeout: u64) -> Outcome {
     let bundle = bundle(&["echo", "hello"]);
     let log = work.join("runtime.log");
     let started = Instant::now();
-    let mut cmd = mute_vm_command(root, work);
     cmd.args(["--agent-timeout", &agent_timeout.to_string()]);
     let out = run_logged(cmd, &log, &bundle, "vm1");
     Outcome {
@@ -114,16 +136,20 @@ fn agent_timeout_fails_in_time_with_the_console_and_leaves_nothing() {
         "no console tail:\n{}",
         out.stderr
     );
+    assert!(out.log.contains("VMM jailed in"), "{}", out.log);
     assert_booted_our_vm(&out.log);
     assert_nothing_left(root.path());
 }
 
 #[test]
 #[ignore = "needs root and /dev/kvm"]
-fn default_timeout_run_fails_cleanly_on_this_host() {
+fn an_unjailed_run_fails_cleanly_on_this_host() {
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let out = run_vm(root.path(), work.path(), 30);
+    // `jail = false` (debugging) keeps the VMM in the host's view: it still boots and goes.
+    let cmd = unjailed_mute_vm_command(root.path(), work.path());
+    let out = run_vm_with(cmd, work.path(), 30);
+    assert!(!out.log.contains("jailed in"), "{}", out.log);
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
     assert!(out.took < Duration::from_secs(45), "took {:?}", out.took);
     assert!(
