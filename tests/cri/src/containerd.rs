@@ -19,8 +19,9 @@ use crate::netns::{run, NetNs};
 pub const STREAM_PORT: u16 = 10010;
 /// The pods' subnet on the CNI bridge (inside the test namespace only).
 pub const POD_SUBNET: &str = "10.99.0.0/24";
-/// The rust-vm handler's `agent_timeout_secs`: a guest step can take minutes on a PVM host.
-const RUST_VM_AGENT_TIMEOUT_SECS: u64 = 240;
+/// The rust-vm handler's `agent_timeout_secs`: where guest ring 0 is instruction-emulated (PVM
+/// hosts) a VM boot took 70 to over 240 s, depending on what else the host's cores ran.
+const RUST_VM_AGENT_TIMEOUT_SECS: u64 = 600;
 
 pub struct Containerd {
     pub dir: PathBuf,
@@ -72,11 +73,14 @@ impl Containerd {
         Ok(ctd)
     }
 
-    /// Writes the rust-vm configuration (`vm` back-end, this workspace's VMM, the installed
-    /// kernel, guest image and virtiofsd) and returns the CRI snippet registering handler
-    /// `rust-vm` with it, as docs/kubernetes/containerd-config.toml does.
+    /// Writes the rust-vm configuration (`vm` back-end, this workspace's VMM, a guest image
+    /// around this tree's agent, the installed kernel and virtiofsd) and returns the CRI snippet
+    /// registering handler `rust-vm` with it, as docs/kubernetes/containerd-config.toml does.
     fn write_rust_vm_config(&self) -> Result<String> {
         let vmm = rust_vm_test_support::vmm();
+        let image_dir = self.dir.join("guest-image");
+        fs::create_dir_all(&image_dir)?;
+        let guest_image = rust_vm_test_support::guest_image::with_agent(&image_dir);
         let path = self.dir.join("rust-vm.toml");
         fs::write(
             &path,
@@ -84,9 +88,11 @@ impl Containerd {
                 "# The CRI suite's rust-vm configuration: one microVM per pod.\n\
                  backend = \"vm\"\n\
                  vmm = \"{}\"\n\
+                 guest_image = \"{}\"\n\
                  # Guest ring 0 is instruction-emulated on the PVM hosts this runs on.\n\
                  agent_timeout_secs = {RUST_VM_AGENT_TIMEOUT_SECS}\n",
-                vmm.display()
+                vmm.display(),
+                guest_image.display()
             ),
         )?;
         let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";

@@ -27,6 +27,8 @@ pub struct Suite {
     channel: Channel,
     /// The pod most checks add their containers to (made by the first check that needs it).
     pub pod: tokio::sync::Mutex<Option<Pod>>,
+    /// Why the main pod could not be made, once RunPodSandbox failed for it.
+    pod_failure: tokio::sync::Mutex<Option<String>>,
     /// Containers the checks made, by name, for later checks to use.
     pub containers: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -62,6 +64,7 @@ impl Suite {
             ctd: tokio::sync::Mutex::new(ctd),
             channel,
             pod: tokio::sync::Mutex::new(None),
+            pod_failure: tokio::sync::Mutex::new(None),
             containers: Default::default(),
         };
         suite.wait_ready().await?;
@@ -177,9 +180,22 @@ impl Suite {
         if let Some(p) = pod.as_ref().filter(|p| p.handler == handler) {
             return Ok(p.clone());
         }
-        let p = self.run_pod(handler, &format!("main-{handler}")).await?;
-        *pod = Some(p.clone());
-        Ok(p)
+        // A pod that could not be made is not tried again by every later check (for a VM
+        // handler each try is a VM boot).
+        let mut failure = self.pod_failure.lock().await;
+        if let Some(reason) = failure.as_ref() {
+            bail!("the main pod could not be made: {reason}");
+        }
+        match self.run_pod(handler, &format!("main-{handler}")).await {
+            Ok(p) => {
+                *pod = Some(p.clone());
+                Ok(p)
+            }
+            Err(e) => {
+                *failure = Some(format!("{e:#}"));
+                Err(e)
+            }
+        }
     }
 
     pub fn remember(&self, name: &str, id: &str) {
@@ -378,7 +394,8 @@ impl Drop for Suite {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(60), async {
+                // A VM pod's stop waits for its guest: minutes on a PVM host.
+                tokio::time::timeout(Duration::from_secs(300), async {
                     remove_all_pods(RuntimeServiceClient::new(connect(socket).await?)).await
                 })
                 .await

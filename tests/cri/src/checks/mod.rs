@@ -72,7 +72,7 @@ pub struct Outcome {
 /// microVM, which takes minutes where guest ring 0 is instruction-emulated (PVM hosts).
 fn check_limit(handler: &str) -> Duration {
     if handler == "rust-vm" {
-        Duration::from_secs(420)
+        Duration::from_secs(900)
     } else {
         Duration::from_secs(180)
     }
