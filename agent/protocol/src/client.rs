@@ -18,10 +18,9 @@ use thiserror::Error;
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::message::{
     Attach, ContainerRef, ContainerState, ContainerStats, CreateContainer, Created, Empty,
-    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, Operation, ProcessRef,
-    PortForward, Processes, ProtocolError, RemoveContainer, Request, ResizeTty, Response,
-    ResponseError, Signal,
-    StreamKind, UpdateResources, VersionInfo, WriteStdin,
+    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, Operation, PortForward,
+    ProcessRef, Processes, ProtocolError, RemoveContainer, Request, ResizeTty, Response,
+    ResponseError, Signal, StreamKind, UpdateResources, VersionInfo, WriteStdin,
 };
 use crate::transport::{Address, TransportError};
 
@@ -411,7 +410,11 @@ pub fn port_forward_within(
     port: u16,
     timeout: Option<Duration>,
 ) -> Result<UnixStream, ClientError> {
-    open_stream(address, Operation::PortForward(PortForward { port }), timeout)
+    open_stream(
+        address,
+        Operation::PortForward(PortForward { port }),
+        timeout,
+    )
 }
 
 /// Sends `op` as the first request of a new connection and, once the agent answers `{}`,

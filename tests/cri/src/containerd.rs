@@ -199,7 +199,8 @@ state = "{d}/state"
                 "containerd-shim-rust-vm-v2",
             );
             let shim_dir = shim.parent().context("the shim's directory")?;
-            let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+            let path =
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
             cmd.env("PATH", format!("{}:{path}", shim_dir.display()));
         }
         let child = cmd

@@ -20,9 +20,10 @@ fn cri_suite() {
         .expect("tokio runtime");
     let mut outcomes = Vec::new();
     let only = std::env::var("RVM_CRI_HANDLERS").ok();
-    let handlers = HANDLERS
-        .iter()
-        .filter(|h| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == **h)));
+    let handlers = HANDLERS.iter().filter(|h| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == **h))
+    });
     for handler in handlers {
         let handler_started = Instant::now();
         rt.block_on(async {

@@ -63,10 +63,12 @@ impl LoopbackForwarder {
         path: &Path,
         dial: Dial,
     ) -> Result<LoopbackForwarder, ForwardError> {
-        let namespace = namespace.try_clone().map_err(|source| ForwardError::Listen {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let namespace = namespace
+            .try_clone()
+            .map_err(|source| ForwardError::Listen {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let ns_error = |source| ForwardError::Namespace {
             path: path.to_path_buf(),
             source,
@@ -150,8 +152,24 @@ impl Drop for LoopbackForwarder {
 fn rule(action: &str, port: u16) -> Vec<String> {
     let port = port.to_string();
     [
-        "-w", "-t", "nat", action, "OUTPUT", "-o", "lo", "-p", "tcp", "-d", "127.0.0.0/8", "!",
-        "--dport", &port, "-j", "REDIRECT", "--to-ports", &port,
+        "-w",
+        "-t",
+        "nat",
+        action,
+        "OUTPUT",
+        "-o",
+        "lo",
+        "-p",
+        "tcp",
+        "-d",
+        "127.0.0.0/8",
+        "!",
+        "--dport",
+        &port,
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &port,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -165,7 +183,10 @@ fn iptables(path: &Path, args: &[String]) -> Result<(), ForwardError> {
         args: args.join(" "),
         source,
     };
-    let out = Command::new("iptables").args(args).output().map_err(error)?;
+    let out = Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(error)?;
     if !out.status.success() {
         return Err(error(io::Error::other(format!(
             "{}: {}",

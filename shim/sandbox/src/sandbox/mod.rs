@@ -950,7 +950,8 @@ fn start_port_forward(
 ) -> Option<LoopbackForwarder> {
     let address = address.clone();
     let dial: Dial = Arc::new(move |port| {
-        rust_vm_protocol::port_forward_within(&address, port, Some(timeout)).map_err(io::Error::other)
+        rust_vm_protocol::port_forward_within(&address, port, Some(timeout))
+            .map_err(io::Error::other)
     });
     match LoopbackForwarder::start(network.namespace(), network.namespace_path(), dial) {
         Ok(forwarder) => {
