@@ -432,6 +432,13 @@ pub fn container(name: &str, script: &str) -> ContainerConfig {
                 ..Default::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {
+                // The kubelet repeats the pod's namespace options on every container.
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
                 seccomp: Some(SecurityProfile {
                     profile_type: security_profile::ProfileType::Unconfined as i32,
                     ..Default::default()
