@@ -29,6 +29,8 @@ pub struct Suite {
     pub pod: tokio::sync::Mutex<Option<Pod>>,
     /// Why the main pod could not be made, once RunPodSandbox failed for it.
     pod_failure: tokio::sync::Mutex<Option<String>>,
+    /// The handler's [`crate::checks::patience`]: ExecSync timeouts scale by it.
+    pub patience: u32,
     /// Containers the checks made, by name, for later checks to use.
     pub containers: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -65,6 +67,7 @@ impl Suite {
             channel,
             pod: tokio::sync::Mutex::new(None),
             pod_failure: tokio::sync::Mutex::new(None),
+            patience: crate::checks::patience(name),
             containers: Default::default(),
         };
         suite.wait_ready().await?;
@@ -305,7 +308,20 @@ impl Suite {
         }
     }
 
+    /// ExecSync with a timeout of `timeout` seconds times the handler's patience
+    /// ([`crate::checks::patience`]).
     pub async fn exec(&self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncResponse> {
+        self.exec_within(id, cmd, timeout * i64::from(self.patience))
+            .await
+    }
+
+    /// ExecSync with a timeout of exactly `timeout` seconds.
+    pub async fn exec_within(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse> {
         Ok(self
             .rt()
             .exec_sync(ExecSyncRequest {

@@ -68,6 +68,19 @@ pub struct Outcome {
     pub took: Duration,
 }
 
+/// How many times longer than under runc a guest step (a process starting, a signal handled,
+/// an exit reported) may take under `handler`: 1 for runc; for rust-vm, whose guest ring 0 is
+/// instruction-emulated on PVM hosts, a process start took 1 to 14 s there depending on what else
+/// the host ran. Waits for the pod's processes scale by it; bounds that are the point of a check
+/// (a timeout honoured, a grace period not cut short) say how they use it.
+pub fn patience(handler: &str) -> u32 {
+    if crate::checks::pod::is_vm(handler) {
+        10
+    } else {
+        1
+    }
+}
+
 /// How long one check may take before it counts as failed: a rust-vm check may boot a pod's
 /// microVM, which takes minutes where guest ring 0 is instruction-emulated (PVM hosts).
 fn check_limit(handler: &str) -> Duration {
