@@ -81,11 +81,15 @@ impl Containerd {
         let image_dir = self.dir.join("guest-image");
         fs::create_dir_all(&image_dir)?;
         let guest_image = rust_vm_test_support::guest_image::with_agent(&image_dir);
+        // `RVM_CRI_KERNEL=PATH`: another guest kernel than the installed one.
+        let kernel = std::env::var("RVM_CRI_KERNEL")
+            .map(|k| format!("kernel = \"{k}\"\n"))
+            .unwrap_or_default();
         let path = self.dir.join("rust-vm.toml");
         fs::write(
             &path,
             format!(
-                "# The CRI suite's rust-vm configuration: one microVM per pod.\n\
+                "# The CRI suite's rust-vm configuration: one microVM per pod.\n{kernel}\
                  backend = \"vm\"\n\
                  vmm = \"{}\"\n\
                  guest_image = \"{}\"\n\

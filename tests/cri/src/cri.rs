@@ -346,6 +346,18 @@ impl Suite {
         Ok(String::from_utf8_lossy(&r.stdout).into_owned())
     }
 
+    /// StopContainer with no grace period (SIGKILL at once).
+    pub async fn stop_now(&self, id: &str) -> Result<()> {
+        self.rt()
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: 0,
+            })
+            .await
+            .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
+    }
+
     /// StopPodSandbox then RemovePodSandbox.
     pub async fn remove_pod(&self, id: &str) -> Result<()> {
         self.rt()
