@@ -19,7 +19,10 @@ use oci_spec::runtime::Spec;
 /// namespace is `guest_pid`. Returns what it rewrote, `(from, to)`.
 pub fn rewrite(spec: &mut Spec, pod_pids: &[u32], guest_pid: i32) -> Vec<(PathBuf, PathBuf)> {
     let mut rewritten = Vec::new();
-    let Some(namespaces) = spec.linux_mut().as_mut().and_then(|l| l.namespaces_mut().as_mut())
+    let Some(namespaces) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
     else {
         return rewritten;
     };
