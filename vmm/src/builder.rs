@@ -487,12 +487,16 @@ mod tests {
     fn an_inherited_descriptor_must_be_open_and_kvm() {
         use std::os::fd::IntoRawFd;
         let not_kvm = File::open("/dev/null").unwrap().into_raw_fd();
-        let err = open_kvm(Some(not_kvm)).err().expect("/dev/null is not KVM");
+        let Err(err) = open_kvm(Some(not_kvm)) else {
+            panic!("/dev/null taken for KVM");
+        };
         assert!(err.to_string().contains("not /dev/kvm"), "{err}");
         let closed = File::open("/dev/null").unwrap().into_raw_fd();
         // SAFETY: ours, closed once.
         unsafe { libc::close(closed) };
-        let err = open_kvm(Some(closed)).err().expect("a closed descriptor");
+        let Err(err) = open_kvm(Some(closed)) else {
+            panic!("a closed descriptor taken for KVM");
+        };
         assert!(
             err.to_string().starts_with(&format!("kvm_fd {closed}: ")),
             "{err}"
