@@ -342,7 +342,7 @@ impl RootfsSetup<'_> {
     }
 
     /// After pivot_root: sysctls (before `/proc/sys` goes read-only, as runc orders them),
-    /// read-only and masked paths, a read-only root.
+    /// read-only and masked paths, the working directory when missing, a read-only root.
     pub fn finalize(&self) -> Result<(), StepError> {
         let sys = self.sys;
         let linux = self.spec.linux().as_ref();
@@ -416,6 +416,19 @@ impl RootfsSetup<'_> {
                 ),
             }
             .ctx(|| format!("maskedPaths: masking {p}"))?;
+        }
+        // The working directory, made (with its parents, 0755, as root) when missing, as runc
+        // does: the kubelet's `workingDir` need not exist in the image. Inside the new root a
+        // symlink cannot lead out of it.
+        if let Some(cwd) = self
+            .spec
+            .process()
+            .as_ref()
+            .map(|p| p.cwd())
+            .filter(|c| *c != Path::new("/"))
+        {
+            sys.mkdir_all(cwd, 0o755)
+                .ctx(|| format!("process.cwd {}: creating it", cwd.display()))?;
         }
         if self.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
             let root = Path::new("/");

@@ -18,9 +18,9 @@ use thiserror::Error;
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::message::{
     Attach, ContainerRef, ContainerState, ContainerStats, CreateContainer, Created, Empty,
-    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, Operation, ProcessRef,
-    Processes, ProtocolError, RemoveContainer, Request, ResizeTty, Response, ResponseError, Signal,
-    StreamKind, UpdateResources, VersionInfo, WriteStdin,
+    ErrorCode, Exec, ExecRef, ExecStarted, ExitStatus, NetworkConfig, Operation, PortForward,
+    ProcessRef, Processes, ProtocolError, RemoveContainer, Request, ResizeTty, Response,
+    ResponseError, Signal, StreamKind, UpdateResources, VersionInfo, WriteStdin,
 };
 use crate::transport::{Address, TransportError};
 
@@ -393,19 +393,43 @@ pub fn attach_within(
     stream: StreamKind,
     timeout: Option<Duration>,
 ) -> Result<UnixStream, ClientError> {
-    let mut conn = address.connect()?;
-    conn.set_read_timeout(timeout).map_err(FrameError::Io)?;
     let op = Operation::Attach(Attach {
         container_id: container_id.to_owned(),
         exec_id: exec_id.map(str::to_owned),
         stream,
     });
+    open_stream(address, op, timeout)
+}
+
+/// Opens a connection to the agent at `address` that carries raw bytes both ways to TCP port
+/// `port` of the VM's loopback (`127.0.0.1:port` in the guest's pod network), waiting at most
+/// `timeout` for the agent to connect there. The agent's refusal (nothing listens) comes back
+/// as [`ClientError::Remote`].
+pub fn port_forward_within(
+    address: &Address,
+    port: u16,
+    timeout: Option<Duration>,
+) -> Result<UnixStream, ClientError> {
+    open_stream(
+        address,
+        Operation::PortForward(PortForward { port }),
+        timeout,
+    )
+}
+
+/// Sends `op` as the first request of a new connection and, once the agent answers `{}`,
+/// returns the connection as a raw byte stream.
+fn open_stream(
+    address: &Address,
+    op: Operation,
+    timeout: Option<Duration>,
+) -> Result<UnixStream, ClientError> {
+    let name = op.name();
+    let mut conn = address.connect()?;
+    conn.set_read_timeout(timeout).map_err(FrameError::Io)?;
     let body = Request { id: 1, op }
         .encode()
-        .map_err(|source| ClientError::Encode {
-            op: "attach",
-            source,
-        })?;
+        .map_err(|source| ClientError::Encode { op: name, source })?;
     write_frame(&mut conn, &body)?;
     let reply = match read_frame(&mut conn) {
         Ok(reply) => reply,
@@ -416,27 +440,24 @@ pub fn attach_within(
             ) =>
         {
             return Err(ClientError::Timeout {
-                op: "attach",
+                op: name,
                 after: timeout.unwrap_or_default(),
             })
         }
         Err(e) => return Err(e.into()),
     }
-    .ok_or_else(|| ClientError::Closed("agent closed the stdio connection".into()))?;
-    // The stream itself blocks: output comes when the process writes it.
+    .ok_or_else(|| ClientError::Closed(format!("agent closed the {name} connection")))?;
+    // The stream itself blocks: output comes when the other end writes it.
     conn.set_read_timeout(None).map_err(FrameError::Io)?;
     let response = Response::decode(&reply).map_err(|e| ClientError::MalformedResponse {
-        op: "attach",
+        op: name,
         reason: e.to_string(),
     })?;
     match response.into_result::<Empty>() {
         Ok(_) => Ok(conn),
-        Err(ResponseError::Remote(error)) => Err(ClientError::Remote {
-            op: "attach",
-            error,
-        }),
+        Err(ResponseError::Remote(error)) => Err(ClientError::Remote { op: name, error }),
         Err(other) => Err(ClientError::MalformedResponse {
-            op: "attach",
+            op: name,
             reason: other.to_string(),
         }),
     }

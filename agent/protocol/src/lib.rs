@@ -14,7 +14,7 @@ pub mod frame;
 pub mod message;
 pub mod transport;
 
-pub use client::{attach, attach_within, Client, ClientError};
+pub use client::{attach, attach_within, port_forward_within, Client, ClientError};
 pub use error_chain::{error_chain, Chain};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_SIZE};
 pub use message::*;

@@ -179,6 +179,13 @@ pub struct Attach {
     pub stream: StreamKind,
 }
 
+/// Turns a new connection into a raw TCP stream to `127.0.0.1:port` in the agent's own network
+/// namespace (the VM's: the pod's network), as CRI PortForward needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    pub port: u16,
+}
+
 /// The pod's network as the VM's guest should see it: what the host read from the pod's
 /// network namespace (docs/networking.md). Every container that names a network namespace by
 /// path shares this network (the VM's own namespace in the guest).
@@ -286,6 +293,8 @@ pub enum Operation {
     Attach(Attach),
     /// Configures the pod's network in the VM (once, before the first container). -> [`Empty`]
     ConfigureNetwork(NetworkConfig),
+    /// Turns the connection into a raw TCP stream to `127.0.0.1:port` in the VM. -> [`Empty`]
+    PortForward(PortForward),
 }
 
 impl Operation {
@@ -310,6 +319,7 @@ impl Operation {
         "shutdown",
         "attach",
         "configure_network",
+        "port_forward",
     ];
 
     /// The operation's wire name.
@@ -334,6 +344,7 @@ impl Operation {
             Operation::Shutdown(_) => "shutdown",
             Operation::Attach(_) => "attach",
             Operation::ConfigureNetwork(_) => "configure_network",
+            Operation::PortForward(_) => "port_forward",
         }
     }
 }
@@ -782,6 +793,7 @@ mod tests {
                     interface: "eth0".into(),
                 }],
             }),
+            Operation::PortForward(PortForward { port: 8081 }),
         ];
         for (i, op) in ops.into_iter().enumerate() {
             assert!(Operation::NAMES.contains(&op.name()));

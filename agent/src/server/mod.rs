@@ -4,6 +4,7 @@
 //! meanwhile. Stdio travels on separate connections (see `docs/protocol.md`), so no control reply
 //! ever waits for a client to read output.
 
+mod forward;
 mod handlers;
 mod process;
 pub mod runtime;
@@ -264,6 +265,24 @@ impl Server {
                         "`attach` must be the first request on a new connection",
                     )),
                 ),
+                Operation::PortForward(req) if first => {
+                    match forward::connect(&req) {
+                        Ok(tcp) => {
+                            replier.reply(id, Ok(Value::Object(Default::default())));
+                            drop(replier.conn);
+                            forward::relay(reader, tcp);
+                        }
+                        Err(e) => replier.reply(id, Err(e)),
+                    }
+                    return;
+                }
+                Operation::PortForward(_) => replier.reply(
+                    id,
+                    Err(ProtocolError::new(
+                        ErrorCode::FailedPrecondition,
+                        "`port_forward` must be the first request on a new connection",
+                    )),
+                ),
                 Operation::Shutdown(_) => {
                     // The reply means nothing is left to lose: the host may stop the VM
                     // at once instead of waiting for the guest's own power-off.
@@ -342,7 +361,8 @@ impl Server {
             Operation::Wait(_)
             | Operation::WriteStdin(_)
             | Operation::Shutdown(_)
-            | Operation::Attach(_) => Err(ProtocolError::new(
+            | Operation::Attach(_)
+            | Operation::PortForward(_) => Err(ProtocolError::new(
                 ErrorCode::Internal,
                 "operation dispatched to the wrong handler",
             )),

@@ -784,3 +784,53 @@ fn a_hangup_remembers_each_process_once_and_wakes_its_waits() {
     assert_eq!(waiter.join().unwrap(), None);
     assert!(super::lock(&hangup.waiting).is_empty());
 }
+
+#[test]
+fn port_forward_relays_a_connection_to_a_loopback_port() {
+    let agent = TestAgent::start();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let echo = thread::spawn(move || {
+        let (mut peer, _) = server.accept().unwrap();
+        let mut request = Vec::new();
+        peer.read_to_end(&mut request).unwrap();
+        peer.write_all(b"you said: ").unwrap();
+        peer.write_all(&request).unwrap();
+    });
+    let address = rust_vm_protocol::Address::Unix(agent.path.clone());
+    let mut conn =
+        rust_vm_protocol::port_forward_within(&address, port, Some(Duration::from_secs(5)))
+            .unwrap();
+    conn.write_all(b"hello").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "you said: hello");
+    echo.join().unwrap();
+}
+
+#[test]
+fn port_forward_to_a_closed_port_is_refused_by_name() {
+    let agent = TestAgent::start();
+    // Bound then closed: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = rust_vm_protocol::Address::Unix(agent.path.clone());
+    let err = rust_vm_protocol::port_forward_within(&address, port, Some(Duration::from_secs(5)))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert_eq!(code(Err::<(), _>(err)), ErrorCode::FailedPrecondition);
+    let mut conn = agent.raw();
+    raw_request(&mut conn, br#"{"v":1,"id":1,"op":"ping"}"#);
+    let response = raw_request(
+        &mut conn,
+        br#"{"v":1,"id":2,"op":"port_forward","args":{"port":80}}"#,
+    );
+    assert_eq!(response.error.unwrap().code, ErrorCode::FailedPrecondition);
+}

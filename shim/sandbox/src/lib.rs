@@ -28,6 +28,7 @@ pub mod host_cgroup;
 pub mod jail;
 pub mod network;
 pub mod pod;
+pub mod pod_namespaces;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;

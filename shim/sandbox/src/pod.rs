@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::Instant;
 
@@ -30,7 +31,7 @@ use rust_vm_protocol::{
 
 use crate::hooks::{self, HookError, OciState, Stage};
 use crate::sandbox::process::host_pid_in_namespace;
-use crate::{Backend, Chain, Sandbox, SandboxConfig, SandboxError};
+use crate::{pod_namespaces, Backend, Chain, Sandbox, SandboxConfig, SandboxError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
@@ -133,6 +134,9 @@ pub struct Pod {
     address: Address,
     client: Client,
     commands: Sender<Command>,
+    /// The pid (in the agent's namespace) of the init of the pod's first container, the sandbox
+    /// container whose namespaces the pod's other containers join.
+    first_guest_pid: OnceLock<i32>,
 }
 
 impl Pod {
@@ -202,6 +206,7 @@ impl Pod {
             address,
             client,
             commands,
+            first_guest_pid: OnceLock::new(),
         })
     }
 
@@ -282,7 +287,19 @@ impl Pod {
             rootfs: new.rootfs.to_path_buf(),
             spec: hooks::for_agent(new.spec)?,
         };
-        let (rootfs, spec) = self.ask(|tx| Command::Prepare(Box::new(prepare), tx))?;
+        let (rootfs, mut spec) = self.ask(|tx| Command::Prepare(Box::new(prepare), tx))?;
+        if let Some(&first) = self.first_guest_pid.get() {
+            let pod_pids = [self.pid, u32::try_from(self.host_pid(first)).unwrap_or(0)];
+            for (from, to) in pod_namespaces::rewrite(&mut spec, &pod_pids, first) {
+                log::debug!(
+                    "sandbox {}: container {}: the pod's namespace {} is {} in the agent",
+                    self.id,
+                    new.id,
+                    from.display(),
+                    to.display()
+                );
+            }
+        }
         let request = CreateContainer {
             container_id: new.id.to_string(),
             spec: Box::new(spec),
@@ -337,6 +354,9 @@ impl Pod {
             }
         };
         let pid = self.host_pid(created.pid);
+        // The first container is the pod's sandbox container (CRI), whose namespaces later
+        // containers name by the pid reported for it.
+        let _ = self.first_guest_pid.set(created.pid);
         let state = OciState::new(new.id, "created", pid, new.bundle, new.spec);
         for stage in [Stage::Prestart, Stage::CreateRuntime] {
             if let Err(err) = hooks::run(new.spec, stage, &state) {

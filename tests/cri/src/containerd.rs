@@ -19,6 +19,9 @@ use crate::netns::{run, NetNs};
 pub const STREAM_PORT: u16 = 10010;
 /// The pods' subnet on the CNI bridge (inside the test namespace only).
 pub const POD_SUBNET: &str = "10.99.0.0/24";
+/// The rust-vm handler's `agent_timeout_secs`: where guest ring 0 is instruction-emulated (PVM
+/// hosts) a VM boot took 70 to over 240 s, depending on what else the host's cores ran.
+const RUST_VM_AGENT_TIMEOUT_SECS: u64 = 600;
 
 pub struct Containerd {
     pub dir: PathBuf,
@@ -27,13 +30,16 @@ pub struct Containerd {
     pub cgroup_root: String,
     config: PathBuf,
     child: Option<Child>,
+    /// Whether handler `rust-vm` is registered (and its shim put on containerd's PATH).
+    rust_vm: bool,
     // Dropped after the teardown in `drop`, which still uses it.
     pub netns: NetNs,
 }
 
 impl Containerd {
     /// Creates the namespace and directory, writes the configuration, starts containerd, waits
-    /// for the CRI plugin and imports the busybox and pause images into `k8s.io`.
+    /// for the CRI plugin and imports the busybox and pause images into `k8s.io`. `name` is
+    /// the runtime handler the suite runs; for `rust-vm` the handler is registered too.
     pub fn start(name: &str) -> Result<Containerd> {
         let id = format!("rvm-cri-{name}-{}", std::process::id());
         let dir = PathBuf::from(format!("/tmp/{id}"));
@@ -49,6 +55,7 @@ impl Containerd {
             cgroup_root: format!("/{id}"),
             dir,
             child: None,
+            rust_vm: name == "rust-vm",
             netns,
         };
         ctd.write_config()?;
@@ -64,6 +71,45 @@ impl Containerd {
             ])?;
         }
         Ok(ctd)
+    }
+
+    /// Writes the rust-vm configuration (`vm` back-end, this workspace's VMM, a guest image
+    /// around this tree's agent, the installed kernel and virtiofsd) and returns the CRI snippet
+    /// registering handler `rust-vm` with it, as docs/kubernetes/containerd-config.toml does.
+    fn write_rust_vm_config(&self) -> Result<String> {
+        let vmm = rust_vm_test_support::vmm();
+        let image_dir = self.dir.join("guest-image");
+        fs::create_dir_all(&image_dir)?;
+        let guest_image = rust_vm_test_support::guest_image::with_agent(&image_dir);
+        // `RVM_CRI_KERNEL=PATH`: another guest kernel than the installed one.
+        let kernel = std::env::var("RVM_CRI_KERNEL")
+            .map(|k| format!("kernel = \"{k}\"\n"))
+            .unwrap_or_default();
+        let path = self.dir.join("rust-vm.toml");
+        fs::write(
+            &path,
+            format!(
+                "# The CRI suite's rust-vm configuration: one microVM per pod.\n{kernel}\
+                 backend = \"vm\"\n\
+                 vmm = \"{}\"\n\
+                 guest_image = \"{}\"\n\
+                 # Guest ring 0 is instruction-emulated on the PVM hosts this runs on.\n\
+                 agent_timeout_secs = {RUST_VM_AGENT_TIMEOUT_SECS}\n",
+                vmm.display(),
+                guest_image.display()
+            ),
+        )?;
+        let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+        Ok(format!(
+            r#"{cri}.containerd.runtimes.rust-vm]
+  runtime_type = "io.containerd.rust-vm.v2"
+  privileged_without_host_devices = true
+  pod_annotations = []
+{cri}.containerd.runtimes.rust-vm.options]
+  ConfigPath = "{}"
+"#,
+            path.display()
+        ))
     }
 
     fn write_config(&self) -> Result<()> {
@@ -103,13 +149,7 @@ state = "{d}/state"
 {cri}.containerd.runtimes.runc.options]
   Root = "{d}/runc"
 
-# >>> rust-vm handler: the lead wires `rust-vm` (io.containerd.rust-vm.v2) here, e.g.
-# {cri}.containerd.runtimes.rust-vm]
-#   runtime_type = "io.containerd.rust-vm.v2"
-# {cri}.containerd.runtimes.rust-vm.options]
-#   ConfigPath = "{d}/rust-vm.toml"
-# <<<
-
+{rust_vm}
 {cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{d}/cni"
@@ -117,6 +157,11 @@ state = "{d}/state"
 "#,
             pause = images::PAUSE_IMAGE,
             port = STREAM_PORT,
+            rust_vm = if self.rust_vm {
+                self.write_rust_vm_config()?
+            } else {
+                String::new()
+            },
         );
         fs::write(&self.config, config)?;
         let conflist = serde_json::json!({
@@ -150,9 +195,19 @@ state = "{d}/state"
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = self
-            .netns
-            .enter()
+        let mut cmd = self.netns.enter();
+        if self.rust_vm {
+            // containerd finds `containerd-shim-rust-vm-v2` in its PATH.
+            let shim = rust_vm_test_support::workspace_binary(
+                "containerd-shim-rust-vm-v2",
+                "containerd-shim-rust-vm-v2",
+            );
+            let shim_dir = shim.parent().context("the shim's directory")?;
+            let path =
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+            cmd.env("PATH", format!("{}:{path}", shim_dir.display()));
+        }
+        let child = cmd
             .arg("containerd")
             .arg("--config")
             .arg(&self.config)

@@ -27,6 +27,10 @@ pub struct Suite {
     channel: Channel,
     /// The pod most checks add their containers to (made by the first check that needs it).
     pub pod: tokio::sync::Mutex<Option<Pod>>,
+    /// Why the main pod could not be made, once RunPodSandbox failed for it.
+    pod_failure: tokio::sync::Mutex<Option<String>>,
+    /// The handler's [`crate::checks::patience`]: ExecSync timeouts scale by it.
+    pub patience: u32,
     /// Containers the checks made, by name, for later checks to use.
     pub containers: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -62,6 +66,8 @@ impl Suite {
             ctd: tokio::sync::Mutex::new(ctd),
             channel,
             pod: tokio::sync::Mutex::new(None),
+            pod_failure: tokio::sync::Mutex::new(None),
+            patience: crate::checks::patience(name),
             containers: Default::default(),
         };
         suite.wait_ready().await?;
@@ -177,9 +183,22 @@ impl Suite {
         if let Some(p) = pod.as_ref().filter(|p| p.handler == handler) {
             return Ok(p.clone());
         }
-        let p = self.run_pod(handler, &format!("main-{handler}")).await?;
-        *pod = Some(p.clone());
-        Ok(p)
+        // A pod that could not be made is not tried again by every later check (for a VM
+        // handler each try is a VM boot).
+        let mut failure = self.pod_failure.lock().await;
+        if let Some(reason) = failure.as_ref() {
+            bail!("the main pod could not be made: {reason}");
+        }
+        match self.run_pod(handler, &format!("main-{handler}")).await {
+            Ok(p) => {
+                *pod = Some(p.clone());
+                Ok(p)
+            }
+            Err(e) => {
+                *failure = Some(format!("{e:#}"));
+                Err(e)
+            }
+        }
     }
 
     pub fn remember(&self, name: &str, id: &str) {
@@ -289,7 +308,20 @@ impl Suite {
         }
     }
 
+    /// ExecSync with a timeout of `timeout` seconds times the handler's patience
+    /// ([`crate::checks::patience`]).
     pub async fn exec(&self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncResponse> {
+        self.exec_within(id, cmd, timeout * i64::from(self.patience))
+            .await
+    }
+
+    /// ExecSync with a timeout of exactly `timeout` seconds.
+    pub async fn exec_within(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse> {
         Ok(self
             .rt()
             .exec_sync(ExecSyncRequest {
@@ -312,6 +344,18 @@ impl Suite {
             String::from_utf8_lossy(&r.stderr).trim()
         );
         Ok(String::from_utf8_lossy(&r.stdout).into_owned())
+    }
+
+    /// StopContainer with no grace period (SIGKILL at once).
+    pub async fn stop_now(&self, id: &str) -> Result<()> {
+        self.rt()
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: 0,
+            })
+            .await
+            .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
     }
 
     /// StopPodSandbox then RemovePodSandbox.
@@ -378,7 +422,8 @@ impl Drop for Suite {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(60), async {
+                // A VM pod's stop waits for its guest: minutes on a PVM host.
+                tokio::time::timeout(Duration::from_secs(300), async {
                     remove_all_pods(RuntimeServiceClient::new(connect(socket).await?)).await
                 })
                 .await
@@ -415,6 +460,13 @@ pub fn container(name: &str, script: &str) -> ContainerConfig {
                 ..Default::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {
+                // The kubelet repeats the pod's namespace options on every container.
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
                 seccomp: Some(SecurityProfile {
                     profile_type: security_profile::ProfileType::Unconfined as i32,
                     ..Default::default()

@@ -1,13 +1,14 @@
-//! Runs every CRI check for handler `runc` against one private containerd and prints the
-//! results table; fails if any check failed.
+//! Runs every CRI check for handlers `runc` and `rust-vm`, each against a private containerd of
+//! its own, and prints the results table; fails if any check failed.
 
 use std::time::Instant;
 
 use rust_vm_cri_tests::{checks, cri::Suite};
 
-/// The handlers the suite runs. `rust-vm` (io.containerd.rust-vm.v2) joins this list once
-/// containerd.rs registers it in the CRI config.
-const HANDLERS: &[&str] = &["runc"];
+/// The handlers the suite runs, in this order: `runc` (io.containerd.runc.v2) as the reference,
+/// then `rust-vm` (io.containerd.rust-vm.v2, one microVM per pod). `RVM_CRI_HANDLERS=a,b`
+/// runs only those.
+const HANDLERS: &[&str] = &["runc", "rust-vm"];
 
 #[test]
 #[ignore = "needs root and containerd's CRI plugin"]
@@ -18,7 +19,13 @@ fn cri_suite() {
         .build()
         .expect("tokio runtime");
     let mut outcomes = Vec::new();
-    for handler in HANDLERS {
+    let only = std::env::var("RVM_CRI_HANDLERS").ok();
+    let handlers = HANDLERS.iter().filter(|h| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == **h))
+    });
+    for handler in handlers {
+        let handler_started = Instant::now();
         rt.block_on(async {
             let suite = Suite::start(handler)
                 .await
@@ -26,6 +33,10 @@ fn cri_suite() {
             outcomes.extend(checks::run_all(&suite, handler).await);
             // Dropping the suite removes what the checks left and stops containerd.
         });
+        println!(
+            "handler {handler}: {:.0} s",
+            handler_started.elapsed().as_secs_f64()
+        );
     }
     println!(
         "\nCRI suite ({:.0} s, {}):\n{}",

@@ -395,6 +395,29 @@ fn masked_and_readonly_paths_and_readonly_root() {
 }
 
 #[test]
+fn a_missing_working_directory_is_made_before_the_root_goes_read_only() {
+    let mut v = spec_json(&["sh"]);
+    v["root"]["readonly"] = true.into();
+    v["process"]["cwd"] = "/work/dir".into();
+    let sys = busybox_sys();
+    let setup = RootfsSetup {
+        sys: &sys,
+        spec: &spec_from(&v),
+        rootfs: Path::new(ROOTFS),
+        in_user_ns: false,
+    };
+    setup.finalize().expect("finalize");
+    let ro_remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    assert_eq!(
+        sys.calls(),
+        vec![
+            Call::MkdirAll("/work/dir".into(), 0o755),
+            mount_call(None, "/", None, ro_remount, None),
+        ]
+    );
+}
+
+#[test]
 fn devices_in_a_user_namespace_are_bind_mounted() {
     let mut v = spec_json(&["sh"]);
     v["linux"]["devices"] = serde_json::json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 0, "gid": 0}]);

@@ -12,6 +12,7 @@
 //! the tap. The tap is not persistent, so the kernel removes it, with its own qdisc and filter,
 //! when the last descriptor closes: a VMM and a sandbox both killed leave no tap behind.
 
+pub mod forward;
 mod tap;
 
 use std::fs::File;

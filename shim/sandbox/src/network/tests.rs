@@ -405,3 +405,62 @@ fn only_a_network_namespace_named_by_path_is_the_pods() {
     assert_eq!(spec_for_guest(&fresh), fresh);
     assert_eq!(namespace_path(&spec(serde_json::json!([]))), None);
 }
+
+/// Connects to `127.0.0.1:port` from inside namespace `ns`.
+fn connect_in(ns: &Netns, port: u16) -> io::Result<std::net::TcpStream> {
+    let file = ns.file();
+    std::thread::spawn(move || {
+        nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    })
+    .join()
+    .expect("the connecting thread")
+}
+
+#[test]
+#[ignore = "needs root and iptables: makes a network namespace and a nat rule in it"]
+fn loopback_connections_to_any_port_reach_the_dialer_with_their_port() {
+    let pod = Netns::new("fwd");
+    pod.ip(&["link", "set", "lo", "up"]);
+    // The "guest": a Unix socket pair per connection, served by a thread echoing with the port.
+    let dial: forward::Dial = std::sync::Arc::new(|port| {
+        let (host, mut guest) = std::os::unix::net::UnixStream::pair()?;
+        std::thread::spawn(move || {
+            let mut request = Vec::new();
+            let _ = guest.read_to_end(&mut request);
+            let _ = write!(guest, "port {port} got ");
+            let _ = guest.write_all(&request);
+        });
+        Ok(host)
+    });
+    let mut forwarder = forward::LoopbackForwarder::start(&pod.file(), &pod.path(), dial).unwrap();
+    for port in [8081, 443] {
+        let mut conn = connect_in(&pod, port).unwrap();
+        conn.write_all(b"hi").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, format!("port {port} got hi"));
+    }
+    let rules = Command::new("nsenter")
+        .arg(format!("--net={}", pod.path().display()))
+        .args(["iptables", "-t", "nat", "-S", "OUTPUT"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    assert!(rules.contains("REDIRECT"), "{rules}");
+    forwarder.stop().unwrap();
+    // Stopped: the rule is gone and nothing answers on the loopback any more.
+    let rules = Command::new("nsenter")
+        .arg(format!("--net={}", pod.path().display()))
+        .args(["iptables", "-t", "nat", "-S", "OUTPUT"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("REDIRECT"),
+        "the rule outlived stop()"
+    );
+    assert!(connect_in(&pod, 8081).is_err());
+    // Idempotent.
+    forwarder.stop().unwrap();
+}

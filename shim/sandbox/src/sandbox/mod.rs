@@ -24,7 +24,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use rust_vm_protocol::Address;
@@ -32,6 +32,7 @@ use rust_vm_protocol::{Client, ClientError, RootfsSource, StreamKind, VersionInf
 use vmm_config::CpuTemplate;
 
 use crate::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
+use crate::network::forward::{Dial, LoopbackForwarder};
 use crate::network::{self, NetworkError, PodNetwork};
 use crate::rootfs::{self, ImageError, ImageOptions};
 pub use crate::settings::Backend;
@@ -336,6 +337,9 @@ pub struct Sandbox {
     share: Option<Share>,
     /// `vm`: the pod's network namespace joined to the VM's tap.
     network: Option<PodNetwork>,
+    /// `vm` with a pod network: connections to the namespace's loopback carried into the VM
+    /// (CRI PortForward).
+    port_forward: Option<LoopbackForwarder>,
     host_cgroup: Option<HostCgroup>,
     finished: bool,
 }
@@ -449,6 +453,7 @@ impl Sandbox {
             agent: None,
             share: None,
             network: None,
+            port_forward: None,
             host_cgroup: None,
             finished: false,
         };
@@ -549,6 +554,12 @@ impl Sandbox {
             client
                 .configure_network(network.guest_config().clone())
                 .map_err(SandboxError::ConfigureNetwork)?;
+            sandbox.port_forward = start_port_forward(
+                &sandbox.config.id,
+                network,
+                &sandbox.address,
+                sandbox.config.agent_timeout,
+            );
         }
         sandbox.client = Some(client);
         sandbox.agent = Some(info);
@@ -844,6 +855,11 @@ impl Sandbox {
             return Ok(());
         }
         self.finished = true;
+        if let Some(mut forwarder) = self.port_forward.take() {
+            if let Err(e) = forwarder.stop() {
+                log::warn!("sandbox {}: {}", self.config.id, Chain(&e));
+            }
+        }
         if let Some(child) = self.child.as_mut() {
             // The agent answers `shutdown` once its containers are removed and the guest's
             // file systems synced: the VM has nothing left to lose, and the guest kernel's own
@@ -919,6 +935,36 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if let Err(e) = self.finish(false) {
             log::warn!("sandbox {}: cleanup: {}", self.config.id, Chain(&e));
+        }
+    }
+}
+
+/// Starts forwarding connections to the pod namespace's loopback into the VM (CRI
+/// PortForward, see [`network::forward`]). Without it the pod still runs: a failure (no
+/// iptables, say) is logged, and PortForward to the pod then finds nothing listening.
+fn start_port_forward(
+    id: &str,
+    network: &PodNetwork,
+    address: &Address,
+    timeout: Duration,
+) -> Option<LoopbackForwarder> {
+    let address = address.clone();
+    let dial: Dial = Arc::new(move |port| {
+        rust_vm_protocol::port_forward_within(&address, port, Some(timeout))
+            .map_err(io::Error::other)
+    });
+    match LoopbackForwarder::start(network.namespace(), network.namespace_path(), dial) {
+        Ok(forwarder) => {
+            log::info!(
+                "sandbox {id}: TCP to the loopback of {} is forwarded into the VM (via port {})",
+                network.namespace_path().display(),
+                forwarder.port()
+            );
+            Some(forwarder)
+        }
+        Err(e) => {
+            log::warn!("sandbox {id}: no port forwarding: {}", Chain(&e));
+            None
         }
     }
 }

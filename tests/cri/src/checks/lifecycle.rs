@@ -28,25 +28,50 @@ pub async fn stop_grace(suite: &Suite, handler: &str) -> Result<()> {
     let pod = suite.main_pod(handler).await?;
     let graceful = container(
         "graceful",
-        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.1; done",
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 1; done",
     );
     let stubborn = container(
         "stubborn",
-        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        "trap '' TERM; echo ready; while :; do sleep 1; done",
     );
     let g = suite.run(&pod, graceful).await?;
-    let s = suite.run(&pod, stubborn).await?;
-    for (id, name) in [(&g, "graceful"), (&s, "stubborn")] {
+    let s = match suite.run(&pod, stubborn).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = suite.stop_now(&g).await;
+            return Err(e);
+        }
+    };
+    let checked = check_stops(suite, handler, &pod, &g, &s).await;
+    // Both stopped whatever the outcome: busy loops left running slow every later check.
+    let stopped = suite.stop_now(&g).await.and(suite.stop_now(&s).await);
+    checked.and(stopped)
+}
+
+async fn check_stops(
+    suite: &Suite,
+    handler: &str,
+    pod: &crate::cri::Pod,
+    g: &str,
+    s: &str,
+) -> Result<()> {
+    // A guest step may take `patience` times longer; the grace period given to the trapping
+    // container grows with it (it must exit by itself, 0, not be killed at the end of it).
+    let slow = super::patience(handler);
+    for (id, name) in [(g, "graceful"), (s, "stubborn")] {
         let log = pod.log_dir().join(format!("{name}/0.log"));
-        crate::checks::logs::wait_for_line(&log, "ready", Duration::from_secs(30)).await?;
+        crate::checks::logs::wait_for_line(&log, "ready", Duration::from_secs(30) * slow).await?;
         ensure!(
             suite.status(id).await?.state == ContainerState::ContainerRunning as i32,
             "{name} is not running"
         );
     }
-    let took = stop(suite, &g, 10).await?;
-    ensure!(took < Duration::from_secs(5), "graceful stop took {took:?}");
-    let status = suite.status(&g).await?;
+    let took = stop(suite, g, 10 * i64::from(slow)).await?;
+    ensure!(
+        took < Duration::from_secs(5) * slow,
+        "graceful stop took {took:?}"
+    );
+    let status = suite.status(g).await?;
     ensure!(
         status.exit_code == 0,
         "graceful exit code {}",
@@ -54,12 +79,15 @@ pub async fn stop_grace(suite: &Suite, handler: &str) -> Result<()> {
     );
     let log = std::fs::read_to_string(&status.log_path)?;
     ensure!(log.contains("got TERM"), "no SIGTERM seen: {log:?}");
-    let took = stop(suite, &s, 2).await?;
+    // Not before the 2 s grace period ended (whatever the handler); the kill and its exit
+    // reported within 6 s (a guest step) after it.
+    let took = stop(suite, s, 2).await?;
     ensure!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        took >= Duration::from_secs(2)
+            && took < Duration::from_secs(2) + Duration::from_secs(6) * slow,
         "stopping a SIGTERM-ignoring container with a 2 s grace took {took:?}"
     );
-    let status = suite.status(&s).await?;
+    let status = suite.status(s).await?;
     ensure!(
         status.exit_code == 137,
         "stubborn exit code {}",
@@ -89,7 +117,7 @@ pub async fn two_pods(suite: &Suite, handler: &str) -> Result<()> {
     let ip_main = ip_of(suite.pod_status(&main.id).await?);
     let ip_second = ip_of(suite.pod_status(&second.id).await?);
     ensure!(ip_main != ip_second, "both pods have IP {ip_main}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30) * super::patience(handler);
     let url = format!("http://{ip_second}:8080/index.html");
     loop {
         let r = suite.exec(&main_id, &["wget", "-qO-", &url], 10).await?;
@@ -143,7 +171,9 @@ pub async fn containerd_restart(suite: &Suite, handler: &str) -> Result<()> {
     let new = suite
         .run(&pod, container("after-restart", "echo fine"))
         .await?;
-    let s = suite.wait_exited(&new, Duration::from_secs(60)).await?;
+    let s = suite
+        .wait_exited(&new, Duration::from_secs(60) * super::patience(handler))
+        .await?;
     ensure!(s.exit_code == 0, "a new container exited {}", s.exit_code);
     Ok(())
 }

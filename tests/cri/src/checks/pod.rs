@@ -41,16 +41,25 @@ pub async fn run_pod_sandbox(suite: &Suite, handler: &str) -> Result<()> {
         Some(&ns) == want.and_then(|s| s.namespace_options.as_ref()),
         "namespace options {ns:?}"
     );
-    // The pod's hostname (the pause process's UTS namespace) and its resolv.conf.
+    // The pod's hostname (the pause process's UTS namespace) and its resolv.conf. A VM
+    // handler's pause process runs in the guest (the pid is the VMM's, whose UTS namespace is
+    // the host's): ContainerEnvironment checks the hostname from inside the pod for both.
     let info = pod_info(&resp.info)?;
     let pid = info["pid"].as_u64().context("no pause pid")?;
-    let hostname = run(Command::new("nsenter")
-        .arg(format!("--uts=/proc/{pid}/ns/uts"))
-        .arg("hostname"))?;
-    ensure!(
-        hostname.trim() == pod.config.hostname,
-        "hostname {hostname:?}"
-    );
+    if !is_vm(handler) {
+        let hostname = run(Command::new("nsenter")
+            .arg(format!("--uts=/proc/{pid}/ns/uts"))
+            .arg("hostname"))?;
+        ensure!(
+            hostname.trim() == pod.config.hostname,
+            "hostname {hostname:?}"
+        );
+    } else {
+        ensure!(
+            rust_vm_test_support::alive(pid as u32),
+            "the pod's pid {pid} (its VMM) is not alive"
+        );
+    }
     let resolv = std::fs::read_to_string(sandbox_dir(suite, &pod.id).join("resolv.conf"))
         .context("the sandbox's resolv.conf")?;
     for want in [
@@ -69,6 +78,11 @@ pub async fn run_pod_sandbox(suite: &Suite, handler: &str) -> Result<()> {
         "log directory {log_dir:?}"
     );
     Ok(())
+}
+
+/// Whether `handler` runs each pod in a VM (whose processes are not host processes).
+pub fn is_vm(handler: &str) -> bool {
+    handler == "rust-vm"
 }
 
 /// The sandbox's directory in the CRI plugin's root (hostname, hosts, resolv.conf, shm).

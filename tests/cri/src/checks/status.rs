@@ -24,7 +24,9 @@ pub async fn exit_status(suite: &Suite, handler: &str) -> Result<()> {
         ..Default::default()
     }];
     let id = suite.run(&pod, config).await?;
-    let status = suite.wait_exited(&id, Duration::from_secs(60)).await?;
+    let status = suite
+        .wait_exited(&id, Duration::from_secs(60) * super::patience(handler))
+        .await?;
     ensure!(status.exit_code == 7, "exit code {}", status.exit_code);
     ensure!(status.reason == "Error", "reason {:?}", status.reason);
     ensure!(
@@ -48,7 +50,9 @@ pub async fn oom_killed(suite: &Suite, handler: &str) -> Result<()> {
     let resources = config.linux.as_mut().unwrap().resources.as_mut().unwrap();
     resources.memory_limit_in_bytes = 16 << 20;
     let id = suite.run(&pod, config).await?;
-    let status = suite.wait_exited(&id, Duration::from_secs(90)).await?;
+    let status = suite
+        .wait_exited(&id, Duration::from_secs(90) * super::patience(handler))
+        .await?;
     ensure!(
         status.reason == "OOMKilled",
         "reason {:?} (exit code {})",
@@ -63,7 +67,7 @@ pub async fn stats(suite: &Suite, handler: &str) -> Result<()> {
     let pod = suite.main_pod(handler).await?;
     let id = suite.container_id("main")?;
     // The writable layer's usage comes from a periodic collection (stats_collect_period): poll.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15) * super::patience(handler);
     loop {
         let s = suite
             .rt()

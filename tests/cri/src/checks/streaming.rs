@@ -12,7 +12,8 @@ use crate::stream::{Channels, STATUS, STDIN, STDOUT};
 const EXEC_PROTOCOL: &str = "v4.channel.k8s.io";
 const LIMIT: Duration = Duration::from_secs(30);
 
-pub async fn exec_tty(suite: &Suite, _handler: &str) -> Result<()> {
+pub async fn exec_tty(suite: &Suite, handler: &str) -> Result<()> {
+    let limit = LIMIT * super::patience(handler);
     let id = suite.container_id("main")?;
     let url = suite
         .rt()
@@ -33,7 +34,7 @@ pub async fn exec_tty(suite: &Suite, _handler: &str) -> Result<()> {
     ch.resize(100, 40).await?;
     ch.send(STDIN, b"stty size; tty; echo hi-$((40+2)); exit 5\n")
         .await?;
-    let out = ch.read_to_close(LIMIT).await?;
+    let out = ch.read_to_close(limit).await?;
     let stdout = String::from_utf8_lossy(&out[STDOUT as usize]);
     ensure!(stdout.contains("hi-42"), "stdout {stdout:?}");
     ensure!(
@@ -78,7 +79,8 @@ pub async fn attach_tty(suite: &Suite, handler: &str) -> Result<()> {
         .url;
     let mut ch = Channels::open(&suite.netns, &url, EXEC_PROTOCOL).await?;
     ch.send(STDIN, b"echo attached-$((6*7))\n").await?;
-    ch.read_until(STDOUT, "attached-42", LIMIT).await?;
+    ch.read_until(STDOUT, "attached-42", LIMIT * super::patience(handler))
+        .await?;
     ch.close().await?;
     // Detaching leaves the container running; its shell still answers.
     let status = suite.status(&id).await?;
@@ -99,7 +101,8 @@ pub async fn port_forward(suite: &Suite, handler: &str) -> Result<()> {
          exec httpd -f -p 8081 -h /www",
     );
     let id = suite.run(&pod, web).await?;
-    let deadline = Instant::now() + LIMIT;
+    let limit = LIMIT * super::patience(handler);
+    let deadline = Instant::now() + limit;
     while suite
         .exec(&id, &["wget", "-qO/dev/null", "http://127.0.0.1:8081/"], 5)
         .await?
@@ -125,7 +128,7 @@ pub async fn port_forward(suite: &Suite, handler: &str) -> Result<()> {
     let mut ch =
         Channels::open(&suite.netns, &url, "v4.channel.k8s.io, portforward.k8s.io").await?;
     ch.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await?;
-    let out = ch.read_to_close(LIMIT).await?;
+    let out = ch.read_to_close(limit).await?;
     // Each channel starts with the port, u16 little endian.
     let port = 8081u16.to_le_bytes();
     ensure!(
