@@ -191,6 +191,7 @@ fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
         "mounts left in the container's namespace; stdout:\n{out}"
     );
     assert_vmm_jailed(&report.vmm_confinement);
+    assert_virtiofsd_sandboxed(&report.virtiofsd_confinement);
     assert!(
         !common::alive(report.vmm_pid),
         "VMM {} still running after shutdown",
@@ -280,6 +281,27 @@ fn assert_vmm_jailed(vmm: &rust_vm_test_support::procs::Confinement) {
                 || d == "/dev/null"
                 || d.ends_with("/sandbox/vmm.log"),
             "descriptor {d} reaches the host: {vmm:#?}"
+        );
+    }
+}
+
+/// virtiofsd serves as root (files of every owner) from its own sandbox: the process that
+/// serves has its seccomp filter, no_new_privs, an empty bounding set and only the file
+/// capabilities (chown, dac_override, dac_read_search, fowner, fsetid, setgid, setuid, mknod,
+/// setfcap: 0x880000df at most), and shares no mount, PID or network namespace with the host.
+fn assert_virtiofsd_sandboxed(processes: &[rust_vm_test_support::procs::Confinement]) {
+    let serving = processes
+        .iter()
+        .find(|p| p.field("Seccomp") == "2")
+        .unwrap_or_else(|| panic!("no virtiofsd under a seccomp filter: {processes:#?}"));
+    assert_eq!(serving.field("NoNewPrivs"), "1", "{serving:#?}");
+    assert_eq!(serving.field("CapBnd"), "0000000000000000", "{serving:#?}");
+    let effective = u64::from_str_radix(serving.field("CapEff"), 16).unwrap_or(u64::MAX);
+    assert_eq!(effective & !0x8800_00df, 0, "{serving:#?}");
+    for kind in ["mnt", "pid", "net"] {
+        assert!(
+            !serving.shared_namespaces.iter().any(|k| k == kind),
+            "virtiofsd shares the host's {kind} namespace: {serving:#?}"
         );
     }
 }

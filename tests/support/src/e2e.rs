@@ -176,6 +176,8 @@ pub struct Report {
     pub vmm_pid: u32,
     /// The VMM process as the host saw it while the guest ran.
     pub vmm_confinement: procs::Confinement,
+    /// The share's virtiofsd processes (its monitor and the one serving) likewise.
+    pub virtiofsd_confinement: Vec<procs::Confinement>,
     /// The sandbox's state directory (shutdown removes it).
     pub state_dir: PathBuf,
     /// Time since `Sandbox::start` was called, per milestone seen.
@@ -307,6 +309,14 @@ fn drive(
         .first()
         .map(|&pid| procs::Confinement::of(pid))
         .context("no VMM process names the sandbox's state directory")?;
+    let virtiofsd_confinement = procs::processes()
+        .into_iter()
+        .filter(|(_, argv)| {
+            argv.first().is_some_and(|a| a.ends_with("/virtiofsd"))
+                && argv.iter().any(|a| a.contains(&state))
+        })
+        .map(|(pid, _)| procs::Confinement::of(pid))
+        .collect();
 
     let rootfs = bundle.root();
     let spec = serde_json::from_slice(&std::fs::read(bundle.config())?)?;
@@ -358,6 +368,7 @@ fn drive(
         console: String::new(),
         vmm_pid,
         vmm_confinement,
+        virtiofsd_confinement,
         state_dir: PathBuf::new(),
         milestones: BTreeMap::new(),
     })
