@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vmm::devices::virtio::vsock::{port_path, Vsock, VsockDeviceConfig};
@@ -39,8 +39,9 @@ struct State {
 impl State {
     fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        remove_stale_dirs(&std::env::temp_dir());
         let dir = std::env::temp_dir().join(format!(
-            "rust-vm-fuzz-vsock-{}-{}",
+            "{DIR_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -124,6 +125,29 @@ impl State {
                 if let Some(k) = self.stream(input) {
                     let _ = self.streams[k].read(&mut self.scratch);
                 }
+            }
+        }
+    }
+}
+
+const DIR_PREFIX: &str = "rust-vm-fuzz-vsock-";
+
+/// Removes the socket directories of harness processes that are gone: AFL restarts the process
+/// now and then, and the main thread's state is never dropped, so they would pile up.
+fn remove_stale_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
