@@ -65,6 +65,8 @@ mod destroy;
 mod devices;
 mod error;
 mod exec;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_api;
 mod init;
 mod mounts;
 mod namespaces;

@@ -7,7 +7,8 @@
 
 mod in_root;
 mod linux;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub mod recording;
 
 pub(crate) use in_root::in_root_path;

@@ -117,6 +117,16 @@ impl Vsock {
                     continue;
                 }
             };
+            // A buffer with no room past the header carries control packets only; for data it
+            // is returned empty, as one too small for a header is. Asking the muxer anyway skips
+            // the host read and re-arms a socket that still has data: the event loop would spin
+            // for as long as the guest leaves the buffer there (found by fuzzing).
+            if buffer.payload_room() == 0 && !self.muxer.has_control() {
+                guest_warn!("vsock: RX buffer {head} has no room for data, returned empty");
+                add_used(queue, mem, head, 0);
+                used = true;
+                continue;
+            }
             let payload = &mut self.rx_payload[..buffer.payload_room()];
             let Some(header) = self.muxer.next_rx_packet(payload) else {
                 // Nothing after all (the host sockets were dry): keep the buffer for later.

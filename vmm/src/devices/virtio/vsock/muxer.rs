@@ -92,6 +92,11 @@ impl Muxer {
         !self.control.is_empty() || !self.rx_ready.is_empty()
     }
 
+    /// True when a packet without payload waits for the guest.
+    pub fn has_control(&self) -> bool {
+        !self.control.is_empty()
+    }
+
     /// True when so many control packets wait that taking more TX work would grow them unbounded.
     pub fn backlogged(&self) -> bool {
         self.control.len() >= MAX_PENDING_CONTROL

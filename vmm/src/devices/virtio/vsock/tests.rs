@@ -421,6 +421,43 @@ fn rx_buffers_too_small_for_a_header_are_returned_empty() {
     assert_eq!({ guest.recv().0.op }, OP_RST);
 }
 
+/// Found by fuzzing (target `vsock`): a header-only RX buffer at the head of the queue while a
+/// host socket had data made the event loop spin: the read was skipped for want of room, the
+/// connection counted as drained and its socket re-armed for input that was still there.
+#[test]
+fn a_header_only_rx_buffer_with_host_data_pending_does_not_spin_the_event_loop() {
+    let mut guest = Guest::with_rx_buffers(0);
+    let listener = UnixListener::bind(port_path(&guest.uds, 1234)).unwrap();
+    guest.send(OP_REQUEST, 5000, 1234, &[]);
+    let header_only = RX_BUFS + 0x70_0000;
+    let response = guest
+        .rx
+        .add_chain(&[writable(header_only, HEADER_SIZE as u32)]);
+    guest.notify(0);
+    guest.event_manager.run_with_timeout(20).unwrap();
+    assert_eq!(
+        guest.rx.next_used(),
+        Some((u32::from(response), HEADER_SIZE as u32))
+    );
+    let header: PacketHeader = guest.mem.read_obj(GuestAddress(header_only)).unwrap();
+    assert_eq!({ header.op }, OP_RESPONSE);
+    let (mut stream, _) = listener.accept().unwrap();
+
+    let head = guest
+        .rx
+        .add_chain(&[writable(header_only, HEADER_SIZE as u32)]);
+    guest.notify(0);
+    stream.write_all(b"pong").unwrap();
+    let idle = (0..100).any(|_| guest.event_manager.run_with_timeout(0).unwrap() == 0);
+    assert!(idle, "the event loop never went idle");
+    assert_eq!(guest.rx.next_used(), Some((u32::from(head), 0)));
+
+    guest.post_rx_buffers(1);
+    let (header, payload) = guest.recv();
+    assert_eq!({ header.op }, OP_RW);
+    assert_eq!(payload, b"pong");
+}
+
 #[test]
 fn host_to_guest_data_respects_guest_credit() {
     let mut guest = Guest::new();

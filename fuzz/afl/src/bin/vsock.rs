@@ -1,0 +1,3 @@
+fn main() {
+    afl::fuzz!(|data: &[u8]| rust_vm_fuzz_harness::run_vsock(data));
+}
