@@ -50,14 +50,14 @@ pub const GUEST_CID: u32 = vmm_config::MIN_GUEST_CID;
 pub const LOG_TAIL_LINES: usize = 40;
 /// How much of the end of a log is read for its tail.
 pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
-/// Longest Unix socket path the kernel accepts (`sun_path` minus the NUL).
 /// How long the agent may take to remove its containers and sync before it answers `shutdown`
 /// (a pod's removal took about a second where guest ring 0 is emulated).
 const SHUTDOWN_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest Unix socket path the kernel accepts (`sun_path` minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// Room a socket path needs for the VMM's `<socket>_<port>` names of guest-initiated
-/// connections.
+/// connections (the VMM makes them from the path it is given: a jailed VMM's is `/vsock.sock`).
 const VSOCK_SUFFIX_ROOM: usize = 11;
 
 /// Everything needed to start one sandbox. [`crate::RuntimeConfig::sandbox_config`] fills it
@@ -397,7 +397,7 @@ impl Sandbox {
     pub fn start(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
         validate_id(&config.id)?;
         let paths = Paths::new(&config.state_dir, config.backend);
-        check_socket_path(&paths.socket, config.backend)?;
+        check_socket_path(&paths.socket, config.backend, config.jail)?;
         let slots = match config.backend {
             Backend::Vm => DiskSlots::new(
                 &paths.vm_dir,
@@ -1049,10 +1049,12 @@ fn append_log(log: &Path, what: &str, dest: &Path, id: &str) -> io::Result<()> {
     writeln!(out, "--- sandbox {id}: end of {what} ---")
 }
 
-fn check_socket_path(socket: &Path, backend: Backend) -> Result<(), SandboxError> {
+/// The host's path of the agent's socket must fit `sun_path`; an unjailed VMM also names the
+/// sockets of guest-initiated connections after it.
+fn check_socket_path(socket: &Path, backend: Backend, jail: bool) -> Result<(), SandboxError> {
     let room = match backend {
-        Backend::Vm => VSOCK_SUFFIX_ROOM,
-        Backend::Namespaces => 0,
+        Backend::Vm if !jail => VSOCK_SUFFIX_ROOM,
+        Backend::Vm | Backend::Namespaces => 0,
     };
     let len = socket.as_os_str().len();
     if len + room > MAX_SOCKET_PATH {
@@ -1194,11 +1196,21 @@ mod tests {
     #[test]
     fn long_socket_paths_are_refused() {
         let long = PathBuf::from(format!("/run/{}/vsock.sock", "x".repeat(100)));
-        let err = check_socket_path(&long, Backend::Vm).unwrap_err();
+        let err = check_socket_path(&long, Backend::Vm, true).unwrap_err();
         assert!(err.to_string().contains("--root"), "{err}");
-        assert!(
-            check_socket_path(Path::new("/run/rust-vm/a/agent.sock"), Backend::Namespaces).is_ok()
-        );
+        assert!(check_socket_path(
+            Path::new("/run/rust-vm/a/agent.sock"),
+            Backend::Namespaces,
+            false
+        )
+        .is_ok());
+        // podman's 64-character ids under /run/rust-vm: 99 bytes. The jailed VMM names its
+        // `_<port>` sockets after `/vsock.sock`, so the host path needs no room for them.
+        let podman = format!("/run/rust-vm/{}/sandbox/vm/vsock.sock", "e".repeat(64));
+        assert_eq!(podman.len(), 99);
+        assert!(check_socket_path(Path::new(&podman), Backend::Vm, true).is_ok());
+        let err = check_socket_path(Path::new(&podman), Backend::Vm, false).unwrap_err();
+        assert!(err.to_string().contains("(96)"), "{err}");
     }
 
     #[test]
