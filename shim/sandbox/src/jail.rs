@@ -381,6 +381,46 @@ fn failed(step: &'static [u8]) -> io::Error {
     error
 }
 
+/// Which half of [`bind_mount`] failed (errno tells why).
+enum BindStep {
+    Bind,
+    Remount,
+}
+
+/// Binds `source` on `target`, then remounts the bind with `flags` (a bind takes no flags of its
+/// own).
+///
+/// # Safety
+/// Between fork and exec: only async-signal-safe calls.
+unsafe fn bind_mount(
+    source: &CString,
+    target: &CString,
+    flags: libc::c_ulong,
+) -> Result<(), BindStep> {
+    let null = std::ptr::null::<libc::c_char>();
+    if libc::mount(
+        source.as_ptr(),
+        target.as_ptr(),
+        null,
+        libc::MS_BIND,
+        std::ptr::null(),
+    ) != 0
+    {
+        return Err(BindStep::Bind);
+    }
+    if libc::mount(
+        null,
+        target.as_ptr(),
+        null,
+        libc::MS_BIND | libc::MS_REMOUNT | flags,
+        std::ptr::null(),
+    ) != 0
+    {
+        return Err(BindStep::Remount);
+    }
+    Ok(())
+}
+
 /// Enters `jail`: in a process whose mount namespace is its own, between fork and exec.
 /// Only async-signal-safe calls; nothing is allocated.
 ///
@@ -399,50 +439,22 @@ pub unsafe fn enter(jail: &PreparedJail) -> io::Result<()> {
     {
         return Err(failed(b"make the mounts private"));
     }
-    // pivot_root needs the new root to be a mount point.
-    if libc::mount(
-        jail.root.as_ptr(),
-        jail.root.as_ptr(),
-        null,
-        libc::MS_BIND,
-        std::ptr::null(),
-    ) != 0
-    {
-        return Err(failed(b"bind the jail's root"));
-    }
     let hardened = libc::MS_NOSUID | libc::MS_NODEV;
-    if libc::mount(
-        null,
-        jail.root.as_ptr(),
-        null,
-        libc::MS_BIND | libc::MS_REMOUNT | hardened,
-        std::ptr::null(),
-    ) != 0
-    {
-        return Err(failed(b"remount the jail's root nosuid,nodev"));
-    }
+    // pivot_root needs the new root to be a mount point.
+    bind_mount(&jail.root, &jail.root, hardened).map_err(|step| {
+        failed(match step {
+            BindStep::Bind => b"bind the jail's root",
+            BindStep::Remount => b"remount the jail's root nosuid,nodev",
+        })
+    })?;
     for bind in &jail.binds {
-        if libc::mount(
-            bind.source.as_ptr(),
-            bind.target.as_ptr(),
-            null,
-            libc::MS_BIND,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(failed(b"bind a file into the jail"));
-        }
         let read_only = if bind.read_only { libc::MS_RDONLY } else { 0 };
-        if libc::mount(
-            null,
-            bind.target.as_ptr(),
-            null,
-            libc::MS_BIND | libc::MS_REMOUNT | hardened | read_only,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(failed(b"remount a file in the jail read-only"));
-        }
+        bind_mount(&bind.source, &bind.target, hardened | read_only).map_err(|step| {
+            failed(match step {
+                BindStep::Bind => b"bind a file into the jail",
+                BindStep::Remount => b"remount a file in the jail read-only",
+            })
+        })?;
     }
     if libc::chdir(jail.root.as_ptr()) != 0 {
         return Err(failed(b"enter the jail's root"));

@@ -140,16 +140,8 @@ impl Suite {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("{}/pod{uid}", self.cgroup_root),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    seccomp: Some(SecurityProfile {
-                        profile_type: security_profile::ProfileType::Unconfined as i32,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(pod_namespace_options()),
+                    seccomp: Some(unconfined()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -461,19 +453,30 @@ pub fn container(name: &str, script: &str) -> ContainerConfig {
             }),
             security_context: Some(LinuxContainerSecurityContext {
                 // The kubelet repeats the pod's namespace options on every container.
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                seccomp: Some(SecurityProfile {
-                    profile_type: security_profile::ProfileType::Unconfined as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespace_options()),
+                seccomp: Some(unconfined()),
                 ..Default::default()
             }),
         }),
+        ..Default::default()
+    }
+}
+
+/// The namespace options of the suite's pods (network and IPC the pod's, PID each container's),
+/// which the kubelet sends with the pod and again with each container.
+fn pod_namespace_options() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// No seccomp profile, as the kubelet asks by default.
+fn unconfined() -> SecurityProfile {
+    SecurityProfile {
+        profile_type: security_profile::ProfileType::Unconfined as i32,
         ..Default::default()
     }
 }
