@@ -11,6 +11,7 @@ mod server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -20,7 +21,9 @@ use rust_vm_protocol::{AgentMode, DEFAULT_VSOCK_PORT};
 
 use container_runtime::ContainerRuntime;
 use listener::{ListenAddress, Listener};
-use rust_vm_container::{CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR};
+use rust_vm_container::{
+    CgroupConfig, LinuxSyscalls, RuntimeConfig, DEFAULT_STATE_DIR, DEFAULT_STEP_TIMEOUT,
+};
 use server::{Server, ShutdownHook};
 
 /// rust-vm's agent: creates OCI containers on request of the shim.
@@ -55,6 +58,11 @@ struct Args {
     /// share from the host); the agent powers off when it cannot.
     #[arg(long, value_name = "TAG")]
     share: Option<String>,
+    /// Seconds the agent waits for each setup step of a container's or an exec's child before
+    /// it kills the child and fails the request (1 to 86400). The host passes its agent timeout.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STEP_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    step_timeout_secs: u64,
     /// Keep logging to stderr in init mode instead of switching to /dev/console.
     #[arg(long)]
     log_stderr: bool,
@@ -215,6 +223,7 @@ fn run(args: Args, guest: bool) -> anyhow::Result<()> {
     let config = RuntimeConfig {
         cgroups,
         state_dir: args.state_dir.clone(),
+        step_timeout: Duration::from_secs(args.step_timeout_secs),
     };
     let reaper = reaper::Reaper::start().context("starting the reaper")?;
     let runtime = ContainerRuntime::new(Arc::new(LinuxSyscalls), config);
@@ -294,6 +303,7 @@ mod tests {
         ]));
         assert_eq!(args.log_level, LevelFilter::Debug);
         assert_eq!(args.hostname, "pod");
+        assert_eq!(args.step_timeout_secs, DEFAULT_STEP_TIMEOUT.as_secs());
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(notes[0].0, log::Level::Debug, "{notes:?}");
         assert!(notes[0].1.contains("noxsave syscall_pf_fixup"), "{notes:?}");
@@ -331,6 +341,27 @@ mod tests {
                 .any(|(l, m)| *l == log::Level::Error && m.contains("--bogus")),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn init_takes_the_hosts_step_timeout_within_a_day() {
+        let (args, notes) = init_args(argv(&["/init", "--step-timeout-secs", "600"]));
+        assert_eq!(args.step_timeout_secs, 600);
+        assert!(notes.is_empty(), "{notes:?}");
+        for bad in ["0", "86401", "-1", "soon"] {
+            let (args, notes) = init_args(argv(&["/init", "--step-timeout-secs", bad]));
+            assert_eq!(
+                args.step_timeout_secs,
+                DEFAULT_STEP_TIMEOUT.as_secs(),
+                "{bad}"
+            );
+            assert!(
+                notes
+                    .iter()
+                    .any(|(l, m)| *l == log::Level::Error && m.contains("--step-timeout-secs")),
+                "{bad}: {notes:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! How the agent runs containers: where cgroups and per-container state live.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default parent of every container cgroup (cgroup v2).
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup/rust-vm";
 /// Default directory for per-container state (block-device rootfs mount points).
 pub const DEFAULT_STATE_DIR: &str = "/run/rust-vm/containers";
+/// Default bound on each setup step of a container's or exec's child, sized for the slowest
+/// host we run on: where guest ring 0 is instruction-emulated (the project's AMD machines) one
+/// exec step in a pod's second container once took over 30 s. The host passes its own agent
+/// timeout instead, so the guest never gives up on a step the host still waits for.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether containers get a cgroup.
 ///
@@ -43,14 +49,19 @@ pub struct RuntimeConfig {
     pub cgroups: CgroupConfig,
     /// Per-container state: `<state_dir>/<id>/rootfs` is where a block-device rootfs is mounted.
     pub state_dir: PathBuf,
+    /// How long the agent waits for each setup step of a child (the container's init or an
+    /// exec) before it kills the child and fails the request.
+    pub step_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
-    /// cgroups as [`CgroupConfig::detect`] finds them, state under [`DEFAULT_STATE_DIR`].
+    /// cgroups as [`CgroupConfig::detect`] finds them, state under [`DEFAULT_STATE_DIR`], steps
+    /// bounded by [`DEFAULT_STEP_TIMEOUT`].
     fn default() -> Self {
         RuntimeConfig {
             cgroups: CgroupConfig::detect(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         }
     }
 }

@@ -22,12 +22,6 @@ use super::spec::{validate, Capabilities};
 use super::syscalls::Syscalls;
 use super::{Container, CreateRequest, ProcessHandle, RootfsSource, Status, StdioSpec};
 
-/// How long the agent waits for each setup step of a child before giving up on it. A guard
-/// against a stuck child, sized for the slowest host we run on: where guest ring 0 is
-/// instruction-emulated (the project's AMD machines) one exec step in a pod's second container
-/// once took over 30 s.
-pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-
 pub(crate) fn validate_id(id: &str) -> Result<(), ContainerError> {
     let bad = |reason| {
         Err(ContainerError::InvalidId {
@@ -306,6 +300,7 @@ impl Container {
                     state_dir: partial.state_dir.take(),
                     namespaces: namespaces.types.clone(),
                     exec_pids: Vec::new(),
+                    step_timeout: config.step_timeout,
                     torn_down: false,
                     spec,
                 };
@@ -437,7 +432,7 @@ fn setup(
     let (agent_chan, child_chan) =
         Channel::pair().map_err(|e| ContainerError::sys(id, "creating the setup channel", e))?;
     agent_chan
-        .set_timeout(super::create::STEP_TIMEOUT)
+        .set_timeout(config.step_timeout)
         .map_err(|e| ContainerError::sys(id, "setting the channel timeout", e))?;
 
     let keep: Vec<RawFd> = namespaces
@@ -450,6 +445,7 @@ fn setup(
         role: Role::Init {
             spec,
             rootfs: rootfs_path,
+            cgroup: partial.cgroup.as_ref().map(|cg| cg.path()),
         },
         process: plan,
         join: &join,

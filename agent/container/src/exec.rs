@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use oci_spec::runtime::Process;
 
 use super::channel::{Channel, Message};
-use super::create::{map_contains_zero, prepare_stdio, terminal_master, unexpected, STEP_TIMEOUT};
+use super::create::{map_contains_zero, prepare_stdio, terminal_master, unexpected};
 use super::error::ContainerError;
 use super::init::{fork_intermediate, ChildArgs, ChildStdio, Role};
 use super::namespaces::NamespacePlan;
@@ -64,7 +64,7 @@ impl Container {
         let (agent_chan, child_chan) =
             Channel::pair().map_err(sys_err("creating the exec channel"))?;
         agent_chan
-            .set_timeout(STEP_TIMEOUT)
+            .set_timeout(self.step_timeout)
             .map_err(sys_err("setting the channel timeout"))?;
         let keep: Vec<RawFd> = namespaces
             .join_fds()

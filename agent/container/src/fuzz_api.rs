@@ -68,7 +68,11 @@ pub fn translate(id: &str, spec: &Spec, cgroups: bool) -> Result<(), TranslateEr
     let rootfs = Path::new(ROOTFS);
     let args = ChildArgs {
         sys: &sys,
-        role: Role::Init { spec, rootfs },
+        role: Role::Init {
+            spec,
+            rootfs,
+            cgroup: None,
+        },
         process: &plan,
         join: &[],
         new_user,
@@ -81,7 +85,7 @@ pub fn translate(id: &str, spec: &Spec, cgroups: bool) -> Result<(), TranslateEr
         chan: child.raw(),
         seccomp: seccomp.as_ref(),
     };
-    let message = match init_steps(&args, spec, rootfs) {
+    let message = match init_steps(&args, spec, rootfs, None) {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
     };

@@ -44,7 +44,12 @@ pub struct TerminalSize {
 
 /// Which process the intermediate clones.
 pub enum Role<'a> {
-    Init { spec: &'a Spec, rootfs: &'a Path },
+    Init {
+        spec: &'a Spec,
+        rootfs: &'a Path,
+        /// The container's cgroup directory as the agent sees it, when it has one.
+        cgroup: Option<&'a Path>,
+    },
     Exec,
 }
 
@@ -152,7 +157,11 @@ fn intermediate(args: &ChildArgs) -> Result<(), StepError> {
 
 fn child_main(args: &ChildArgs) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match args.role {
-        Role::Init { spec, rootfs } => init_steps(args, spec, rootfs),
+        Role::Init {
+            spec,
+            rootfs,
+            cgroup,
+        } => init_steps(args, spec, rootfs, cgroup),
         Role::Exec => exec_steps(args),
     }));
     let message = match result {
@@ -201,7 +210,12 @@ pub fn attach_terminal(args: &ChildArgs) -> Result<(), StepError> {
 }
 
 /// Everything the container init does, in order, up to exec. Returns only on failure.
-pub fn init_steps(args: &ChildArgs, spec: &Spec, rootfs: &Path) -> Result<Infallible, StepError> {
+pub fn init_steps(
+    args: &ChildArgs,
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: Option<&Path>,
+) -> Result<Infallible, StepError> {
     let sys = args.sys;
     setup_stdio(sys, &args.stdio)?;
     // Device nodes and mount points get exactly the modes asked for.
@@ -211,11 +225,17 @@ pub fn init_steps(args: &ChildArgs, spec: &Spec, rootfs: &Path) -> Result<Infall
             .join
             .iter()
             .any(|(_, t)| t.contains(CloneFlags::CLONE_NEWUSER));
+    let cgroup_ns = args.unshare.contains(CloneFlags::CLONE_NEWCGROUP)
+        || args
+            .join
+            .iter()
+            .any(|(_, t)| t.contains(CloneFlags::CLONE_NEWCGROUP));
     let setup = RootfsSetup {
         sys,
         spec,
         rootfs,
         in_user_ns,
+        own_cgroup: cgroup.filter(|_| !cgroup_ns),
     };
     setup.prepare()?;
     setup.pivot()?;

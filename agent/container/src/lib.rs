@@ -41,6 +41,11 @@
 //! * With cgroups disabled ([`CgroupConfig::Disabled`]) any resource limit is refused (naming
 //!   `linux.resources.*`); `linux.resources.devices` is then not enforced (logged). With cgroups
 //!   it is a device program on the container's cgroup (`devices`), cgroup v1's semantics.
+//! * A `cgroup`/`cgroup2` mount is always cgroup v2. A container with a cgroup of its own and no
+//!   cgroup namespace gets that cgroup bound there (as runc does), so it reads its own limits at
+//!   `/sys/fs/cgroup`; otherwise it is a fresh cgroup2 mount.
+//! * Each setup step of a forked child is bounded by [`RuntimeConfig::step_timeout`]: past it
+//!   the child is killed and the request fails.
 //! * seccomp is loaded right before `execve` with `noNewPrivileges`, else before the user
 //!   switch.
 //! * `hooks`, `intelRdt`, `personality`, time namespaces, id-mapped mounts and seccomp notify
@@ -91,7 +96,9 @@ use std::sync::Arc;
 use oci_spec::runtime::LinuxNamespaceType;
 
 pub use cgroup::CgroupStats as Stats;
-pub use config::{CgroupConfig, RuntimeConfig, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR};
+pub use config::{
+    CgroupConfig, RuntimeConfig, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_DIR, DEFAULT_STEP_TIMEOUT,
+};
 pub use error::{ContainerError, SpecError};
 pub use spec::parse_spec_json;
 pub use syscalls::{FileKind, LinuxSyscalls, MountPoint, MountPointKind, Syscalls};
@@ -188,6 +195,8 @@ pub struct Container {
     state_dir: Option<PathBuf>,
     namespaces: Vec<LinuxNamespaceType>,
     exec_pids: Vec<i32>,
+    /// Bound on each setup step of an exec's child ([`RuntimeConfig::step_timeout`]).
+    step_timeout: std::time::Duration,
     /// `destroy` (or drop) ran.
     torn_down: bool,
 }

@@ -75,6 +75,11 @@ pub struct RootfsSetup<'a> {
     pub rootfs: &'a Path,
     /// In a new user namespace: devices are bind-mounted from the agent's /dev, not created.
     pub in_user_ns: bool,
+    /// The container's own cgroup directory as the agent sees it, when it has one and no cgroup
+    /// namespace of its own: a `cgroup` mount binds it (as runc does), so the container sees its
+    /// own limits and usage at the mount rather than the agent's whole hierarchy. `None`: such
+    /// a mount is a fresh cgroup2 mount (rooted at the namespace's cgroup in a cgroup namespace).
+    pub own_cgroup: Option<&'a Path>,
 }
 
 impl RootfsSetup<'_> {
@@ -144,8 +149,15 @@ impl RootfsSetup<'_> {
             sys.mount_point(self.rootfs, m.destination(), MountPointKind::Existing)
                 .ctx(|| format!("{}: opening the new mount", what()))
         };
-        if opts.is_bind() || typ == Some("bind") {
-            let source = m.source().as_deref().unwrap_or(Path::new(""));
+        let is_cgroup = matches!(typ, Some("cgroup") | Some("cgroup2"));
+        let bind_source = match self.own_cgroup {
+            Some(dir) if is_cgroup => Some(dir),
+            _ if opts.is_bind() || typ == Some("bind") => {
+                Some(m.source().as_deref().unwrap_or(Path::new("")))
+            }
+            _ => None,
+        };
+        if let Some(source) = bind_source {
             let kind = sys
                 .file_kind(source)
                 .ctx(|| format!("{}: inspecting source {}", what(), source.display()))?
@@ -182,7 +194,7 @@ impl RootfsSetup<'_> {
         } else {
             let fstype = match typ {
                 // Containers see the unified hierarchy only.
-                Some("cgroup") | Some("cgroup2") => "cgroup2",
+                _ if is_cgroup => "cgroup2",
                 Some(t) => t,
                 None => "none",
             };

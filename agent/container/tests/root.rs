@@ -16,7 +16,7 @@ mod support;
 
 use rust_vm_container::{
     CgroupConfig, Container, ContainerError, CreateRequest, LinuxSyscalls, ProcessHandle,
-    RootfsSource, RuntimeConfig, StdioSpec,
+    RootfsSource, RuntimeConfig, StdioSpec, DEFAULT_STEP_TIMEOUT,
 };
 use support::swap::{SwapBeforeMount, MARKER};
 use support::{mounts_under, spec_from, spec_json, BusyboxRootfs};
@@ -26,6 +26,7 @@ fn config(rootfs: &BusyboxRootfs) -> RuntimeConfig {
         // This host has cgroup v1; the cgroup code is tested against a fake v2 tree.
         cgroups: CgroupConfig::Disabled,
         state_dir: rootfs.path().join("state"),
+        step_timeout: DEFAULT_STEP_TIMEOUT,
     }
 }
 
@@ -469,6 +470,7 @@ fn cgroup_v2_membership_kill_and_removal_on_the_real_kernel() {
                 root: cg_root.clone(),
             },
             state_dir: rootfs.path().join("state"),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         },
     )
     .expect("create");

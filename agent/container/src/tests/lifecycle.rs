@@ -15,7 +15,7 @@ use crate::syscalls::recording::{Call, RecordingSyscalls};
 use crate::syscalls::FileKind;
 use crate::{
     CgroupConfig, Container, ContainerError, CreateRequest, RootfsSource, RuntimeConfig, Status,
-    StdioSpec,
+    StdioSpec, DEFAULT_STEP_TIMEOUT,
 };
 
 struct TempDir(PathBuf);
@@ -71,6 +71,7 @@ fn an_init_failure_unmounts_the_block_device_and_removes_the_state() {
         RuntimeConfig {
             cgroups: CgroupConfig::Disabled,
             state_dir: tmp.0.join("state"),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         },
     )
     .expect_err("the init fails");
@@ -138,6 +139,7 @@ fn a_block_device_whose_cache_cannot_be_dropped_is_not_mounted() {
         RuntimeConfig {
             cgroups: CgroupConfig::Disabled,
             state_dir: tmp.0.join("state"),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         },
     )
     .expect_err("the flush fails");
@@ -172,6 +174,7 @@ fn a_dry_run_container_reaches_exec_only_on_start() {
         RuntimeConfig {
             cgroups: CgroupConfig::Disabled,
             state_dir: tmp.0.join("state"),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         },
     )
     .expect("create");
@@ -199,6 +202,7 @@ fn container_with_cgroup(tree: &Path, sys: Arc<RecordingSyscalls>) -> Container 
         init_pid: std::process::id() as i32,
         init_pidfd: fs::File::open("/dev/null").expect("stand-in fd").into(),
         start_chan: None,
+        step_timeout: DEFAULT_STEP_TIMEOUT,
         cgroup: Some(cg),
         block_mount: None,
         state_dir: None,

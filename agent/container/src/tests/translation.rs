@@ -84,6 +84,7 @@ fn run_init_with(
         role: Role::Init {
             spec: &spec,
             rootfs: Path::new(ROOTFS),
+            cgroup: None,
         },
         process: &plan,
         join: &[],
@@ -97,7 +98,8 @@ fn run_init_with(
         chan: child.raw(),
         seccomp: seccomp.as_ref(),
     };
-    let err = init_steps(&args, &spec, Path::new(ROOTFS)).expect_err("execve is recorded, not run");
+    let err =
+        init_steps(&args, &spec, Path::new(ROOTFS), None).expect_err("execve is recorded, not run");
     drop(child);
     let mut messages = Vec::new();
     while let Some((m, fd)) = agent.recv_with_fd().expect("recv") {
@@ -262,6 +264,7 @@ fn bind_options_become_a_bind_and_a_remount() {
         spec: &spec_from(&v),
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     setup.prepare().expect("prepare");
     let calls = sys.calls();
@@ -343,6 +346,61 @@ fn bind_options_become_a_bind_and_a_remount() {
 }
 
 #[test]
+fn a_cgroup_mount_binds_the_containers_own_cgroup_read_only() {
+    // No cgroup namespace in the spec (containerd on a cgroup v1 host): as with runc, the
+    // container's /sys/fs/cgroup is its own cgroup, where it reads its limits.
+    let mut v = spec_json(&["sh"]);
+    v["mounts"] = serde_json::json!([
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]);
+    let sys = busybox_sys();
+    let own = "/sys/fs/cgroup/rust-vm/k8s.io/c1";
+    sys.add_file(own, FileKind::Directory);
+    let setup = RootfsSetup {
+        sys: &sys,
+        spec: &spec_from(&v),
+        rootfs: Path::new(ROOTFS),
+        in_user_ns: false,
+        own_cgroup: Some(Path::new(own)),
+    };
+    setup.prepare().expect("prepare");
+    let calls = sys.calls();
+    assert_in_order(
+        &calls,
+        &[
+            Call::MkdirAll("/run/test/rootfs/sys/fs/cgroup".into(), 0o755),
+            mount_call(
+                Some(own),
+                "/run/test/rootfs/sys/fs/cgroup",
+                None,
+                MsFlags::MS_BIND,
+                None,
+            ),
+            mount_call(
+                None,
+                "/run/test/rootfs/sys/fs/cgroup",
+                None,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_RELATIME
+                    | MsFlags::MS_RDONLY,
+                None,
+            ),
+        ],
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "cgroup2")),
+        "no fresh cgroup2 mount: {calls:?}"
+    );
+}
+
+#[test]
 fn masked_and_readonly_paths_and_readonly_root() {
     let mut v = spec_json(&["sh"]);
     v["root"]["readonly"] = true.into();
@@ -359,6 +417,7 @@ fn masked_and_readonly_paths_and_readonly_root() {
         spec: &spec_from(&v),
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     setup.finalize().expect("finalize");
     let ro_remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
@@ -405,6 +464,7 @@ fn a_missing_working_directory_is_made_before_the_root_goes_read_only() {
         spec: &spec_from(&v),
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     setup.finalize().expect("finalize");
     let ro_remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
@@ -427,6 +487,7 @@ fn devices_in_a_user_namespace_are_bind_mounted() {
         spec: &spec_from(&v),
         rootfs: Path::new(ROOTFS),
         in_user_ns: true,
+        own_cgroup: None,
     };
     setup.prepare().expect("prepare");
     let calls = sys.calls();
@@ -462,6 +523,7 @@ fn devices_in_a_user_namespace_are_bind_mounted() {
         spec: &spec_from(&v),
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     setup.prepare().expect("prepare");
     assert_in_order(
@@ -591,6 +653,7 @@ fn a_failing_mount_stops_the_sequence_and_names_the_mount() {
         spec: &spec,
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     let err = setup.prepare().expect_err("devpts fails").to_string();
     assert!(
@@ -612,6 +675,7 @@ fn a_refused_pivot_root_is_an_error_with_no_chroot_fallback() {
         spec: &spec,
         rootfs: Path::new(ROOTFS),
         in_user_ns: false,
+        own_cgroup: None,
     };
     let err = setup.pivot().expect_err("EINVAL").to_string();
     assert!(err.contains("pivot_root into"), "{err}");

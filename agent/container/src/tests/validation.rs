@@ -7,7 +7,7 @@ use crate::spec::{validate, Capabilities};
 use crate::syscalls::recording::RecordingSyscalls;
 use crate::{
     parse_spec_json, CgroupConfig, Container, ContainerError, CreateRequest, RootfsSource,
-    RuntimeConfig, StdioSpec,
+    RuntimeConfig, StdioSpec, DEFAULT_STEP_TIMEOUT,
 };
 
 const NO_CGROUPS: Capabilities = Capabilities { cgroups: false };
@@ -279,6 +279,7 @@ fn create_refusal(id: &str, v: serde_json::Value, stdio: StdioSpec) -> Container
         RuntimeConfig {
             cgroups: CgroupConfig::Disabled,
             state_dir: "/nonexistent".into(),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         },
     )
     .expect_err("refused");

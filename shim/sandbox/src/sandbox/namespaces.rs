@@ -28,7 +28,9 @@ pub(super) fn agent_command(config: &SandboxConfig, paths: &Paths) -> Command {
         .arg("--state-dir")
         .arg(paths.dir.join("agent-state"))
         .arg("--log-level")
-        .arg(config.log_level.name());
+        .arg(config.log_level.name())
+        .arg("--step-timeout-secs")
+        .arg(config.agent_timeout.as_secs().max(1).to_string());
     cmd
 }
 

@@ -79,7 +79,8 @@ impl ImageFormat {
 /// (the VMM ends with the guest), the agent as init (from the read-only guest image of
 /// `format`, or from the initramfs when `image` is `None`), the configured extra words (on an
 /// emulating host, what lets the kernel reach user space), and after ` -- ` the agent's own
-/// options (its log level, the share's tag to mount).
+/// options (its log level, the share's tag to mount, and the agent timeout as its bound on each
+/// step of a container's setup, so the guest does not give up first).
 pub fn kernel_cmdline(config: &SandboxConfig, image: Option<ImageFormat>) -> String {
     let mut cmdline = format!("{BASE_CMDLINE} earlyprintk=serial,ttyS0,115200 panic=-1");
     match image {
@@ -103,6 +104,10 @@ pub fn kernel_cmdline(config: &SandboxConfig, image: Option<ImageFormat>) -> Str
     cmdline.push_str(config.log_level.name());
     cmdline.push_str(" --share ");
     cmdline.push_str(SHARE_TAG);
+    cmdline.push_str(&format!(
+        " --step-timeout-secs {}",
+        config.agent_timeout.as_secs().max(1)
+    ));
     cmdline
 }
 
@@ -501,6 +506,7 @@ mod tests {
     use super::*;
     use crate::sandbox::Backend;
     use crate::RuntimeConfig;
+    use std::time::Duration;
 
     fn config(emulating_host: bool) -> SandboxConfig {
         let mut cfg = RuntimeConfig::default().sandbox_config("t", Path::new("/run/t"));
@@ -544,8 +550,10 @@ mod tests {
             cmdline.contains(" noxsave  syscall_pf_fixup -- "),
             "{cmdline}"
         );
+        cfg.agent_timeout = Duration::from_secs(600);
+        let cmdline = kernel_cmdline(&cfg, None);
         assert!(
-            cmdline.ends_with(" -- --log-level warn --share rust-vm-share"),
+            cmdline.ends_with(" -- --log-level warn --share rust-vm-share --step-timeout-secs 600"),
             "{cmdline}"
         );
         cfg.kernel_args = String::new();
