@@ -91,10 +91,12 @@ fn check_limit(handler: &str) -> Duration {
     }
 }
 
-/// Runs every check for `handler`; a failure's reason ends with containerd's log tail.
-pub async fn run_all(suite: &Suite, handler: &str) -> Vec<Outcome> {
+/// Runs every check for `handler` (those named in `only`, when given); a failure's reason ends
+/// with containerd's log tail.
+pub async fn run_all(suite: &Suite, handler: &str, only: Option<&[String]>) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
-    for check in all() {
+    let wanted = |name: &str| only.is_none_or(|names| names.iter().any(|n| n == name));
+    for check in all().into_iter().filter(|c| wanted(c.name)) {
         let started = Instant::now();
         let limit = check_limit(handler);
         let result = match tokio::time::timeout(limit, (check.run)(suite, handler)).await {
