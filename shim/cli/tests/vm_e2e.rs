@@ -89,9 +89,12 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
 
 /// What the first container checks about its own view, in shell builtins where they do (a process
 /// start costs a second or more where guest ring 0 is emulated): a block node its spec allows to
-/// create but not to open, its mount table, then the escape probe (last: it unmounts `/`).
+/// create but not to open, its own cgroup at its cgroup mount, its mount table, then the escape
+/// probe (last: it unmounts `/`).
 const CONTAINMENT_SCRIPT: &str = r#"
 echo out; echo err >&2
+read -r max < /sys/fs/cgroup/memory.max && echo "CGROUP-MEMORY-MAX $max"
+[ -e /sys/fs/cgroup/rust-vm ] && echo CGROUP-HIERARCHY-VISIBLE
 mknod /dev/probe-vda b 254 0 && echo MKNOD-ALLOWED
 ( exec 3</dev/probe-vda ) 2>/dev/null && echo VDA-OPENED
 while read -r line; do echo "MOUNTINFO $line"; done < /proc/self/mountinfo
@@ -109,12 +112,14 @@ const CONTAINER_MOUNTS: &[&str] = &[
     "/proc/kcore",
     "/proc/keys",
     "/proc/sys",
+    "/sys/fs/cgroup",
 ];
 
 /// The sandbox library's path, through the one end-to-end driver (also the `vm_run` benchmark's),
 /// booting from the read-only guest image: the container is entered with pivot_root (its mount
 /// table holds only its own mounts; neither the chroot escape nor detaching its `/` reaches
-/// anything of the agent's) and its device rules are enforced by the device cgroup.
+/// anything of the agent's), its device rules are enforced by the device cgroup, and its cgroup
+/// mount (no cgroup namespace) shows its own cgroup, as runc binds it.
 #[test]
 #[ignore = "needs /dev/kvm and root; boots the guest kernel (~1 min)"]
 fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
@@ -124,10 +129,20 @@ fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
     let mut run = E2e::new(&["sh", "-c", CONTAINMENT_SCRIPT]);
     run.rootfs_files = vec![("escape".into(), escape::probe(probes.path()))];
     run.edit_spec = |spec| {
-        spec["linux"]["resources"] = serde_json::json!({ "devices": [
-            { "allow": false, "access": "rwm" },
-            { "allow": true, "type": "b", "major": 254, "minor": 0, "access": "m" },
-        ]});
+        spec["linux"]["resources"] = serde_json::json!({
+            "devices": [
+                { "allow": false, "access": "rwm" },
+                { "allow": true, "type": "b", "major": 254, "minor": 0, "access": "m" },
+            ],
+            "memory": { "limit": 64 << 20 },
+        });
+        spec["mounts"]
+            .as_array_mut()
+            .expect("spec mounts")
+            .push(serde_json::json!({
+                "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+            }));
     };
     let report = e2e::run(&run).unwrap_or_else(|e| panic!("end-to-end run failed: {e:#}"));
     let console = &report.console;
@@ -157,6 +172,13 @@ fn agent_as_init_answers_over_vsock_and_runs_a_contained_container() {
         !out.contains("VDA-OPENED"),
         "device cgroup not enforced; stdout:\n{out}"
     );
+    // Its own cgroup at /sys/fs/cgroup, not the guest's hierarchy.
+    assert!(
+        out.lines()
+            .any(|l| l == format!("CGROUP-MEMORY-MAX {}", 64 << 20)),
+        "the cgroup mount is not the container's own cgroup; stdout:\n{out}"
+    );
+    assert!(!out.contains("CGROUP-HIERARCHY-VISIBLE"), "stdout:\n{out}");
     // Its own mounts only.
     let mount_points: Vec<&str> = out
         .lines()
