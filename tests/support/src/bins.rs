@@ -1,7 +1,9 @@
 //! The workspace's binaries, next to the running test or benchmark (the same target directory
-//! and profile), built with `cargo build -p PACKAGE` on first use: cargo builds only the tested
-//! package's own binaries for its tests.
+//! and profile), brought up to date with `cargo build -p PACKAGE` on first use in each process:
+//! cargo builds only the tested package's own binaries for its tests, and a binary left from an
+//! older build would test old code.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -23,15 +25,15 @@ pub fn profile_dir() -> PathBuf {
     }
 }
 
-/// The binary `name` of workspace package `package` in [`profile_dir`], built there if missing
+/// The binary `name` of workspace package `package` in [`profile_dir`], built there on first use
 /// (with `--release` from a release-profile test or benchmark).
 pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
-    // One build at a time within a test binary (tests run on threads).
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    // One build at a time within a test binary (tests run on threads), each package once.
+    static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let dir = profile_dir();
     let binary = dir.join(name);
-    if binary.is_file() {
+    if built.get_or_insert_with(HashSet::new).contains(package) && binary.is_file() {
         return binary;
     }
     let target_dir = dir.parent().expect("the profile directory has a parent");
@@ -51,6 +53,9 @@ pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
         "{} missing after the build",
         binary.display()
     );
+    built
+        .get_or_insert_with(HashSet::new)
+        .insert(package.to_owned());
     binary
 }
 
