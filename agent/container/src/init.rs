@@ -220,16 +220,10 @@ pub fn init_steps(
     setup_stdio(sys, &args.stdio)?;
     // Device nodes and mount points get exactly the modes asked for.
     sys.umask(0);
-    let in_user_ns = args.new_user
-        || args
-            .join
-            .iter()
-            .any(|(_, t)| t.contains(CloneFlags::CLONE_NEWUSER));
-    let cgroup_ns = args.unshare.contains(CloneFlags::CLONE_NEWCGROUP)
-        || args
-            .join
-            .iter()
-            .any(|(_, t)| t.contains(CloneFlags::CLONE_NEWCGROUP));
+    let joins = |ns: CloneFlags| args.join.iter().any(|(_, t)| t.contains(ns));
+    let in_user_ns = args.new_user || joins(CloneFlags::CLONE_NEWUSER);
+    let cgroup_ns =
+        args.unshare.contains(CloneFlags::CLONE_NEWCGROUP) || joins(CloneFlags::CLONE_NEWCGROUP);
     let setup = RootfsSetup {
         sys,
         spec,
