@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One set-up command for a fresh Debian 12 machine (run as root from anywhere):
 #   scripts/setup.sh                 # everything, then the main job
-#   scripts/setup.sh --prepare-only  # everything but the main job (scripts/test.sh uses this)
+#   scripts/setup.sh --prepare-only  # what the tests need (scripts/test.sh uses this)
 # Installs the Debian packages in scripts/debian-packages.txt, builds the guest kernel
-# (cached; see guest-kernel/build.sh), builds the Rust workspace, virtiofsd, the guest's read-only
-# root image and its initramfs fallback, then (without --prepare-only) runs the main job.
+# (cached; see guest-kernel/build.sh), builds the Rust workspace (release), virtiofsd, the
+# guest's read-only root image and its initramfs fallback, then runs the main job.
+# --prepare-only leaves out the release build and the main job: the tests build and use the
+# debug profile, and a release build of the whole workspace is minutes of CI on 2 cores.
 # Safe to run again: every step is skipped or cheap when its result is already there.
 set -euo pipefail
 
@@ -74,7 +76,7 @@ esac
 
 install_packages
 build_guest_kernel
-build_rust
+$prepare_only || build_rust
 build_virtiofsd
 build_guest_root
 step "set-up done"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's one test command: prepares what the tests need (idempotent and cached: Debian
-# packages, guest kernel, agent, initramfs, release binaries), checks formatting and lints, then
+# packages, guest kernel, virtiofsd, guest image and initramfs), checks formatting and lints, then
 # runs every test — including the ones marked #[ignore] because they need root, /dev/kvm or a
 # real containerd. Nothing is skipped silently: a missing prerequisite fails its test.
 set -euo pipefail
