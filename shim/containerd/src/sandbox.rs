@@ -16,8 +16,10 @@ use thiserror::Error;
 
 use crate::mounts::{self, MountError};
 
-/// Parent of every sandbox's state directory.
-pub const STATE_ROOT: &str = "/run/rust-vm/containerd";
+/// Parent of every sandbox's state directory. Beside, not inside, the `rust-vm` command's state
+/// root (`/run/rust-vm`): inside it, `rust-vm list` showed it as a stopped container named
+/// `containerd`, and `rust-vm delete containerd` would have removed every pod's state.
+pub const STATE_ROOT: &str = "/run/rust-vm-shim";
 
 #[derive(Debug, Error)]
 pub enum PodSandboxError {
@@ -135,6 +137,12 @@ mod tests {
         // Room for `agent.sock` / `vsock.sock_1024` under the 107-byte socket limit.
         assert!(a.as_os_str().len() < 50, "{}", a.display());
         assert_eq!(short_hash(""), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn the_state_root_is_outside_the_rust_vm_commands_root() {
+        // `rust-vm` keeps its containers in /run/rust-vm (shim/cli/src/state.rs, DEFAULT_ROOT).
+        assert!(!Path::new(STATE_ROOT).starts_with("/run/rust-vm"));
     }
 
     #[test]

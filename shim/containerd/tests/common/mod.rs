@@ -445,7 +445,7 @@ pub fn sandbox_state_dir(namespace: &str, sandbox_id: &str) -> PathBuf {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    PathBuf::from(format!("/run/rust-vm/containerd/{hash:016x}"))
+    PathBuf::from(format!("/run/rust-vm-shim/{hash:016x}"))
 }
 
 pub fn median(samples: &mut [Duration]) -> Duration {
