@@ -359,6 +359,12 @@ pub fn validate_id(id: &str) -> Result<(), SandboxError> {
 }
 
 impl SandboxConfig {
+    /// The agent's `--step-timeout-secs`: the host's own bound on an answer, in whole seconds
+    /// (at least 1), so that the agent gives up on a step no later than the host gives up on it.
+    pub fn agent_step_timeout_secs(&self) -> u64 {
+        self.agent_timeout.as_secs().max(1)
+    }
+
     /// What the sandbox takes from the container it starts with: its rootfs directory, and
     /// (`vm`) the network namespace its spec names by path as the pod's network. A spec with
     /// no network namespace (host networking) gets the VM's own, loopback only: a VM cannot share
@@ -1139,6 +1145,24 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(129)] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_agents_step_bound_is_the_agent_timeout_in_whole_seconds() {
+        let mut cfg = test_config(Backend::Namespaces, "sb", Path::new("/nonexistent"));
+        for (timeout, secs) in [
+            (Duration::from_secs(600), 600),
+            (Duration::from_millis(1500), 1),
+        ] {
+            cfg.agent_timeout = timeout;
+            assert_eq!(cfg.agent_step_timeout_secs(), secs, "{timeout:?}");
+        }
+        cfg.agent_timeout = Duration::from_millis(200);
+        assert_eq!(
+            cfg.agent_step_timeout_secs(),
+            1,
+            "never 0 (the agent refuses it)"
+        );
     }
 
     #[test]

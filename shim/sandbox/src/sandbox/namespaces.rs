@@ -30,7 +30,7 @@ pub(super) fn agent_command(config: &SandboxConfig, paths: &Paths) -> Command {
         .arg("--log-level")
         .arg(config.log_level.name())
         .arg("--step-timeout-secs")
-        .arg(config.agent_timeout.as_secs().max(1).to_string());
+        .arg(config.agent_step_timeout_secs().to_string());
     cmd
 }
 

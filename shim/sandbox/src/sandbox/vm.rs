@@ -106,7 +106,7 @@ pub fn kernel_cmdline(config: &SandboxConfig, image: Option<ImageFormat>) -> Str
     cmdline.push_str(SHARE_TAG);
     cmdline.push_str(&format!(
         " --step-timeout-secs {}",
-        config.agent_timeout.as_secs().max(1)
+        config.agent_step_timeout_secs()
     ));
     cmdline
 }
