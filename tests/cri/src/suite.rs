@@ -26,17 +26,30 @@ pub fn run_some(handlers: &[&str], only: Option<&[String]>) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for handler in handlers {
         let handler_started = Instant::now();
-        rt.block_on(async {
+        let interrupted = rt.block_on(async {
             let suite = Suite::start(handler)
                 .await
                 .expect("start containerd with CRI");
-            outcomes.extend(checks::run_all(&suite, handler, only).await);
+            tokio::select! {
+                () = checks::run_all(&suite, handler, only, &mut outcomes) => None,
+                signal = interruption() => Some(signal),
+            }
             // Dropping the suite removes what the checks left and stops containerd.
         });
         println!(
             "handler {handler}: {:.0} s",
             handler_started.elapsed().as_secs_f64()
         );
+        if let Some(signal) = interrupted {
+            eprintln!("cri-suite: {signal}: stopped the checks of {handler} and cleaned up");
+            outcomes.push(Outcome {
+                check: "(interrupted)",
+                handler: handler.to_string(),
+                result: Err(format!("{signal} during the checks")),
+                took: handler_started.elapsed(),
+            });
+            break;
+        }
     }
     println!(
         "\nCRI suite ({:.0} s, {}):\n{}",
@@ -54,4 +67,20 @@ pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
         .filter(|o| o.result.is_err())
         .map(|o| format!("{} ({})", o.check, o.handler))
         .collect()
+}
+
+/// Resolves with the signal's name at the first SIGINT or SIGTERM (never, where the handlers
+/// cannot be installed).
+async fn interruption() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

@@ -26,13 +26,20 @@ pub async fn exec_sync(suite: &Suite, handler: &str) -> Result<()> {
         String::from_utf8_lossy(&r.stderr)
     );
     ensure!(r.exit_code == 3, "exit code {}", r.exit_code);
-    // The timeout is honoured: a 31 s sleep with a 2 s timeout comes back early, as an error
-    // (within 10 s; in a slow guest before the sleep could have ended).
-    let bound = Duration::from_secs(if super::patience(handler) > 1 { 30 } else { 10 });
+    // The timeout is honoured: a sleep with a 2 s timeout comes back early, as an error, well
+    // before the sleep could have ended by itself. containerd starts the 2 s only once the exec
+    // has started, and starting a process takes up to `patience` times longer in a slow guest:
+    // the sleep and the bound both scale by it (runc: `sleep 31` back within 10 s).
+    let slow = super::patience(handler);
+    let sleep = (31 * slow).to_string();
+    let bound = Duration::from_secs(10) * slow;
     let started = Instant::now();
-    let r = suite.exec_within(&id, &["sleep", "31"], 2).await;
+    let r = suite.exec_within(&id, &["sleep", &sleep], 2).await;
     let took = started.elapsed();
-    ensure!(took < bound, "a 2 s timeout returned after {took:?}");
+    ensure!(
+        took < bound,
+        "a 2 s timeout on `sleep {sleep}` returned after {took:?}"
+    );
     match r {
         Err(e) => ensure!(
             format!("{e:#}").contains("timeout"),
@@ -41,17 +48,16 @@ pub async fn exec_sync(suite: &Suite, handler: &str) -> Result<()> {
         Ok(r) => ensure!(r.exit_code != 0, "timed-out exec exited 0"),
     }
     // The timed-out exec is killed, not left running.
-    let deadline = Instant::now() + Duration::from_secs(10) * super::patience(handler);
+    let deadline = Instant::now() + Duration::from_secs(10) * slow;
+    let count = format!("ps -o args | grep -c '^sleep {sleep}$' || true");
     loop {
-        let ps = suite
-            .sh(&id, "ps -o args | grep -c '^sleep 31' || true")
-            .await?;
+        let ps = suite.sh(&id, &count).await?;
         if ps.trim() == "0" {
             return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
-            "the timed-out `sleep 31` still runs"
+            "the timed-out `sleep {sleep}` still runs"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

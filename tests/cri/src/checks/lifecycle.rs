@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::*;
 
+use crate::checks::container::waits_for_term;
 use crate::checks::pod::Footprint;
 use crate::cri::{container, Suite};
 
@@ -26,13 +27,11 @@ async fn stop(suite: &Suite, id: &str, timeout: i64) -> Result<Duration> {
 /// (SIGKILL) when the grace period ends, not before.
 pub async fn stop_grace(suite: &Suite, handler: &str) -> Result<()> {
     let pod = suite.main_pod(handler).await?;
-    let graceful = container(
-        "graceful",
-        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 1; done",
-    );
+    let graceful = container("graceful", &waits_for_term("ready"));
+    // SIGTERM goes to the shell, PID 1, which ignores it; its `sleep` never sees it.
     let stubborn = container(
         "stubborn",
-        "trap '' TERM; echo ready; while :; do sleep 1; done",
+        "trap '' TERM; echo ready; while :; do sleep 3600; done",
     );
     let g = suite.run(&pod, graceful).await?;
     let s = match suite.run(&pod, stubborn).await {

@@ -91,10 +91,14 @@ fn check_limit(handler: &str) -> Duration {
     }
 }
 
-/// Runs every check for `handler` (those named in `only`, when given); a failure's reason ends
-/// with containerd's log tail.
-pub async fn run_all(suite: &Suite, handler: &str, only: Option<&[String]>) -> Vec<Outcome> {
-    let mut outcomes = Vec::new();
+/// Runs every check for `handler` (those named in `only`, when given), adding each outcome to
+/// `outcomes` as it ends; a failure's reason ends with containerd's log tail.
+pub async fn run_all(
+    suite: &Suite,
+    handler: &str,
+    only: Option<&[String]>,
+    outcomes: &mut Vec<Outcome>,
+) {
     let wanted = |name: &str| only.is_none_or(|names| names.iter().any(|n| n == name));
     for check in all().into_iter().filter(|c| wanted(c.name)) {
         let started = Instant::now();
@@ -122,7 +126,6 @@ pub async fn run_all(suite: &Suite, handler: &str, only: Option<&[String]>) -> V
             took: started.elapsed(),
         });
     }
-    outcomes
 }
 
 /// The results as a Markdown table: check, handler, pass/fail, reason.
