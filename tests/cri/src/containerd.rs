@@ -22,6 +22,10 @@ pub const POD_SUBNET: &str = "10.99.0.0/24";
 /// The rust-vm handler's `agent_timeout_secs`: where guest ring 0 is instruction-emulated (PVM
 /// hosts) a VM boot took 70 to over 240 s, depending on what else the host's cores ran.
 const RUST_VM_AGENT_TIMEOUT_SECS: u64 = 600;
+/// The rust-vm handler's `vcpus` and `mem_mib`: a pod's VM gets these on top of its containers'
+/// limits (docs/containerd.md, "Pod sizing"), which the PodSizing check sees from inside.
+pub const RUST_VM_VCPUS: u32 = 1;
+pub const RUST_VM_MEM_MIB: u64 = 256;
 
 pub struct Containerd {
     pub dir: PathBuf,
@@ -94,7 +98,10 @@ impl Containerd {
                  vmm = \"{}\"\n\
                  guest_image = \"{}\"\n\
                  # Guest ring 0 is instruction-emulated on the PVM hosts this runs on.\n\
-                 agent_timeout_secs = {RUST_VM_AGENT_TIMEOUT_SECS}\n",
+                 agent_timeout_secs = {RUST_VM_AGENT_TIMEOUT_SECS}\n\
+                 # A pod's VM: this plus its containers' limits.\n\
+                 vcpus = {RUST_VM_VCPUS}\n\
+                 mem_mib = {RUST_VM_MEM_MIB}\n",
                 vmm.display(),
                 guest_image.display()
             ),

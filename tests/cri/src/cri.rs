@@ -107,9 +107,14 @@ impl Suite {
         self.ctd.lock().await.log_tail(lines)
     }
 
-    /// A pod's configuration as the kubelet builds it; makes its log directory (the kubelet
-    /// does, before RunPodSandbox).
-    pub fn pod_config(&self, name: &str) -> Result<PodSandboxConfig> {
+    /// A pod's configuration as the kubelet builds it, `resources` the sum of its containers'
+    /// limits ([`pod_resources`]); makes its log directory (the kubelet does, before
+    /// RunPodSandbox).
+    pub fn pod_config(
+        &self,
+        name: &str,
+        resources: LinuxContainerResources,
+    ) -> Result<PodSandboxConfig> {
         let uid = format!("{name}-uid-{}", std::process::id());
         let log_directory = self.dir.join(format!("pods/default_{name}_{uid}"));
         fs::create_dir_all(&log_directory)?;
@@ -144,14 +149,21 @@ impl Suite {
                     seccomp: Some(unconfined()),
                     ..Default::default()
                 }),
+                overhead: Some(pod_overhead()),
+                resources: Some(resources),
                 ..Default::default()
             }),
             ..Default::default()
         })
     }
 
-    pub async fn run_pod(&self, handler: &str, name: &str) -> Result<Pod> {
-        let config = self.pod_config(name)?;
+    pub async fn run_pod(
+        &self,
+        handler: &str,
+        name: &str,
+        resources: LinuxContainerResources,
+    ) -> Result<Pod> {
+        let config = self.pod_config(name, resources)?;
         let id = self
             .rt()
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -181,7 +193,11 @@ impl Suite {
         if let Some(reason) = failure.as_ref() {
             bail!("the main pod could not be made: {reason}");
         }
-        match self.run_pod(handler, &format!("main-{handler}")).await {
+        let resources = crate::checks::container::main_pod_resources();
+        match self
+            .run_pod(handler, &format!("main-{handler}"), resources)
+            .await
+        {
             Ok(p) => {
                 *pod = Some(p.clone());
                 Ok(p)
@@ -426,6 +442,31 @@ impl Drop for Suite {
         if let Ok(Err(e)) = done {
             eprintln!("removing the pods left over through the CRI failed: {e:#}");
         }
+    }
+}
+
+/// The pod-level resources the kubelet sends with RunPodSandbox (Kubernetes 1.23 and later): the
+/// sums of the containers' CPU and memory limits, as a CFS quota over the default 100 ms period
+/// and bytes (0: no limit), with the CPU shares of the containers' requests (2: none).
+pub fn pod_resources(cpu_quota: i64, memory: i64) -> LinuxContainerResources {
+    LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota,
+        cpu_shares: 2,
+        memory_limit_in_bytes: memory,
+        ..Default::default()
+    }
+}
+
+/// The RuntimeClass's `overhead.podFixed` (docs/kubernetes/runtimeclass.yaml: 250m, 64Mi), which
+/// the kubelet passes beside the pod's resources.
+fn pod_overhead() -> LinuxContainerResources {
+    LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 25_000,
+        cpu_shares: 256,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
     }
 }
 

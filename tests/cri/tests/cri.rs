@@ -15,6 +15,7 @@ const RUST_VM_CHECKS: &[&str] = &[
     "RunPodSandbox",
     "CreateContainer",
     "StartContainer",
+    "PodSizing",
     "ContainerMounts",
     "ContainerStats",
     "StopRemovePodSandbox",

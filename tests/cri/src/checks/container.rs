@@ -13,6 +13,8 @@ use k8s_cri::v1::*;
 use crate::cri::{container, Pod, Suite};
 
 pub const MEMORY_LIMIT: i64 = 64 << 20;
+/// The main container's CPU limit: half a CPU, as a CFS quota over 100 ms.
+pub const CPU_QUOTA: i64 = 50_000;
 
 /// A shell script that prints `greeting`, then waits for SIGTERM and exits 0 on it, idle while
 /// it waits: one long `sleep` in the background and `wait` (which a trapped signal ends). A
@@ -89,12 +91,17 @@ pub fn main_config(v: &Volumes) -> ContainerConfig {
     let resources = linux.resources.as_mut().unwrap();
     resources.cpu_shares = 512;
     resources.cpu_period = 100_000;
-    resources.cpu_quota = 50_000;
+    resources.cpu_quota = CPU_QUOTA;
     resources.memory_limit_in_bytes = MEMORY_LIMIT;
     let security = linux.security_context.as_mut().unwrap();
     security.run_as_user = Some(Int64Value { value: UID });
     security.run_as_group = Some(Int64Value { value: UID });
     c
+}
+
+/// The main pod's resources as the kubelet sums them: only the main container declares limits.
+pub fn main_pod_resources() -> LinuxContainerResources {
+    crate::cri::pod_resources(CPU_QUOTA, MEMORY_LIMIT)
 }
 
 pub async fn create_container(suite: &Suite, handler: &str) -> Result<()> {

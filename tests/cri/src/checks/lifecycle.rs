@@ -8,7 +8,7 @@ use k8s_cri::v1::*;
 
 use crate::checks::container::waits_for_term;
 use crate::checks::pod::Footprint;
-use crate::cri::{container, Suite};
+use crate::cri::{container, pod_resources, Suite};
 
 async fn stop(suite: &Suite, id: &str, timeout: i64) -> Result<Duration> {
     let started = Instant::now();
@@ -100,7 +100,10 @@ async fn check_stops(
 pub async fn two_pods(suite: &Suite, handler: &str) -> Result<()> {
     let main = suite.main_pod(handler).await?;
     let main_id = suite.container_id("main")?;
-    let second = suite.run_pod(handler, &format!("second-{handler}")).await?;
+    // Its container declares no limits: the kubelet sends zero sums.
+    let second = suite
+        .run_pod(handler, &format!("second-{handler}"), pod_resources(0, 0))
+        .await?;
     let web = container(
         "web",
         "mkdir -p /www && echo second pod says hi > /www/index.html && \

@@ -41,6 +41,7 @@ pub fn all() -> Vec<Check> {
         check!("RunPodSandbox", pod::run_pod_sandbox),
         check!("CreateContainer", container::create_container),
         check!("StartContainer", container::start_container),
+        check!("PodSizing", pod::pod_sizing),
         check!("ContainerEnvironment", container::environment),
         check!("ContainerMounts", container::mounts),
         check!("ContainerResources", container::resources),

@@ -7,6 +7,8 @@ use std::process::Command;
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::*;
 
+use crate::checks::container;
+use crate::containerd::{RUST_VM_MEM_MIB, RUST_VM_VCPUS};
 use crate::cri::{Pod, Suite};
 use crate::netns::run;
 
@@ -76,6 +78,70 @@ pub async fn run_pod_sandbox(suite: &Suite, handler: &str) -> Result<()> {
     ensure!(
         Path::new(log_dir) == pod.log_dir(),
         "log directory {log_dir:?}"
+    );
+    Ok(())
+}
+
+/// Pod sizing: containerd passes the pod's resources (the sums of its containers' limits) on to
+/// the runtime as annotations of the sandbox container, and a VM handler sizes the pod's VM from
+/// them on top of its own `vcpus` / `mem_mib`, which a container sees as the machine's CPUs and
+/// memory. (runc has no VM to size: for it, the annotations and that the read-out works.)
+pub async fn pod_sizing(suite: &Suite, handler: &str) -> Result<()> {
+    let pod = suite.main_pod(handler).await?;
+    let info = pod_info(&suite.pod_status(&pod.id).await?.info)?;
+    let annotations = &info["runtimeSpec"]["annotations"];
+    let want = container::main_pod_resources();
+    for (key, value) in [
+        ("io.kubernetes.cri.sandbox-cpu-period", want.cpu_period),
+        ("io.kubernetes.cri.sandbox-cpu-quota", want.cpu_quota),
+        (
+            "io.kubernetes.cri.sandbox-memory",
+            want.memory_limit_in_bytes,
+        ),
+    ] {
+        ensure!(
+            annotations[key].as_str() == Some(value.to_string().as_str()),
+            "sandbox annotation {key} is {}, want {value:?}",
+            annotations[key]
+        );
+    }
+    // What the container sees as its machine (runc: the host's, so only read, which proves the
+    // script). Builtins only: where guest ring 0 is emulated, every process started costs seconds.
+    let id = suite.container_id("main")?;
+    let out = suite
+        .sh(
+            &id,
+            "n=0; while read k rest; do case $k in processor) n=$((n+1));; esac; done < /proc/cpuinfo; \
+             echo \"cpus=$n\"; \
+             while read k v rest; do case $k in MemTotal:) echo \"mem_kib=$v\";; esac; done < /proc/meminfo",
+        )
+        .await?;
+    let field = |key: &str| -> Result<u64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .with_context(|| format!("no {key}= line in {out:?}"))?
+            .parse()
+            .with_context(|| format!("{key} in {out:?}"))
+    };
+    let (seen_cpus, mem_kib) = (field("cpus")?, field("mem_kib")?);
+    ensure!(seen_cpus > 0 && mem_kib > 0, "read {out:?}");
+    if !is_vm(handler) {
+        return Ok(());
+    }
+    let quota_cpus = (want.cpu_quota as u64).div_ceil(want.cpu_period as u64);
+    let cpus = u64::from(RUST_VM_VCPUS) + quota_cpus;
+    ensure!(
+        seen_cpus == cpus,
+        "the VM has {seen_cpus} CPUs, want {RUST_VM_VCPUS} + {quota_cpus} for the pod's quota"
+    );
+    // MemTotal is the VM's memory less what its kernel reserved at boot: above `mem_mib` only
+    // if the pod's limit was added, and never above the sum.
+    let limit_mib = want.memory_limit_in_bytes as u64 >> 20;
+    let (least, most) = (RUST_VM_MEM_MIB * 1024, (RUST_VM_MEM_MIB + limit_mib) * 1024);
+    ensure!(
+        least < mem_kib && mem_kib <= most,
+        "the VM's MemTotal is {mem_kib} KiB, want above {least} ({RUST_VM_MEM_MIB} MiB) and at \
+         most {most} ({RUST_VM_MEM_MIB} MiB + the pod's {limit_mib} MiB)"
     );
     Ok(())
 }
