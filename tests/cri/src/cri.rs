@@ -445,6 +445,14 @@ impl Drop for Suite {
     }
 }
 
+/// The value of the `KEY=value` line of a script's output (the checks that read several things
+/// in one exec print each so).
+pub fn field<'a>(out: &'a str, key: &str) -> Result<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .with_context(|| format!("no {key}= line in {out:?}"))
+}
+
 /// The pod-level resources the kubelet sends with RunPodSandbox (Kubernetes 1.23 and later): the
 /// sums of the containers' CPU and memory limits, as a CFS quota over the default 100 ms period
 /// and bytes (0: no limit), with the CPU shares of the containers' requests (2: none).

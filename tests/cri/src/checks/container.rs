@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::*;
 
-use crate::cri::{container, Pod, Suite};
+use crate::cri::{container, field, Pod, Suite};
 
 pub const MEMORY_LIMIT: i64 = 64 << 20;
 /// The main container's CPU limit: half a CPU, as a CFS quota over 100 ms.
 pub const CPU_QUOTA: i64 = 50_000;
+pub const UID: i64 = 1000;
 
 /// A shell script that prints `greeting`, then waits for SIGTERM and exits 0 on it, idle while
 /// it waits: one long `sleep` in the background and `wait` (which a trapped signal ends). A
@@ -26,7 +27,6 @@ pub fn waits_for_term(greeting: &str) -> String {
          while :; do sleep 3600 & wait $!; done"
     )
 }
-pub const UID: i64 = 1000;
 
 /// The host side of the main container's volumes and file mounts.
 pub struct Volumes {
@@ -172,18 +172,13 @@ pub async fn environment(suite: &Suite, handler: &str) -> Result<()> {
              echo \"hostname=$(hostname)\"; cat /etc/resolv.conf",
         )
         .await?;
-    let field = |key: &str| -> Result<&str> {
-        out.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .with_context(|| format!("no {key}= line in {out:?}"))
-    };
     for (what, key, want) in [
         ("env", "env", "hello from the kubelet"),
         ("working dir", "cwd", "/work"),
         ("uid:gid", "ids", "1000:1000"),
         ("hostname", "hostname", pod.config.hostname.as_str()),
     ] {
-        let got = field(key)?;
+        let got = field(&out, key)?;
         ensure!(got == want, "{what}: got {got:?}, want {want:?}");
     }
     for want in [

@@ -9,7 +9,7 @@ use k8s_cri::v1::*;
 
 use crate::checks::container;
 use crate::containerd::{RUST_VM_MEM_MIB, RUST_VM_VCPUS};
-use crate::cri::{Pod, Suite};
+use crate::cri::{field, Pod, Suite};
 use crate::netns::run;
 
 pub async fn run_pod_sandbox(suite: &Suite, handler: &str) -> Result<()> {
@@ -116,14 +116,12 @@ pub async fn pod_sizing(suite: &Suite, handler: &str) -> Result<()> {
              while read k v rest; do case $k in MemTotal:) echo \"mem_kib=$v\";; esac; done < /proc/meminfo",
         )
         .await?;
-    let field = |key: &str| -> Result<u64> {
-        out.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .with_context(|| format!("no {key}= line in {out:?}"))?
+    let number = |key: &str| -> Result<u64> {
+        field(&out, key)?
             .parse()
             .with_context(|| format!("{key} in {out:?}"))
     };
-    let (seen_cpus, mem_kib) = (field("cpus")?, field("mem_kib")?);
+    let (seen_cpus, mem_kib) = (number("cpus")?, number("mem_kib")?);
     ensure!(seen_cpus > 0 && mem_kib > 0, "read {out:?}");
     if !is_vm(handler) {
         return Ok(());
